@@ -1,0 +1,1 @@
+"""Reading experiments, computing metrics and drawing plots (used by run_search.py and report.py)."""

@@ -1,0 +1,34 @@
+"""One search-space module per model: `SPACE` (Tune domains, with the reasons for each range) and `DEFAULTS`
+(the first config tried). `get_space(model)` finds them; `describe(space)` makes them JSON for experiment.json."""
+
+from __future__ import annotations
+
+import importlib
+
+from ray.tune.search import sample
+
+# model name -> module in this package (several models may share one space)
+SPACE_MODULES = {"lenet5": "lenet5", "resnet18": "resnet18"}
+
+
+def get_space(model: str) -> tuple[dict, dict]:
+    """(space, defaults) for `model`."""
+    if model not in SPACE_MODULES:
+        raise KeyError(f"no search space for model {model!r}; known: {', '.join(SPACE_MODULES)}")
+    module = importlib.import_module(f"{__name__}.{SPACE_MODULES[model]}")
+    return dict(module.SPACE), dict(module.DEFAULTS)
+
+
+def describe(space: dict) -> dict:
+    """JSON-able description of Tune domains: {"lr": {"type": "float", "lower": ..., "upper": ..., "log": true}}."""
+    out = {}
+    for key, dom in space.items():
+        if isinstance(dom, sample.Categorical):
+            out[key] = {"type": "choice", "values": list(dom.categories)}
+        elif isinstance(dom, (sample.Float, sample.Integer)):
+            log = isinstance(dom.get_sampler(), sample.LogUniform)
+            kind = "float" if isinstance(dom, sample.Float) else "int"
+            out[key] = {"type": kind, "lower": dom.lower, "upper": dom.upper, "log": log}
+        else:
+            out[key] = {"type": "constant", "value": dom}
+    return out

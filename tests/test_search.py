@@ -1,0 +1,142 @@
+"""Real Ray: run_search.py end to end on tiny generated data, fractional-GPU packing, resume, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import ROOT
+
+from trainables import metrics as M
+
+pytestmark = pytest.mark.slow
+
+
+def run_cli(*args, timeout=240, env=None):
+    t = time.time()
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "run_search.py"), *map(str, args)],
+        capture_output=True, text=True, timeout=timeout, cwd=ROOT, env={**os.environ, **(env or {})},
+    )  # fmt: skip
+    proc.seconds = time.time() - t
+    return proc
+
+
+def trial_results(exp: Path) -> dict[str, list[dict]]:
+    return {
+        d.name: [json.loads(line) for line in (d / "result.json").read_text().splitlines() if line.strip()]
+        for d in exp.iterdir()
+        if (d / "result.json").exists()
+    }
+
+
+def test_smoke_test_end_to_end(image_folder, tmp_path):
+    proc = run_cli("--model", "lenet5", "--data-dir", image_folder, "--smoke-test", "--storage-path", tmp_path,
+                   "--name", "smoke", "--num-cpus", 2)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    exp = tmp_path / "smoke"
+    info = json.loads((exp / "experiment.json").read_text())
+    assert info["model"] == "lenet5" and info["data"]["classes"] == ["cat", "dog", "ship"]
+    assert info["split_seed"] == 0 and "lr" in info["search_space"] and "ray" in info["packages"]
+    results = trial_results(exp)
+    assert len(results) == 2  # --smoke-test: 2 trials
+    for rows in results.values():
+        assert 1 <= len(rows) <= 2
+        for row in rows:
+            assert set(M.REPORT_KEYS) <= set(row)
+    first = next(iter(results.values()))[0]
+    assert first["config"]["model"] == "lenet5"
+    assert "Best trials by val_loss" in proc.stdout
+
+
+def test_resume_does_not_rerun_finished_trials(image_folder, tmp_path):
+    args = ["--data-dir", image_folder, "--smoke-test", "--storage-path", tmp_path, "--name", "again", "--num-cpus", 2]
+    assert run_cli("--model", "lenet5", *args).returncode == 0
+    before = trial_results(tmp_path / "again")
+    proc = run_cli("--resume", "--name", "again", "--storage-path", tmp_path, "--num-cpus", 2)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert trial_results(tmp_path / "again") == before
+
+
+def test_fractional_gpus_pack_four_trials_on_one_gpu(tiny_arrays, tmp_path):
+    """Logical GPUs (no CUDA here): 4 trials of 0.25 GPU must run at the same time on 1 GPU.
+
+    Each trial waits at a barrier until all four have started; if Ray did not pack them, the barrier times out.
+    """
+    import ray
+    from ray import tune
+
+    from trainables.torch_trainable import train_torch
+
+    barrier = tmp_path / "barrier"
+    barrier.mkdir()
+
+    def probe(config, data):
+        (barrier / str(config["i"])).write_text(json.dumps(ray.get_gpu_ids()))
+        deadline = time.time() + 60
+        while len(list(barrier.iterdir())) < 4 and time.time() < deadline:
+            time.sleep(0.1)
+        assert len(list(barrier.iterdir())) == 4, "trials were not co-scheduled"
+        train_torch(config, data)
+
+    ray.init(address="local", num_cpus=2, num_gpus=1, include_dashboard=False,
+             runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})  # fmt: skip
+    try:
+        trainable = tune.with_resources(tune.with_parameters(probe, data=tiny_arrays), {"cpu": 0.5, "gpu": 0.25})
+        config = dict(model="lenet5", lr=1e-3, batch_size=16, max_epochs=1, seed=0, i=tune.grid_search([0, 1, 2, 3]))
+        results = tune.Tuner(
+            trainable, param_space=config, run_config=tune.RunConfig(storage_path=str(tmp_path), name="gpus")
+        ).fit()
+    finally:
+        ray.shutdown()
+    assert results.num_errors == 0, [r.error for r in results]
+    assert all(r.metrics[M.VAL_ACC] >= 0 for r in results)
+    assert {tuple(json.loads(p.read_text())) for p in barrier.iterdir()} == {(0,)}  # all on GPU 0
+
+
+def one_line_error(proc, *, within: float = 30) -> str:
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert proc.seconds < within
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1, proc.stderr
+    return lines[0]
+
+
+def test_unknown_model(image_folder):
+    line = one_line_error(run_cli("--model", "vgg16", "--data-dir", image_folder), within=15)
+    assert "vgg16" in line and "lenet5" in line and "resnet18" in line
+
+
+def test_missing_data_dir(tmp_path):
+    line = one_line_error(run_cli("--data-dir", tmp_path / "absent", "--storage-path", tmp_path), within=15)
+    assert "absent" in line and "cifar-10" in line.lower()
+
+
+def test_empty_class_folders(tmp_path):
+    for split in ("train", "test"):
+        (tmp_path / "d" / split / "cat").mkdir(parents=True)
+    line = one_line_error(run_cli("--data-dir", tmp_path / "d", "--storage-path", tmp_path), within=15)
+    assert "no images" in line
+
+
+def test_gpu_request_without_gpus(image_folder, tmp_path):
+    line = one_line_error(run_cli("--data-dir", image_folder, "--gpus-per-trial", 0.25, "--storage-path", tmp_path),
+                          within=15)  # fmt: skip
+    assert "no CUDA GPU" in line
+
+
+def test_gpu_request_larger_than_any_node(image_folder, tmp_path):
+    proc = run_cli("--data-dir", image_folder, "--local-gpus", 1, "--gpus-per-trial", 2, "--storage-path", tmp_path,
+                   "--smoke-test")  # fmt: skip
+    assert "largest: 1" in one_line_error(proc)
+
+
+def test_resume_of_unknown_experiment(tmp_path):
+    line = one_line_error(run_cli("--resume", "--name", "nope", "--storage-path", tmp_path), within=15)
+    assert "nope" in line

@@ -1,0 +1,20 @@
+"""The metric names every trainable reports and every reader (run_search, analysis, report) uses.
+
+Defined once here; torch and Keras trainables import them, so a rename cannot drift between the two.
+"""
+
+TRAIN_LOSS = "train_loss"
+TRAIN_ACC = "train_acc"
+VAL_LOSS = "val_loss"
+VAL_ACC = "val_acc"
+EPOCH = "epoch"
+LR = "lr"
+IMAGES_PER_S = "images_per_s"  # training throughput of the epoch (augmentation + step), images/second
+EPOCH_SECONDS = "epoch_seconds"  # wall time of the epoch's training + validation, for overhead accounting
+DIVERGED = "diverged"  # True when the loss became NaN/inf; the trial stops after that report
+
+# The keys every per-epoch report carries (tests check exactly these).
+REPORT_KEYS = (TRAIN_LOSS, TRAIN_ACC, VAL_LOSS, VAL_ACC, EPOCH, LR, IMAGES_PER_S, EPOCH_SECONDS, DIVERGED)
+
+# The metrics a search may optimise, with their direction.
+SEARCH_METRICS = {VAL_LOSS: "min", VAL_ACC: "max"}

@@ -1,0 +1,46 @@
+"""The one model registry (timm-style): `build_model(name, num_classes, **config)`.
+
+Each entry names its builder as "module:function" (imported on first use, so a torch search never imports
+TensorFlow and vice versa) and its framework (which trainable runs it). A builder takes only the keys it declares;
+the rest of a trial config (lr, batch size, ...) is ignored here, so trainables can pass the whole config.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    builder: str  # "module:function", relative to this package
+    framework: str  # "torch" or "keras"
+    description: str
+
+    def load(self):
+        module, func = self.builder.split(":")
+        return getattr(importlib.import_module(f"{__name__}.{module}"), func)
+
+
+MODELS: dict[str, ModelSpec] = {
+    "lenet5": ModelSpec("lenet:lenet5", "torch", "LeNet-5 (62k params), the original write-up's net"),
+    "resnet18": ModelSpec("resnet:resnet18", "torch", "ResNet-18 from scratch, CIFAR 3x3 or ImageNet 7x7 stem"),
+}
+
+
+class UnknownModelError(ValueError):
+    pass
+
+
+def get_spec(name: str) -> ModelSpec:
+    if name not in MODELS:
+        raise UnknownModelError(f"unknown model {name!r}; known models: {', '.join(MODELS)}")
+    return MODELS[name]
+
+
+def build_model(name: str, num_classes: int, **config):
+    """Build `name` with the config keys its builder accepts (e.g. `dropout`, `stem`)."""
+    builder = get_spec(name).load()
+    accepted = set(inspect.signature(builder).parameters) - {"num_classes"}
+    return builder(num_classes=num_classes, **{k: v for k, v in config.items() if k in accepted})

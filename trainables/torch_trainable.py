@@ -1,0 +1,292 @@
+"""The torch training loop: used by every search trial (`train_torch`) and by report.py's retrain (`fit`).
+
+Layers, from the bottom:
+- `train_one_epoch` / `evaluate` / `predict`: plain functions with explicit arguments, no Ray, no globals.
+- `fit`: epochs of train + validate from a trial config, resumable from a checkpoint dict, reporting through a
+  callback. One loop for the search and the report.
+- `train_torch`: the Ray Tune function trainable, reading only `config`; data arrives via `tune.with_parameters`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from contextlib import nullcontext
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import metrics as M
+from .augment import Augment, prepare_batch
+from .models import build_model
+
+CHECKPOINT_FILE = "checkpoint.pt"
+SCHEDULES = ("constant", "step", "cosine", "onecycle")
+OPTIMIZERS = ("adam", "sgd", "adamw")
+EVAL_BATCH = 1024  # evaluation has no grad and no optimizer state: large batches are cheaper per image
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# device
+
+
+def setup_device(cpus: float = 1, gpu_fraction: float = 0.0, device: str | None = None) -> torch.device:
+    """Threads = the trial's CPUs; on CUDA cap this process's memory at its GPU share (Ray does not isolate it)."""
+    torch.set_num_threads(max(1, int(cpus)))
+    if device is None:
+        device = "cuda" if gpu_fraction > 0 and torch.cuda.is_available() else "cpu"
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        if 0 < gpu_fraction < 1:
+            torch.cuda.set_per_process_memory_fraction(gpu_fraction, dev)
+        torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick the fastest kernels once
+    return dev
+
+
+def _autocast(device: torch.device):
+    # bf16 needs no loss scaling (unlike fp16) and is what Ampere+ tensor cores run fastest.
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+
+
+def to_device_tensor(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    """Object-store arrays are read-only numpy views; torch warns about that but we never write to them."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.from_numpy(array).to(device)
+
+
+def norm_tensors(mean, std, device) -> tuple[torch.Tensor, torch.Tensor]:
+    def as4d(v):
+        return torch.tensor(v, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+
+    return as4d(mean), as4d(std)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# optimiser and schedule from a config
+
+
+def make_optimizer(config: dict, params) -> torch.optim.Optimizer:
+    name, lr, wd = config.get("optimizer", "adam"), float(config["lr"]), float(config.get("weight_decay", 0.0))
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=wd)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
+    if name == "sgd":
+        return torch.optim.SGD(
+            params, lr=lr, weight_decay=wd, momentum=float(config.get("momentum", 0.9)), nesterov=True
+        )
+    raise ValueError(f"unknown optimizer {name!r}; known: {', '.join(OPTIMIZERS)}")
+
+
+def make_scheduler(config: dict, optimizer, steps_per_epoch: int, max_epochs: int):
+    """Every schedule steps once per batch, so `train_one_epoch` treats them alike."""
+    name = config.get("schedule", "constant")
+    total = max(1, steps_per_epoch * max_epochs)
+    if name == "constant":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    if name == "step":  # StepLR(7, 0.1) per epoch, as the original pretrained recipe
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=7 * steps_per_epoch, gamma=0.1)
+    if name == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
+    if name == "onecycle":
+        max_lr = [g["lr"] for g in optimizer.param_groups]
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=max_lr, total_steps=total)
+    raise ValueError(f"unknown schedule {name!r}; known: {', '.join(SCHEDULES)}")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# one epoch, evaluation
+
+
+def train_one_epoch(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    batch_size: int,
+    mean: torch.Tensor,
+    std: torch.Tensor,
+    augment: Augment,
+    loss_fn: nn.Module,
+    generator: torch.Generator,
+    device: torch.device,
+) -> dict:
+    """One pass over (x, y) already on `device` (uint8 NCHW). Returns train_loss, train_acc, images, seconds."""
+    model.train()
+    n = x.shape[0]
+    bs = min(batch_size, n)
+    perm = torch.randperm(n, device=device, generator=generator)
+    channels_last = device.type == "cuda"
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    seen = 0
+    start = time.perf_counter()
+    for i in range(0, n - bs + 1, bs):  # full batches only: a last batch of 1 would break BatchNorm
+        idx = perm[i : i + bs]
+        xb = prepare_batch(x[idx], mean, std, augment, generator)
+        if channels_last:
+            xb = xb.contiguous(memory_format=torch.channels_last)
+        yb = y[idx]
+        with _autocast(device):
+            logits = model(xb)
+            loss = loss_fn(logits, yb)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        # Accumulate on the device: no .item() per batch, so CUDA never waits for Python.
+        loss_sum += loss.detach().float() * bs
+        correct += (logits.argmax(1) == yb).sum()
+        seen += bs
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - start
+    return {
+        M.TRAIN_LOSS: loss_sum.item() / seen,
+        M.TRAIN_ACC: correct.item() / seen,
+        "images": seen,
+        "seconds": seconds,
+    }
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: torch.Tensor, *, mean, std, device, batch_size: int = EVAL_BATCH) -> torch.Tensor:
+    """Logits (float32, on `device`) for uint8 NCHW images `x`, in eval mode, without augmentation."""
+    model.eval()
+    out = []
+    for i in range(0, x.shape[0], batch_size):
+        xb = prepare_batch(x[i : i + batch_size].to(device, non_blocking=True), mean, std)
+        if device.type == "cuda":
+            xb = xb.contiguous(memory_format=torch.channels_last)
+        with _autocast(device):
+            out.append(model(xb).float())
+    return torch.cat(out)
+
+
+def evaluate(model, x, y, *, mean, std, device, loss_fn=None) -> dict:
+    """Plain cross-entropy loss and accuracy (no label smoothing, so val_loss is comparable across trials)."""
+    logits = predict(model, x, mean=mean, std=std, device=device)
+    y = y.to(logits.device)
+    loss = nn.functional.cross_entropy(logits, y) if loss_fn is None else loss_fn(logits, y)
+    return {M.VAL_LOSS: loss.item(), M.VAL_ACC: (logits.argmax(1) == y).float().mean().item()}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the loop of epochs, shared by search and report
+
+
+def fit(
+    config: dict,
+    data: dict,
+    report: Callable[[dict, dict], None],
+    *,
+    device: torch.device,
+    checkpoint: dict | None = None,
+    max_epochs: int | None = None,
+) -> nn.Module:
+    """Train `config["model"]` on data["x_train"] and validate on data["x_val"] for up to max_epochs.
+
+    After each epoch calls `report(metrics, state)` where `state` is a checkpoint dict (model, optimizer,
+    scheduler, epoch, rng) holding the live tensors: save or copy it inside the callback. Starts after `checkpoint["epoch"]` when resuming. Stops early if the loss diverges.
+    """
+    max_epochs = int(max_epochs or config["max_epochs"])
+    seed = int(config.get("seed", 0))
+    torch.manual_seed(seed)
+    x_train, y_train = to_device_tensor(data["x_train"], device), to_device_tensor(data["y_train"], device)
+    x_val, y_val = to_device_tensor(data["x_val"], device), to_device_tensor(data["y_val"], device)
+    mean, std = norm_tensors(data["mean"], data["std"], device)
+
+    model = build_model(config["model"], len(data["classes"]), **config).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(config, model.parameters())
+    batch_size = int(config["batch_size"])
+    steps_per_epoch = max(1, x_train.shape[0] // min(batch_size, x_train.shape[0]))
+    scheduler = make_scheduler(config, optimizer, steps_per_epoch, max_epochs)
+    generator = torch.Generator(device=device)
+    generator.manual_seed(seed)
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=float(config.get("label_smoothing", 0.0)))
+    augment = Augment.from_config(config)
+
+    start_epoch = 0
+    if checkpoint is not None:
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scheduler.load_state_dict(checkpoint["scheduler"])
+        generator.set_state(checkpoint["rng"])  # a CPU ByteTensor for CPU and CUDA generators alike
+        start_epoch = int(checkpoint["epoch"])
+
+    for epoch in range(start_epoch + 1, max_epochs + 1):
+        t0 = time.perf_counter()
+        train = train_one_epoch(
+            model, optimizer, scheduler, x_train, y_train, batch_size=batch_size, mean=mean, std=std,
+            augment=augment, loss_fn=loss_fn, generator=generator, device=device,
+        )  # fmt: skip
+        diverged = not math.isfinite(train[M.TRAIN_LOSS])
+        if diverged:
+            # ASHA and Optuna must see a bad result, not a crash; inf sorts last for "min", 0 for "max".
+            val = {M.VAL_LOSS: float("inf"), M.VAL_ACC: 0.0}
+        else:
+            val = evaluate(model, x_val, y_val, mean=mean, std=std, device=device)
+        result = {
+            M.TRAIN_LOSS: train[M.TRAIN_LOSS] if not diverged else float("inf"),
+            M.TRAIN_ACC: train[M.TRAIN_ACC],
+            **val,
+            M.EPOCH: epoch,
+            M.LR: optimizer.param_groups[0]["lr"],
+            M.IMAGES_PER_S: train["images"] / max(train["seconds"], 1e-9),
+            M.EPOCH_SECONDS: time.perf_counter() - t0,
+            M.DIVERGED: diverged,
+        }
+        state = {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "epoch": epoch,
+            "rng": generator.get_state(),
+        }
+        report(result, state)
+        if diverged:
+            break
+    return model
+
+
+def save_checkpoint(state: dict, directory: str) -> None:
+    torch.save(state, os.path.join(directory, CHECKPOINT_FILE))
+
+
+def load_checkpoint(directory: str) -> dict:
+    return torch.load(os.path.join(directory, CHECKPOINT_FILE), map_location="cpu", weights_only=True)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Ray Tune function trainable
+
+
+def train_torch(config: dict, data: dict) -> None:
+    """Ray Tune trainable: reads only `config`; `data` (train/val arrays) comes from the object store."""
+    import ray
+    from ray import tune
+
+    resources = ray.get_runtime_context().get_assigned_resources()
+    device = setup_device(resources.get("CPU", 1), resources.get("GPU", 0.0), config.get("device"))
+
+    checkpoint = None
+    if (ckpt := tune.get_checkpoint()) is not None:
+        with ckpt.as_directory() as d:
+            checkpoint = load_checkpoint(d)
+
+    def report(result: dict, state: dict) -> None:
+        with tempfile.TemporaryDirectory() as d:
+            save_checkpoint(state, d)
+            tune.report(result, checkpoint=tune.Checkpoint.from_directory(d))
+
+    fit(config, data, report, device=device, checkpoint=checkpoint)
