@@ -30,25 +30,25 @@ def join(base: str, *parts: str) -> str:
     return "/".join([str(base).rstrip("/"), *parts])
 
 
-def _fs(path: str) -> tuple[pafs.FileSystem, str]:
+def filesystem(path: str) -> tuple[pafs.FileSystem, str]:
     return pafs.FileSystem.from_uri(path) if is_uri(path) else (pafs.LocalFileSystem(), str(path))
 
 
 def write_json(path: str, obj: dict) -> None:
-    fs, p = _fs(path)
+    fs, p = filesystem(path)
     fs.create_dir(p.rsplit("/", 1)[0], recursive=True)
     with fs.open_output_stream(p) as f:
         f.write(json.dumps(obj, indent=2, default=str).encode())
 
 
 def read_json(path: str) -> dict:
-    fs, p = _fs(path)
+    fs, p = filesystem(path)
     with fs.open_input_stream(p) as f:
         return json.loads(f.read().decode())
 
 
 def exists(path: str) -> bool:
-    fs, p = _fs(path)
+    fs, p = filesystem(path)
     return fs.get_file_info(p).type != pafs.FileType.NotFound
 
 

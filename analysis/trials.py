@@ -1,0 +1,117 @@
+"""Find an experiment (latest / NAME / PATH / URI) and read its trials with Ray's ExperimentAnalysis."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+import pyarrow.fs as pafs
+
+from trainables import metrics as M
+
+from .experiment import EXPERIMENT_FILE, exists, filesystem, is_uri, join, normalize_storage_path, read_json
+
+
+class ReportError(Exception):
+    """The experiment cannot be reported on: one line naming what was looked for and what exists."""
+
+
+def list_experiments(storage_path: str) -> list[str]:
+    """Names of the folders under storage_path that hold an experiment.json."""
+    fs, root = filesystem(storage_path)
+    if fs.get_file_info(root).type != pafs.FileType.Directory:
+        return []
+    infos = fs.get_file_info(pafs.FileSelector(root, recursive=False))
+    dirs = [i.base_name for i in infos if i.type == pafs.FileType.Directory]
+    return sorted(d for d in dirs if exists(join(storage_path, d, EXPERIMENT_FILE)))
+
+
+def resolve_experiment(which: str, storage_path: str) -> str:
+    """`latest` (most recently started under storage_path), a NAME under it, or a PATH / URI of an experiment."""
+    storage = normalize_storage_path(storage_path)
+    names = list_experiments(storage)
+    if which == "latest":
+        if not names:
+            raise ReportError(
+                f"no experiments under {storage} (folders with {EXPERIMENT_FILE}); run run_search.py first"
+            )
+        return join(storage, max(names, key=lambda n: read_json(join(storage, n, EXPERIMENT_FILE))["started_at"]))
+    if is_uri(which) or "/" in which or which.startswith("."):
+        path = normalize_storage_path(which)
+        if not exists(join(path, EXPERIMENT_FILE)):
+            what = "does not exist" if not exists(path) else f"has no {EXPERIMENT_FILE}, so it is not an experiment"
+            raise ReportError(f"{path} {what}")
+        return path
+    if which in names:
+        return join(storage, which)
+    known = ", ".join(names[-10:]) or "none"
+    raise ReportError(f"no experiment named {which!r} under {storage}; experiments there: {known}")
+
+
+@dataclass
+class Experiment:
+    path: str
+    info: dict  # experiment.json
+    analysis: object  # ray.tune.ExperimentAnalysis
+    curves: dict[str, pd.DataFrame]  # trial_id -> one row per reported epoch
+    configs: dict[str, dict]  # trial_id -> config
+    best_id: str
+
+    @property
+    def metric(self) -> str:
+        return self.info["metric"]
+
+    @property
+    def mode(self) -> str:
+        return self.info["mode"]
+
+    @property
+    def best_config(self) -> dict:
+        return self.configs[self.best_id]
+
+    def final_results(self) -> pd.DataFrame:
+        """One row per trial: its last report, its config (prefixed config/), epochs run."""
+        rows = []
+        for tid, df in self.curves.items():
+            last = df.iloc[-1].to_dict()
+            rows.append({"trial_id": tid, **last, **{f"config/{k}": v for k, v in self.configs[tid].items()}})
+        return pd.DataFrame(rows)
+
+    def summary(self) -> dict:
+        """Trials run / stopped early / diverged, epochs spent, wall time (first start to last report)."""
+        max_epochs = int(self.info["args"]["max_epochs"])
+        finals = self.final_results()
+        starts = [df["timestamp"].iloc[0] - df["time_this_iter_s"].iloc[0] for df in self.curves.values()]
+        ends = [df["timestamp"].iloc[-1] for df in self.curves.values()]
+        diverged = finals[M.DIVERGED].astype(bool) if M.DIVERGED in finals else pd.Series(False, index=finals.index)
+        epochs = finals["training_iteration"].astype(int)
+        return {
+            "trials": len(finals),
+            "completed_all_epochs": int((epochs >= max_epochs).sum()),
+            "stopped_early": int(((epochs < max_epochs) & ~diverged).sum()),
+            "diverged": int(diverged.sum()),
+            "epochs_spent": int(epochs.sum()),
+            "max_epochs": max_epochs,
+            "wall_time_s": float(max(ends) - min(starts)) if ends else 0.0,
+        }
+
+
+def load_experiment(path: str) -> Experiment:
+    import logging
+
+    from ray.tune import ExperimentAnalysis
+
+    info = read_json(join(path, EXPERIMENT_FILE))
+    logging.getLogger("ray.tune").setLevel(logging.ERROR)  # "no result for trial X" warnings for pending trials
+    try:
+        analysis = ExperimentAnalysis(path, default_metric=info["metric"], default_mode=info["mode"])
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        raise ReportError(f"{path} has experiment.json but no readable Tune state ({e})") from None
+    curves = {tid: df for tid, df in analysis.trial_dataframes.items() if len(df) and info["metric"] in df}
+    if not curves:
+        raise ReportError(f"no trial of {path} reported a result yet; wait for the search or resume it")
+    configs = {t.trial_id: dict(t.config) for t in analysis.trials}
+    best = analysis.get_best_trial(info["metric"], info["mode"], scope="last")
+    if best is None or best.trial_id not in curves:
+        raise ReportError(f"no trial of {path} has a finite {info['metric']}")
+    return Experiment(path, info, analysis, curves, configs, best.trial_id)

@@ -1,0 +1,195 @@
+"""report.py: metrics equal scikit-learn's, experiment resolution, an end-to-end report, bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from conftest import ROOT
+from PIL import Image
+from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support, top_k_accuracy_score
+from test_search import run_cli
+
+from analysis.metrics import PER_CLASS_KEYS, classification_metrics, metrics_csv, metrics_text
+from analysis.trials import ReportError, resolve_experiment
+
+OUTPUTS = ["metrics.json", "metrics.md", "metrics.csv", "metrics.txt", "best_config.json", "model.pth", "report.md",
+           "learning_curves.png", "best_trial.png", "confusion_matrix.png", "hyperparameters.png",
+           "param_importance.png", "samples.png"]  # fmt: skip
+
+
+@pytest.mark.parametrize("n_classes", [3, 10])
+def test_metrics_equal_sklearn(n_classes):
+    rng = np.random.default_rng(n_classes)
+    y = rng.integers(0, n_classes, 500)
+    scores = rng.normal(size=(500, n_classes))
+    scores[np.arange(500), y] += rng.uniform(0, 2, 500)  # better than chance, not perfect
+    pred = scores.argmax(1)
+    classes = [f"c{i}" for i in range(n_classes)]
+    m = classification_metrics(y, scores, classes)
+
+    cm = confusion_matrix(y, pred)
+    p, r, f1, support = precision_recall_fscore_support(y, pred, zero_division=0)
+    assert m["accuracy"] == pytest.approx(accuracy_score(y, pred))
+    expected_top5 = top_k_accuracy_score(y, scores, k=5) if n_classes > 5 else 1.0
+    assert m["top5_accuracy"] == pytest.approx(expected_top5)
+    for i, c in enumerate(classes):
+        v = m["per_class"][c]
+        assert set(v) == set(PER_CLASS_KEYS)
+        assert v["tp"] == cm[i, i] and v["fn"] == cm[i].sum() - cm[i, i] and v["fp"] == cm[:, i].sum() - cm[i, i]
+        assert v["tp"] + v["fp"] + v["fn"] + v["tn"] == 500
+        assert v["precision"] == pytest.approx(p[i]) and v["recall"] == pytest.approx(r[i])
+        assert v["f1"] == pytest.approx(f1[i]) and v["support"] == support[i]
+        # specificity: the recall of "not c" in the one-vs-rest binary problem
+        _, r_neg, _, _ = precision_recall_fscore_support(y == i, pred == i, labels=[False], zero_division=0)
+        assert v["specificity"] == pytest.approx(r_neg[0])
+    for avg in ("macro", "weighted"):
+        p_a, r_a, f_a, _ = precision_recall_fscore_support(y, pred, average=avg, zero_division=0)
+        assert m[avg]["precision"] == pytest.approx(p_a) and m[avg]["recall"] == pytest.approx(r_a)
+        assert m[avg]["f1"] == pytest.approx(f_a)
+    csv_rows = metrics_csv(m).strip().splitlines()
+    assert len(csv_rows) == 1 + n_classes + 2  # header, classes, macro, weighted
+    assert "TP: " in metrics_text(m) and "specificity: " in metrics_text(m)
+
+
+def make_fake_experiment(storage, name, started_at):
+    d = storage / name
+    d.mkdir(parents=True)
+    (d / "experiment.json").write_text(json.dumps({"started_at": started_at}))
+    return d
+
+
+def test_resolve_latest_name_and_path(tmp_path):
+    make_fake_experiment(tmp_path, "b-old", 100)
+    make_fake_experiment(tmp_path, "a-new", 200)
+    assert resolve_experiment("latest", str(tmp_path)).endswith("/a-new")  # by start time, not by name
+    assert resolve_experiment("b-old", str(tmp_path)).endswith("/b-old")
+    assert resolve_experiment(str(tmp_path / "b-old"), "elsewhere").endswith("/b-old")
+    with pytest.raises(ReportError, match="'nope'.*a-new, b-old"):
+        resolve_experiment("nope", str(tmp_path))
+    (tmp_path / "plain").mkdir()
+    with pytest.raises(ReportError, match="not an experiment"):
+        resolve_experiment(str(tmp_path / "plain"), str(tmp_path))
+    with pytest.raises(ReportError, match="no experiments under"):
+        resolve_experiment("latest", str(tmp_path / "plain"))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# end to end on a tiny experiment made with run_search.py --smoke-test
+
+
+def run_report(*args, timeout=300):
+    t = time.time()
+    proc = subprocess.run([sys.executable, str(ROOT / "report.py"), *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT)  # fmt: skip
+    proc.seconds = time.time() - t
+    return proc
+
+
+@pytest.fixture(scope="module")
+def smoke_experiment(image_folder, tmp_path_factory):
+    storage = tmp_path_factory.mktemp("storage")
+    proc = run_cli("--model", "lenet5", "--data-dir", image_folder, "--smoke-test", "--storage-path", storage,
+                   "--name", "tiny", "--num-cpus", 2, "--num-samples", 3)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return storage
+
+
+def check_outputs(out):
+    for name in OUTPUTS:
+        assert (out / name).exists(), name
+        if name.endswith(".png"):
+            with Image.open(out / name) as im:
+                im.verify()
+                assert im.size[0] > 300 and im.size[1] > 200
+    m = json.loads((out / "metrics.json").read_text())
+    for key in ("accuracy", "top5_accuracy", "macro", "weighted", "per_class", "seeds", "mean", "std"):
+        assert key in m, key
+    assert set(m["per_class"]) == {"cat", "dog", "ship"}
+    assert all(set(v) == set(PER_CLASS_KEYS) for v in m["per_class"].values())
+    assert sum(v["support"] for v in m["per_class"].values()) == 18  # the whole generated test split
+    return m
+
+
+@pytest.mark.slow
+def test_report_end_to_end_with_seeds(smoke_experiment, tmp_path):
+    import torch
+
+    from trainables.models import build_model
+
+    proc = run_report("--experiment", "latest", "--storage-path", smoke_experiment, "--out", tmp_path,
+                      "--seeds", 2, "--epochs", 2)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = tmp_path / "tiny"
+    m = check_outputs(out)
+    assert len(m["seeds"]) == 2 and [s["seed"] for s in m["seeds"]] == [0, 1]
+    assert m["mean"] == pytest.approx(np.mean([s["accuracy"] for s in m["seeds"]]))
+    assert m["retrained"] is True and 1 <= m["seeds"][0]["kept_epoch"] <= 2
+    assert "test accuracy" in proc.stdout
+    report = (out / "report.md").read_text()
+    assert "0.534" in report and "stopped early" in report  # the original's figures beside ours
+    config = json.loads((out / "best_config.json").read_text())
+    model = build_model("lenet5", num_classes=3, **config)
+    model.load_state_dict(torch.load(out / "model.pth", weights_only=True))  # loadable as the note says
+    assert not list(tmp_path.glob(".tiny.*"))  # no temporary folder left behind
+
+
+@pytest.mark.slow
+def test_report_no_retrain_uses_the_checkpoint(smoke_experiment, tmp_path):
+    proc = run_report("--experiment", "tiny", "--storage-path", smoke_experiment, "--out", tmp_path, "--no-retrain")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    m = check_outputs(tmp_path / "tiny")
+    assert m["retrained"] is False and len(m["seeds"]) == 1
+    assert "retrain seed" not in proc.stderr
+
+
+def test_interrupted_report_leaves_no_output(smoke_experiment, tmp_path, monkeypatch):
+    import report
+    from analysis import plots
+
+    def interrupt(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(plots, "prediction_samples", interrupt)  # Ctrl-C half way through writing
+    out = tmp_path / "out"
+    code = report.main(["--experiment", str(smoke_experiment / "tiny"), "--out", str(out), "--no-retrain"])
+    assert code == 130
+    assert list(out.iterdir()) == []  # neither a half-written report nor its temporary folder
+
+
+def one_line(proc):
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1, proc.stderr
+    return lines[0]
+
+
+@pytest.mark.slow
+def test_bad_inputs(smoke_experiment, tmp_path):
+    assert "'nope'" in one_line(run_report("--experiment", "nope", "--storage-path", smoke_experiment))
+    assert "no experiments under" in one_line(run_report("--storage-path", tmp_path / "empty"))
+    (tmp_path / "plain").mkdir()
+    assert "not an experiment" in one_line(run_report("--experiment", tmp_path / "plain"))
+    # an experiment whose trials never reported
+    unfinished = tmp_path / "unfinished"
+    shutil.copytree(smoke_experiment / "tiny", unfinished)
+    for f in unfinished.glob("trial_*/result.json"):
+        f.write_text("")
+    for f in unfinished.glob("trial_*/progress.csv"):
+        f.unlink()
+    assert "no trial" in one_line(run_report("--experiment", unfinished))
+
+
+def test_samples_only(image_folder, tmp_path):
+    import report
+
+    assert report.main(["--samples-only", "--data-dir", str(image_folder), "--out", str(tmp_path)]) == 0
+    (png,) = tmp_path.glob("samples_*.png")
+    with Image.open(png) as im:
+        assert im.size[1] > 200
