@@ -65,6 +65,27 @@ def _isolated_cache(tmp_path, monkeypatch):
 
 
 @pytest.fixture(scope="session")
+def torch_home(tmp_path_factory) -> Path:
+    """A TORCH_HOME whose hub cache holds an UNTRAINED torchvision resnet18 under the ImageNet weights' file name,
+    so resnet18_pretrained loads through its real path with no download (its tests check tensors, not accuracy)."""
+    import torch
+    from torchvision.models import resnet18
+
+    home = tmp_path_factory.mktemp("torch_home")
+    f = home / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
+    f.parent.mkdir(parents=True)
+    torch.manual_seed(0)
+    torch.save(resnet18().state_dict(), f)
+    return home
+
+
+@pytest.fixture(autouse=True)
+def _seeded_torch_home(torch_home, monkeypatch):
+    """Every test (and the run_search.py subprocesses it starts) sees the seeded cache, never ~/.cache/torch."""
+    monkeypatch.setenv("TORCH_HOME", str(torch_home))
+
+
+@pytest.fixture(scope="session")
 def image_folder(tmp_path_factory) -> Path:
     return write_image_folder(tmp_path_factory.mktemp("folder"))
 

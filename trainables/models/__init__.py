@@ -26,6 +26,13 @@ class ModelSpec:
 MODELS: dict[str, ModelSpec] = {
     "lenet5": ModelSpec("lenet:lenet5", "torch", "LeNet-5 (62k params), the original write-up's net"),
     "resnet18": ModelSpec("resnet:resnet18", "torch", "ResNet-18 from scratch, CIFAR 3x3 or ImageNet 7x7 stem"),
+    "resnet18_pretrained": ModelSpec(
+        "pretrained:resnet18_pretrained", "torch", "ResNet-18 with torchvision's ImageNet weights, new head, fine-tuned"
+    ),
+    # Keras builders also take input_shape (NHWC); the Keras trainable passes it next to the config.
+    "keras_resnet18": ModelSpec(
+        "keras_resnet:keras_resnet18", "keras", "Keras 3 (TensorFlow) ResNet-18, custom Block layer, 7x7 or 3x3 stem"
+    ),
 }
 
 
