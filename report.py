@@ -164,8 +164,8 @@ def write_report(exp, args, dataset, fw, runs, results, out: Path) -> None:
     finals = exp.final_results()
     space = exp.info["search_space"]
     plots.hyperparameters(finals, space, exp.metric, exp.best_id, out / "hyperparameters.png")
-    at_rung = rung_results(exp, rungs[0] if rungs else args_["max_epochs"])
-    imp, note = importance.importances(at_rung, space, exp.metric, exp.mode)
+    rung = rungs[0] if rungs else args_["max_epochs"]
+    imp, note = importance.importances(rung_results(exp, rung), space, exp.metric, exp.mode, f"at epoch {rung}")
     plots.param_importance(imp, note, out / "param_importance.png")
     plots.prediction_samples(dataset.x_test, dataset.y_test, pred, dataset.classes, out / "samples.png")
     (out / "report.md").write_text(report_markdown(exp, args, main, weights, fw, config, dataset, imp, note))
@@ -238,7 +238,8 @@ def report_markdown(exp, args, m, weights, fw, config, dataset, imp, imp_note) -
         "![retrain](best_trial.png)",
         "![confusion matrix](confusion_matrix.png)",
         "![hyperparameters](hyperparameters.png)",
-        f"![importance](param_importance.png) — {imp_note}; metric at the first ASHA rung, where every trial is compared.",
+        f"![importance](param_importance.png) — {imp_note}: the first ASHA rung, which every trial reached, so all are "
+        "compared after the same training.",
         "![samples](samples.png)",
         "",
         "## The trained model",

@@ -55,7 +55,7 @@ def exists(path: str) -> bool:
 def git_sha(root: Path) -> str | None:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
-        return out.stdout.strip() or None
+        return out.stdout.strip() if out.returncode == 0 else None  # not a git checkout, or no commit yet
     except (OSError, subprocess.SubprocessError):
         return None
 

@@ -47,11 +47,14 @@ def rebuild_study(finals: pd.DataFrame, space: dict, metric: str, mode: str):
     return study
 
 
-def importances(finals: pd.DataFrame, space: dict, metric: str, mode: str) -> tuple[dict | None, str]:
-    """({param: importance}, note). None with the reason when there are too few trials to say anything."""
+def importances(results: pd.DataFrame, space: dict, metric: str, mode: str, when: str) -> tuple[dict | None, str]:
+    """({param: importance}, note). None with the reason when there are too few trials to say anything.
+
+    `results`: one row per trial (its metric and config/ columns); `when` says which epoch the metric is from.
+    """
     import optuna
 
-    study = rebuild_study(finals, space, metric, mode)
+    study = rebuild_study(results, space, metric, mode)
     n = len(study.trials)
     if n < 3:
         return None, f"{n} trial(s) with a finite {metric}: importance needs at least 3"
@@ -59,7 +62,7 @@ def importances(finals: pd.DataFrame, space: dict, metric: str, mode: str) -> tu
         result = optuna.importance.get_param_importances(study)
     except (RuntimeError, ValueError) as e:
         return None, f"Optuna could not compute importances ({e})"
-    note = f"from {n} trials' final {metric}" + ("; few trials: treat as a hint" if n < 10 else "")
+    note = f"from {n} trials' {metric} {when}" + ("; few trials: treat as a hint" if n < 10 else "")
     return dict(result), note
 
 

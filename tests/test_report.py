@@ -193,3 +193,22 @@ def test_samples_only(image_folder, tmp_path):
     (png,) = tmp_path.glob("samples_*.png")
     with Image.open(png) as im:
         assert im.size[1] > 200
+
+
+def test_importance_finds_the_hyperparameter_that_matters():
+    import pandas as pd
+
+    from analysis.importance import importances
+
+    rng = np.random.default_rng(0)
+    lr = 10 ** rng.uniform(-4, -2, 30)
+    batch = rng.choice([64, 128, 256], 30)
+    loss = (np.log10(lr) + 3) ** 2 + rng.normal(0, 0.01, 30)  # only lr matters
+    df = pd.DataFrame({"val_loss": loss, "config/lr": lr, "config/batch_size": batch})
+    space = {"lr": {"type": "float", "lower": 1e-4, "upper": 1e-2, "log": True},
+             "batch_size": {"type": "choice", "values": [64, 128, 256]}}  # fmt: skip
+    imp, note = importances(df, space, "val_loss", "min", "at epoch 1")
+    assert imp["lr"] > 0.8 > imp["batch_size"]
+    assert "30 trials" in note
+    none, why = importances(df.head(2), space, "val_loss", "min", "at epoch 1")
+    assert none is None and "at least 3" in why
