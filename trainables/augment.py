@@ -6,19 +6,24 @@ batch of 256 costs a few tensor ops instead of 256 PIL round trips. Nothing here
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
+RRC_RATIO = (3 / 4, 4 / 3)  # torchvision RandomResizedCrop's default aspect-ratio range
+RRC_TRIES = 10  # torchvision's attempts at a box that fits before it falls back to the whole image
+
 
 @dataclass(frozen=True)
 class Augment:
-    """The augmentation part of a trial config (keys `flip`, `crop_padding`, `cutout`)."""
+    """The augmentation part of a trial config (keys `flip`, `crop_padding`, `cutout`, `crop_scale`)."""
 
     flip: bool = True  # random horizontal flip, p = 0.5
     crop_padding: int = 4  # random crop of the original size from the image zero-padded by this many pixels
     cutout: int = 0  # side of a square zeroed at a random centre (after normalisation), 0 = off
+    crop_scale: float = 0.0  # RandomResizedCrop: smallest area fraction of the crop (torchvision: 0.08), 0 = off
 
     @classmethod
     def from_config(cls, config: dict) -> Augment:
@@ -26,6 +31,7 @@ class Augment:
             flip=bool(config.get("flip", cls.flip)),
             crop_padding=int(config.get("crop_padding", cls.crop_padding)),
             cutout=int(config.get("cutout", cls.cutout)),
+            crop_scale=float(config.get("crop_scale", cls.crop_scale)),
         )
 
 
@@ -64,6 +70,47 @@ def cutout(x: torch.Tensor, size: int, generator: torch.Generator | None = None)
     return x.masked_fill(inside[:, None], 0.0)
 
 
+def random_resized_crop(
+    x: torch.Tensor,
+    size: int,
+    scale: tuple[float, float] = (0.08, 1.0),
+    ratio: tuple[float, float] = RRC_RATIO,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """torchvision's RandomResizedCrop for a float batch: per image a box of area fraction ~ U(scale) and
+    log-uniform aspect ratio, resampled bilinearly to size x size by one grid_sample for the whole batch.
+
+    Box sampling follows torchvision (10 tries per image, first box that fits, else the whole image, which is
+    torchvision's fallback for square images); boxes are continuous rather than whole pixels, which only matters
+    when the crop is not upsampled.
+    """
+    b, c, h, w = x.shape
+    dev = x.device
+    area = torch.empty(b, RRC_TRIES, device=dev).uniform_(scale[0], scale[1], generator=generator)
+    log_r = torch.empty(b, RRC_TRIES, device=dev).uniform_(math.log(ratio[0]), math.log(ratio[1]), generator=generator)
+    # box sides as fractions of the image sides: (box w * box h) = area * h * w, box w / box h = r
+    fw = torch.sqrt(area * (h / w) * log_r.exp())
+    fh = torch.sqrt(area * (w / h) / log_r.exp())
+    fits = (fw <= 1) & (fh <= 1)
+    first = fits.to(torch.uint8).argmax(1, keepdim=True)  # index of the first try that fits (0 if none does)
+    found = fits.any(1)
+    fw = torch.where(found, fw.gather(1, first).squeeze(1), 1.0)
+    fh = torch.where(found, fh.gather(1, first).squeeze(1), 1.0)
+    # box centre in normalised [-1, 1] coordinates, uniform over the positions that keep the box inside the image
+    shift = torch.rand(b, 2, device=dev, generator=generator) * 2 - 1
+    theta = torch.zeros(b, 2, 3, device=dev, dtype=x.dtype)
+    theta[:, 0, 0], theta[:, 1, 1] = fw, fh
+    theta[:, 0, 2], theta[:, 1, 2] = (1 - fw) * shift[:, 0], (1 - fh) * shift[:, 1]
+    grid = F.affine_grid(theta, [b, c, size, size], align_corners=False)
+    # "border" clamps like F.interpolate does at the edges: with scale (1, 1) this equals resize().
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def resize(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Bilinear resize of a float batch to size x size (evaluation's counterpart of random_resized_crop)."""
+    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=size < x.shape[-1])
+
+
 def normalize(x_uint8: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
     """uint8 images -> float, per-channel standardised. `mean`/`std` are (1, C, 1, 1) tensors in [0, 1] units."""
     return (x_uint8.float() / 255.0 - mean) / std
@@ -75,15 +122,24 @@ def prepare_batch(
     std: torch.Tensor,
     augment: Augment | None = None,
     generator: torch.Generator | None = None,
+    size: int | None = None,
 ) -> torch.Tensor:
-    """The one path from stored uint8 images to model input; `augment=None` for evaluation."""
+    """The one path from stored uint8 images to model input; `augment=None` for evaluation.
+
+    `size`: side the model wants (pretrained models); the stored images are resized per batch, never in storage.
+    """
     if augment is not None:
         # Geometry on uint8 (4x less memory traffic than float), cutout after normalising so it zeroes to the mean.
         if augment.crop_padding:
             x_uint8 = random_crop(x_uint8, augment.crop_padding, generator)
         if augment.flip:
             x_uint8 = random_flip(x_uint8, generator)
+    # Normalise before resampling: both are linear per channel, and the stored size has fewer pixels.
     x = normalize(x_uint8, mean, std)
+    if augment is not None and augment.crop_scale:
+        x = random_resized_crop(x, size or x.shape[-1], (augment.crop_scale, 1.0), generator=generator)
+    elif size and size != x.shape[-1]:
+        x = resize(x, size)
     if augment is not None and augment.cutout:
         x = cutout(x, augment.cutout, generator)
     return x

@@ -67,6 +67,43 @@ def norm_tensors(mean, std, device) -> tuple[torch.Tensor, torch.Tensor]:
     return as4d(mean), as4d(std)
 
 
+def input_config(model: nn.Module, mean: torch.Tensor, std: torch.Tensor):
+    """(mean, std, size) to feed `model`. A model carrying timm-style `pretrained_cfg` (pretrained models) gets what
+    its weights were trained on, ImageNet statistics at its resolution, whatever the data set's statistics are;
+    every other model gets the data set's `mean`/`std` at the stored size (size None: no resize)."""
+    cfg = getattr(model, "pretrained_cfg", None)
+    if cfg is None:
+        return mean, std, None
+    return *norm_tensors(cfg["mean"], cfg["std"], mean.device), int(cfg["input_size"][-1])
+
+
+def split_head(model: nn.Module) -> tuple[list, list]:
+    """(head parameters, backbone parameters) of a model whose `pretrained_cfg["classifier"]` names its head."""
+    cfg = getattr(model, "pretrained_cfg", None)
+    if not cfg or "classifier" not in cfg:
+        raise ValueError("freeze_epochs and backbone_lr_mult need a pretrained model (one with a named head)")
+    head = list(model.get_submodule(cfg["classifier"]).parameters())
+    ids = {id(p) for p in head}
+    return head, [p for p in model.parameters() if id(p) not in ids]
+
+
+def param_groups(model: nn.Module, config: dict):
+    """All parameters at `lr`, or (backbone_lr_mult != 1) the head at `lr` and the backbone at lr x mult. The head
+    group comes first, so the reported `lr` (param group 0) is the config's lr in both cases."""
+    mult = float(config.get("backbone_lr_mult", 1.0))
+    if mult == 1.0:
+        return model.parameters()
+    head, backbone = split_head(model)
+    return [{"params": head}, {"params": backbone, "lr": float(config["lr"]) * mult}]
+
+
+def set_backbone_trainable(model: nn.Module, trainable: bool) -> None:
+    """freeze_epochs: a frozen backbone gets no gradients (backward stops at the head, Adam skips it). Its BatchNorm
+    layers still update their running statistics in train mode, adapting them to the new data's distribution."""
+    for p in split_head(model)[1]:
+        p.requires_grad_(trainable)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # optimiser and schedule from a config
 
@@ -118,8 +155,11 @@ def train_one_epoch(
     loss_fn: nn.Module,
     generator: torch.Generator,
     device: torch.device,
+    size: int | None = None,
 ) -> dict:
-    """One pass over (x, y) already on `device` (uint8 NCHW). Returns train_loss, train_acc, images, seconds."""
+    """One pass over (x, y) already on `device` (uint8 NCHW). Returns train_loss, train_acc, images, seconds.
+
+    `size`: resize every batch to size x size (pretrained models; see `input_config`)."""
     model.train()
     n = x.shape[0]
     bs = min(batch_size, n)
@@ -131,7 +171,7 @@ def train_one_epoch(
     start = time.perf_counter()
     for i in range(0, n - bs + 1, bs):  # full batches only: a last batch of 1 would break BatchNorm
         idx = perm[i : i + bs]
-        xb = prepare_batch(x[idx], mean, std, augment, generator)
+        xb = prepare_batch(x[idx], mean, std, augment, generator, size)
         if channels_last:
             xb = xb.contiguous(memory_format=torch.channels_last)
         yb = y[idx]
@@ -159,11 +199,14 @@ def train_one_epoch(
 
 @torch.no_grad()
 def predict(model: nn.Module, x: torch.Tensor, *, mean, std, device, batch_size: int = EVAL_BATCH) -> torch.Tensor:
-    """Logits (float32, on `device`) for uint8 NCHW images `x`, in eval mode, without augmentation."""
+    """Logits (float32, on `device`) for uint8 NCHW images `x`, in eval mode, without augmentation.
+
+    A pretrained model is fed as in training (`input_config`): resized to its resolution, ImageNet-normalised."""
     model.eval()
+    mean, std, size = input_config(model, mean, std)
     out = []
     for i in range(0, x.shape[0], batch_size):
-        xb = prepare_batch(x[i : i + batch_size].to(device, non_blocking=True), mean, std)
+        xb = prepare_batch(x[i : i + batch_size].to(device, non_blocking=True), mean, std, size=size)
         if device.type == "cuda":
             xb = xb.contiguous(memory_format=torch.channels_last)
         with _autocast(device):
@@ -202,12 +245,13 @@ def fit(
     torch.manual_seed(seed)
     x_train, y_train = to_device_tensor(data["x_train"], device), to_device_tensor(data["y_train"], device)
     x_val, y_val = to_device_tensor(data["x_val"], device), to_device_tensor(data["y_val"], device)
-    mean, std = norm_tensors(data["mean"], data["std"], device)
 
     model = build_model(config["model"], len(data["classes"]), **config).to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
-    optimizer = make_optimizer(config, model.parameters())
+    mean, std, size = input_config(model, *norm_tensors(data["mean"], data["std"], device))
+    optimizer = make_optimizer(config, param_groups(model, config))
+    freeze_epochs = int(config.get("freeze_epochs", 0))  # train only the head for this many epochs, then all
     batch_size = int(config["batch_size"])
     steps_per_epoch = max(1, x_train.shape[0] // min(batch_size, x_train.shape[0]))
     scheduler = make_scheduler(config, optimizer, steps_per_epoch, max_epochs)
@@ -226,9 +270,11 @@ def fit(
 
     for epoch in range(start_epoch + 1, max_epochs + 1):
         t0 = time.perf_counter()
+        if freeze_epochs:
+            set_backbone_trainable(model, epoch > freeze_epochs)
         train = train_one_epoch(
             model, optimizer, scheduler, x_train, y_train, batch_size=batch_size, mean=mean, std=std,
-            augment=augment, loss_fn=loss_fn, generator=generator, device=device,
+            augment=augment, loss_fn=loss_fn, generator=generator, device=device, size=size,
         )  # fmt: skip
         diverged = not math.isfinite(train[M.TRAIN_LOSS])
         if diverged:
