@@ -12,6 +12,13 @@
     # on a Ray cluster, 4 trials per GPU
     python run_search.py --model resnet18 --data-dir DIR --address auto --gpus-per-trial 0.25
 
+    # fine-tune ImageNet-pretrained ResNet-18 (weights from the torch hub cache, or --weights PATH offline)
+    python run_search.py --model resnet18_pretrained --data-dir DIR --gpus-per-trial 0.5
+
+    # LR range test only (plot + suggested lr), or a search whose lr range is centred on its suggestion
+    python run_search.py --model lenet5 --data-dir DIR --lr-find
+    python run_search.py --model lenet5 --data-dir DIR --lr-range-from-finder
+
 Results: <storage-path>/<name>/ holds Ray's trial folders (result.json, progress.csv, checkpoints) and
 experiment.json (model, data, split seed, arguments, search space, git sha, package versions).
 """
@@ -19,14 +26,19 @@ experiment.json (model, data, split seed, arguments, search space, git sha, pack
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
+import socket
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
 SMOKE_SUBSET = 512  # training images kept by --smoke-test
+SMOKE_RESOLUTION = 32  # input side of models that search `resolution` under --smoke-test (seconds on a CPU)
+SMOKE_LR_FIND_ITERS = 30  # LR range test steps under --smoke-test
+LR_FIND_PLOT = "lr_find.png"  # in the experiment folder
 
 
 class UsageError(Exception):
@@ -44,13 +56,53 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--cache-dir", default=None, help="decoded-array cache (default $CIFAR_TUNE_CACHE or ~/.cache/cifar-tune)"
     )
     g.add_argument("--seed", type=int, default=0, help="train/val split, sampler and trial seed")
+    g.add_argument(
+        "--weights",
+        default=None,
+        metavar="PATH",
+        help="pretrained models: a state dict file of the torchvision architecture, instead of the torch hub cache",
+    )
+    g.add_argument(
+        "--resolution",
+        type=int,
+        default=None,
+        help="fix the input side of models that search it (resnet18_pretrained), e.g. 64 on a CPU",
+    )
+    g.add_argument(
+        "--subset",
+        type=int,
+        default=None,
+        metavar="N",
+        help=f"keep N training images, stratified (val/test: a tenth as many); --smoke-test keeps {SMOKE_SUBSET}",
+    )
     g = p.add_argument_group("search")
     g.add_argument("--num-samples", type=int, default=16, help="trials to run")
     g.add_argument("--max-epochs", type=int, default=20, help="epochs of a trial that ASHA never stops (ASHA max_t)")
     g.add_argument("--grace-period", type=int, default=1, help="epochs every trial gets before ASHA may stop it")
     g.add_argument("--reduction-factor", type=int, default=4, help="ASHA keeps 1/this of the trials at each rung")
     g.add_argument("--metric", default="val_loss", choices=["val_loss", "val_acc"], help="what the search optimises")
+    g.add_argument("--scheduler", default="asha", choices=["asha", "fifo"], help="fifo: no early stopping (baseline)")
+    g.add_argument("--searcher", default="optuna", choices=["optuna", "random"], help="random: Tune's random search")
+    g.add_argument("--no-default-trial", action="store_true", help="do not start from the space's DEFAULTS config")
+    g.add_argument(
+        "--patience",
+        type=int,
+        default=None,
+        metavar="N",
+        help="stop a trial after N epochs without a better --metric (any model; the original Keras used 8)",
+    )
     g.add_argument("--smoke-test", action="store_true", help=f"{SMOKE_SUBSET} training images, 2 trials, 2 epochs")
+    g = p.add_argument_group("learning-rate range test (torch models)").add_mutually_exclusive_group()
+    g.add_argument(
+        "--lr-find",
+        action="store_true",
+        help="run the LR range test on the first config, save the loss-vs-lr plot, print the suggested lr, stop",
+    )
+    g.add_argument(
+        "--lr-range-from-finder",
+        action="store_true",
+        help="run the LR range test, then search lr in [suggested/10, suggested*3]",
+    )
     g = p.add_argument_group("resources")
     g.add_argument("--cpus-per-trial", type=float, default=1)
     g.add_argument("--gpus-per-trial", type=float, default=0, help="fractions pack trials: 0.25 = 4 trials per GPU")
@@ -92,6 +144,43 @@ def check_args(args) -> None:
         raise UsageError("--gpus-per-trial must be a fraction of one GPU (0.25, 0.5) or a whole number of GPUs")
     if args.resume and not args.name:
         raise UsageError("--resume needs --name NAME of the experiment to continue")
+    for name in ("patience", "subset"):
+        if getattr(args, name, None) is not None and getattr(args, name) < 1:
+            raise UsageError(f"--{name} must be at least 1 (got {getattr(args, name)})")
+    if (args.lr_find or args.lr_range_from_finder) and get_spec(args.model).framework != "torch":
+        raise UsageError(f"the LR range test needs a torch model; {args.model} is {get_spec(args.model).framework}")
+    if args.lr_find and args.resume:
+        raise UsageError("--lr-find starts no search: use it without --resume")
+    if args.resolution is not None and args.resolution < 16:
+        raise UsageError(f"--resolution must be at least 16 (got {args.resolution})")
+
+
+def check_weights(args) -> None:
+    """Pretrained models: their weights are on this node (or --weights exists) before anything starts."""
+    from trainables.weights import WeightsError, weights_check
+
+    check = weights_check(args.model)
+    if check is None:
+        if args.weights:
+            raise UsageError(f"--weights is for pretrained models (resnet18_pretrained); {args.model} has none")
+        return
+    try:
+        path = check(args.weights)
+    except WeightsError as e:
+        raise UsageError(str(e)) from None
+    if args.weights:
+        args.weights = str(path)  # absolute: trials run in other working directories
+
+
+def fix_resolution(args, space: dict, defaults: dict) -> None:
+    """--resolution (or --smoke-test's small one) replaces the searched `resolution` by a constant."""
+    resolution = args.resolution or (SMOKE_RESOLUTION if args.smoke_test and "resolution" in space else None)
+    if resolution is None:
+        return
+    if "resolution" not in space:
+        raise UsageError(f"--resolution is for models that search it (resnet18_pretrained), not {args.model}")
+    space["resolution"] = resolution
+    defaults.pop("resolution", None)  # a constant now: Optuna's first point must name searched keys only
 
 
 def apply_smoke_test(args) -> None:
@@ -108,7 +197,15 @@ def start_ray(args) -> None:
 
     kwargs = dict(logging_level=logging.WARNING, include_dashboard=False)
     if args.address:
-        ray.init(address=args.address, runtime_env={"working_dir": str(ROOT), "excludes": _EXCLUDES}, **kwargs)
+        check_reachable(args.address)
+        # Trials on other nodes import our packages from a copy of ROOT that Ray ships to every node. Under
+        # `ray job submit --working-dir .` the job has shipped it already, and ray.init refuses a second one.
+        shipped = "working_dir" in (_job_config().get("runtime_env") or {})
+        runtime_env = None if shipped else {"working_dir": str(ROOT), "excludes": _EXCLUDES}
+        try:
+            ray.init(address=args.address, runtime_env=runtime_env, **kwargs)
+        except ConnectionError as e:
+            raise UsageError(f"cannot join the Ray cluster at {args.address}: {_join_error(e)}") from None
     else:
         # address="local": never join a stale cluster recorded in /tmp/ray. Workers import our packages from ROOT.
         ray.init(
@@ -120,21 +217,136 @@ def start_ray(args) -> None:
 _EXCLUDES = [".git", "data", "experiments", "results", ".venv", "__pycache__", "*.npz", "*.pth"]
 
 
+def _job_config() -> dict:
+    """The job config Ray's job supervisor hands a `ray job submit` driver ({} for a plain script)."""
+    raw = os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR")
+    return json.loads(raw) if raw else {}
+
+
+def check_reachable(address: str) -> None:
+    """ray.init retries an unreachable host:port for minutes; a TCP connect answers in seconds."""
+    host_port = address.split("://", 1)[-1]
+    if address in ("auto", "local") or ":" not in host_port or address.startswith(("http://", "https://")):
+        return
+    host, _, port = host_port.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except (OSError, ValueError) as e:
+        raise UsageError(
+            f"no Ray cluster answers at --address {address} ({e}); start one (`ray start --head`, "
+            "`ray up cluster.yaml`) or fix --address / RAY_ADDRESS"
+        ) from None
+
+
+def _join_error(e: BaseException) -> str:
+    from ray.exceptions import AuthenticationError
+
+    cause = e
+    while cause is not None and not isinstance(cause, AuthenticationError):
+        cause = cause.__cause__ or cause.__context__
+    if cause is not None:
+        return (
+            "the cluster rejected this client's token; set RAY_AUTH_MODE=token and give the cluster's token "
+            "in ~/.ray/auth_token, RAY_AUTH_TOKEN_PATH or RAY_AUTH_TOKEN"
+        )
+    return str(e).splitlines()[0]
+
+
+# What autoscaler_node_types() returns when the cluster autoscales but this driver cannot see its node types.
+UNKNOWN_NODE_TYPES = {"(not visible from this driver)": None}
+
+
+def autoscaler_node_types() -> dict[str, dict | None] | None:
+    """Worker node types the cluster's autoscaler may launch -> their resources (None: not declared).
+
+    None when the cluster does not autoscale. Sources, in order: the cluster config reported to the GCS (KubeRay,
+    autoscaler v2); ~/ray_bootstrap_config.yaml, which `ray up` writes on the head node, where `ray job submit`
+    drivers run (Tune reads the same file to tell an autoscaling cluster); else the autoscaler's status in the GCS,
+    which says whether it runs from a config but not what that config holds.
+    """
+    from ray._private import ray_constants
+    from ray._private.state import state
+    from ray.experimental.internal_kv import _internal_kv_get
+
+    try:
+        reported = state.get_cluster_config()
+    except Exception:  # an older GCS without the key, or Ray Client mode: try the other sources
+        reported = None
+    if reported is not None and reported.node_group_configs:
+        groups = {g.name: dict(g.resources) for g in reported.node_group_configs if g.max_count != 0}
+        return groups or None
+    bootstrap = Path("~/ray_bootstrap_config.yaml").expanduser()
+    if bootstrap.exists():
+        import yaml
+
+        config = yaml.safe_load(bootstrap.read_text())
+        head, cap = config.get("head_node_type"), config.get("max_workers", 0)
+        types = {
+            name: t.get("resources") or None
+            for name, t in config.get("available_node_types", {}).items()
+            if name != head and min(t.get("max_workers", cap), cap) > 0
+        }
+        return types or None
+    try:
+        status = json.loads(_internal_kv_get(ray_constants.DEBUG_AUTOSCALING_STATUS) or "{}")
+    except Exception:
+        return None
+    # Without a config (plain `ray start`) the autoscaler runs read-only and names each node's type "node_<id>".
+    mapping = (status.get("autoscaler_report") or {}).get("node_type_mapping") or {}
+    return UNKNOWN_NODE_TYPES if any(not t.startswith("node_") for t in mapping.values()) else None
+
+
+def _fits(resources: dict, need: dict) -> bool:
+    return all(resources.get(k, 0) >= v for k, v in need.items() if v > 0)
+
+
 def check_resources(args) -> None:
-    """Fail at once, in one line, for a request no node can ever satisfy (Tune would leave it PENDING forever)."""
+    """Fail at once, in one line, for a request no node can ever satisfy (Tune would leave it PENDING forever).
+
+    On an autoscaling cluster the right node may not exist yet: when one of the autoscaler's node types provides
+    the request, wait for it (Ray launches it once the trials ask). Only a request no node type fits fails.
+    """
     import ray
 
-    nodes = [n for n in ray.nodes() if n.get("Alive")]
-    max_cpu = max((n["Resources"].get("CPU", 0) for n in nodes), default=0)
-    max_gpu = max((n["Resources"].get("GPU", 0) for n in nodes), default=0)
-    if args.gpus_per_trial > 0 and max_gpu < args.gpus_per_trial:
+    from analysis.experiment import is_uri
+
+    need = {"CPU": args.cpus_per_trial, "GPU": args.gpus_per_trial}
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    types = autoscaler_node_types() if args.address else None
+    if args.address and not is_uri(args.storage_path) and (len(nodes) > 1 or types):
+        print(
+            f"note: --storage-path {args.storage_path} is a local folder; on a multi-node cluster give s3://, gs:// "
+            "or a shared filesystem, or each node keeps its own trials' checkpoints",
+            file=sys.stderr,
+        )
+    if any(_fits(r, need) for r in nodes):
+        return
+    if types is not None:
+        fitting = [name for name, res in types.items() if res is None or _fits(res, need)]
+        if fitting:
+            print(f"waiting for the autoscaler to add a node for trials of {_describe(need)} "
+                  f"(node types that fit: {', '.join(fitting)})", flush=True)  # fmt: skip
+            return
+        nodes = nodes + [r for r in types.values() if r]
+        where = f"no node and no node type ({', '.join(types)}) of the autoscaling cluster"
+    else:
+        where = "no node of the Ray cluster"
+    max_cpu = max((r.get("CPU", 0) for r in nodes), default=0)
+    max_gpu = max((r.get("GPU", 0) for r in nodes), default=0)
+    if args.gpus_per_trial > 0 and not any(_fits(r, {"GPU": args.gpus_per_trial}) for r in nodes):
         raise UsageError(
-            f"--gpus-per-trial {args.gpus_per_trial:g} asked, but no node of the Ray cluster has "
+            f"--gpus-per-trial {args.gpus_per_trial:g} asked, but {where} has "
             f"{'GPUs' if max_gpu == 0 else f'{args.gpus_per_trial:g} GPUs (largest: {max_gpu:g})'}; "
             "use --gpus-per-trial 0 on CPU or --address a cluster with GPU nodes"
         )
-    if args.cpus_per_trial > max_cpu:
-        raise UsageError(f"--cpus-per-trial {args.cpus_per_trial:g} exceeds the largest node's {max_cpu:g} CPUs")
+    raise UsageError(
+        f"--cpus-per-trial {args.cpus_per_trial:g} with --gpus-per-trial {args.gpus_per_trial:g} fits {where} "
+        f"(largest: {max_cpu:g} CPUs, {max_gpu:g} GPUs)"
+    )
+
+
+def _describe(need: dict) -> str:
+    return " + ".join(f"{v:g} {k}" for k, v in need.items() if v > 0)
 
 
 def make_trainable(args, data_arrays: dict):
@@ -145,6 +357,8 @@ def make_trainable(args, data_arrays: dict):
     spec = get_spec(args.model)
     if spec.framework == "torch":
         from trainables.torch_trainable import train_torch as fn
+    elif spec.framework == "keras":  # imports TensorFlow: only Keras searches pay for it
+        from trainables.keras_trainable import train_keras as fn
     else:
         raise UsageError(f"model {args.model!r} needs the {spec.framework} trainable, which is not available")
     # with_parameters puts the arrays in the object store once; every trial reads the same copy.
@@ -152,23 +366,39 @@ def make_trainable(args, data_arrays: dict):
     return tune.with_resources(tune.with_parameters(fn, data=data_arrays), resources)
 
 
+def make_stopper(args):
+    """--patience N: plateau stopping on the search metric, next to (not instead of) ASHA."""
+    if getattr(args, "patience", None) is None:  # experiments saved before --patience existed have no such key
+        return None
+    from trainables.metrics import SEARCH_METRICS
+    from trainables.stopping import PatienceStopper
+
+    return PatienceStopper(args.metric, SEARCH_METRICS[args.metric], args.patience)
+
+
 def build_tuner(args, trainable, param_space: dict, defaults: dict, storage: str):
     import optuna
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.search import BasicVariantGenerator
     from ray.tune.search.optuna import OptunaSearch
 
     from trainables.metrics import SEARCH_METRICS
 
     mode = SEARCH_METRICS[args.metric]
-    searcher = OptunaSearch(
-        sampler=optuna.samplers.TPESampler(seed=args.seed, multivariate=True),
-        points_to_evaluate=[defaults],
-    )
-    scheduler = ASHAScheduler(
-        time_attr="training_iteration", max_t=args.max_epochs,
-        grace_period=args.grace_period, reduction_factor=args.reduction_factor,
-    )  # fmt: skip
+    first = None if args.no_default_trial else [defaults]
+    if args.searcher == "optuna":
+        sampler = optuna.samplers.TPESampler(seed=args.seed, multivariate=True)
+        searcher = OptunaSearch(sampler=sampler, points_to_evaluate=first)
+    else:  # the baseline of bench/search_efficiency.py: independent random draws from the same space
+        searcher = BasicVariantGenerator(random_state=args.seed, points_to_evaluate=first)
+    if args.scheduler == "asha":
+        scheduler = ASHAScheduler(
+            time_attr="training_iteration", max_t=args.max_epochs,
+            grace_period=args.grace_period, reduction_factor=args.reduction_factor,
+        )  # fmt: skip
+    else:
+        scheduler = FIFOScheduler()
     return tune.Tuner(
         trainable,
         param_space=param_space,
@@ -176,12 +406,15 @@ def build_tuner(args, trainable, param_space: dict, defaults: dict, storage: str
             metric=args.metric, mode=mode, search_alg=searcher, scheduler=scheduler,
             num_samples=args.num_samples, max_concurrent_trials=args.max_concurrent,
             trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}",  # short, stable folder names
+            # One worker process runs trial after trial: no new process, torch import or CUDA context per trial.
+            reuse_actors=True,
         ),
         run_config=tune.RunConfig(
             name=args.name, storage_path=storage,
             # 2, not 1: with num_to_keep=k Tune forces an experiment snapshot every k checkpoints of a trial.
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             failure_config=tune.FailureConfig(max_failures=args.max_failures),
+            stop=make_stopper(args),
             verbose=1,
         ),
     )  # fmt: skip
@@ -254,6 +487,35 @@ def print_summary(results, args, path: str) -> None:
     print(f"\nExperiment: {path}\nReport: python report.py --experiment {path}")
 
 
+def run_lr_finder(args, data: dict, config: dict, path: str) -> dict:
+    """The LR range test on the first config, in this process (CUDA if this machine has it); plot into `path`."""
+    import io
+
+    import torch
+
+    from analysis.experiment import filesystem, join
+    from trainables.lr_finder import NUM_ITER, LRFindError, lr_range_test
+    from trainables.torch_trainable import setup_device
+
+    device = setup_device(cpus=args.num_cpus or os.cpu_count() or 1, gpu_fraction=float(torch.cuda.is_available()))
+    iters = SMOKE_LR_FIND_ITERS if args.smoke_test else NUM_ITER
+    print(f"LR range test: {args.model} on {device.type}, {iters} steps", flush=True)
+    try:
+        result = lr_range_test(config, data, device=device, num_iter=iters)
+    except LRFindError as e:
+        raise UsageError(str(e)) from None
+    plot = join(path, LR_FIND_PLOT)
+    fs, p = filesystem(plot)
+    fs.create_dir(p.rsplit("/", 1)[0], recursive=True)
+    png = io.BytesIO()
+    result.figure.savefig(png, format="png", dpi=120, bbox_inches="tight")
+    with fs.open_output_stream(p) as f:
+        f.write(png.getvalue())
+    early = ", stopped early: the loss diverged" if result.stopped_early else ""
+    print(f"suggested lr: {result.suggested_lr:.3g} (steepest loss descent{early}); plot: {plot}", flush=True)
+    return {"suggested_lr": result.suggested_lr, "plot": plot, "steps": len(result.lrs)}
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     from analysis.experiment import EXPERIMENT_FILE, join, normalize_storage_path, write_json
@@ -274,19 +536,36 @@ def main(argv=None) -> int:
                     f"--gpus-per-trial {args.gpus_per_trial:g} asked, but this machine has no CUDA GPU; "
                     "use --gpus-per-trial 0, or --address a cluster with GPU nodes"
                 )
+        check_weights(args)  # offline without weights: one line now, before data loading and Ray
         args.name = args.name or f"{args.model}-{time.strftime('%Y%m%d-%H%M%S')}"
         dataset = load_dataset(
-            args.data_dir, seed=args.seed, cache_dir=args.cache_dir, subset=SMOKE_SUBSET if args.smoke_test else None
-        )
+            args.data_dir, seed=args.seed, cache_dir=args.cache_dir,
+            subset=getattr(args, "subset", None) or (SMOKE_SUBSET if args.smoke_test else None),
+        )  # fmt: skip
         print(f"data: {dataset.summary()}", flush=True)
 
         from ray import tune
+        from ray.tune.search.sample import Domain
 
         from search_spaces import get_space
 
         space, defaults = get_space(args.model)
+        fix_resolution(args, space, defaults)
         constants = {"model": args.model, "max_epochs": args.max_epochs, "seed": args.seed}
+        if args.weights:
+            constants["weights_path"] = args.weights
         path = join(args.storage_path, args.name)
+        finder = None
+        if args.lr_find or (args.lr_range_from_finder and not args.resume):
+            fixed = {k: v for k, v in space.items() if not isinstance(v, Domain)}
+            finder = run_lr_finder(args, dataset.search_arrays(), {**fixed, **defaults, **constants}, path)
+            if args.lr_find:
+                return 0
+            from trainables.lr_finder import centred_lr_range
+
+            low, high = centred_lr_range(finder["suggested_lr"])
+            space["lr"], defaults["lr"] = tune.loguniform(low, high), finder["suggested_lr"]
+            print(f"searching lr in [{low:.3g}, {high:.3g}] (log-uniform), first trial at {defaults['lr']:.3g}")
 
         start_ray(args)
         check_resources(args)
@@ -296,7 +575,10 @@ def main(argv=None) -> int:
                 raise UsageError(f"{path} has no Tune experiment state to resume from")
             tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
         else:
-            write_json(join(path, EXPERIMENT_FILE), experiment_info(args, dataset, space))
+            info = experiment_info(args, dataset, space)
+            if finder:
+                info["lr_finder"] = finder
+            write_json(join(path, EXPERIMENT_FILE), info)
             tuner = build_tuner(args, trainable, {**space, **constants}, defaults, args.storage_path)
         results = tuner.fit()
         print_summary(results, args, path)
