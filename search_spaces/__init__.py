@@ -8,7 +8,12 @@ import importlib
 from ray.tune.search import sample
 
 # model name -> module in this package (several models may share one space)
-SPACE_MODULES = {"lenet5": "lenet5", "resnet18": "resnet18"}
+SPACE_MODULES = {
+    "lenet5": "lenet5",
+    "resnet18": "resnet18",
+    "resnet18_pretrained": "resnet18_pretrained",
+    "keras_resnet18": "keras_resnet18",
+}
 
 
 def get_space(model: str) -> tuple[dict, dict]:

@@ -1,0 +1,139 @@
+"""LR range test (Smith 2017; fastai's lr_find) with the torch-lr-finder package, fed by our on-device batches.
+
+    python run_search.py --model lenet5 --data-dir DIR --lr-find               # plot + suggested lr, no search
+    python run_search.py --model lenet5 --data-dir DIR --lr-range-from-finder  # then search lr around it
+
+torch-lr-finder does the test: the lr grows exponentially from START_LR to END_LR over NUM_ITER training steps,
+the loss is smoothed, the test stops when the loss exceeds 5x its best, and the suggestion is the lr of the
+steepest loss descent. This module only adapts our data path to it (uint8 tensors on the device, batched
+augmentation and per-batch resize, exactly as `train_one_epoch` prepares them, through its `TrainDataLoaderIter`)
+and builds the model, optimizer and loss as `fit` does, from a trial config.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+from dataclasses import dataclass
+
+import torch
+from matplotlib.figure import Figure
+from torch import nn
+from torch_lr_finder import LRFinder, TrainDataLoaderIter
+
+from .augment import Augment, prepare_batch
+from .models import build_model
+from .torch_trainable import input_config, make_optimizer, norm_tensors, to_device_tensor
+
+START_LR, END_LR, NUM_ITER = 1e-7, 10.0, 100
+# torch-lr-finder leaves out the first 10 and last 5 points when it suggests (start-up noise, the blow-up);
+# fewer are left out when the test stopped early.
+SKIP_START, SKIP_END = 10, 5
+
+
+class LRFindError(Exception):
+    """The test produced no usable suggestion (one line, for the CLI)."""
+
+
+@dataclass
+class LRFindResult:
+    suggested_lr: float
+    lrs: list[float]
+    losses: list[float]  # smoothed training loss at each lr
+    stopped_early: bool  # the loss diverged (or turned NaN) before END_LR
+    figure: Figure  # loss vs lr (log x), suggestion marked; save with figure.savefig(path)
+
+
+@dataclass
+class OnDeviceBatches:
+    """One shuffled epoch of prepared (inputs, labels) batches per iteration; TrainDataLoaderIter restarts it."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    batch_size: int
+    mean: torch.Tensor
+    std: torch.Tensor
+    augment: Augment
+    size: int | None
+    generator: torch.Generator
+
+    def __iter__(self):
+        n = self.x.shape[0]
+        bs = min(self.batch_size, n)
+        perm = torch.randperm(n, device=self.x.device, generator=self.generator)
+        for i in range(0, n - bs + 1, bs):
+            idx = perm[i : i + bs]
+            xb = prepare_batch(self.x[idx], self.mean, self.std, self.augment, self.generator, self.size)
+            if xb.device.type == "cuda":
+                xb = xb.contiguous(memory_format=torch.channels_last)
+            yield xb, self.y[idx]
+
+
+def lr_range_test(
+    config: dict,
+    data: dict,
+    *,
+    device: torch.device,
+    num_iter: int = NUM_ITER,
+    start_lr: float = START_LR,
+    end_lr: float = END_LR,
+) -> LRFindResult:
+    """Run the test for `config["model"]` with the config's optimizer, batch size, augmentation and loss on the
+    training split of `data` (search_arrays()). One lr for all parameters (backbone_lr_mult and freeze_epochs are
+    left out: the sweep moves every param group to the same end_lr, which would break their ratio)."""
+    torch.manual_seed(int(config.get("seed", 0)))
+    x = to_device_tensor(data["x_train"], device)
+    y = to_device_tensor(data["y_train"], device)
+    model = build_model(config["model"], len(data["classes"]), **config).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    mean, std, size = input_config(model, *norm_tensors(data["mean"], data["std"], device))
+    optimizer = make_optimizer({**config, "lr": start_lr}, model.parameters())
+    criterion = nn.CrossEntropyLoss(label_smoothing=float(config.get("label_smoothing", 0.0)))
+    generator = torch.Generator(device=device)
+    generator.manual_seed(int(config.get("seed", 0)))
+    batches = OnDeviceBatches(x, y, int(config["batch_size"]), mean, std, Augment.from_config(config), size, generator)
+    amp = {}
+    if device.type == "cuda":  # bf16 autocast as in training; bf16 needs no loss scaling, so a disabled scaler
+        amp = dict(amp_backend="torch", amp_config={"device_type": "cuda", "dtype": torch.bfloat16},
+                   grad_scaler=torch.amp.GradScaler("cuda", enabled=False))  # fmt: skip
+    finder = LRFinder(model, optimizer, criterion, device=device, **amp)
+    with contextlib.redirect_stdout(io.StringIO()):  # its prints ("Stopping early", hints); we report ourselves
+        finder.range_test(TrainDataLoaderIter(batches), start_lr=start_lr, end_lr=end_lr, num_iter=num_iter)
+    return _suggest(finder, num_iter, config)
+
+
+def _suggest(finder: LRFinder, num_iter: int, config: dict) -> LRFindResult:
+    # A NaN loss never exceeds the divergence threshold, so torch-lr-finder keeps going: cut the history there.
+    losses = finder.history["loss"]
+    n = next((i for i, v in enumerate(losses) if not math.isfinite(v)), len(losses))
+    finder.history = {"lr": finder.history["lr"][:n], "loss": losses[:n]}
+    skip_start, skip_end = min(SKIP_START, n // 4), min(SKIP_END, n // 8)
+    if n - skip_start - skip_end < 3:
+        raise LRFindError(
+            f"the LR range test diverged after {n} steps, too early to suggest an lr; lower the start lr or check "
+            "the data"
+        )
+    figure = Figure(figsize=(6.4, 4.2))
+    ax = figure.subplots()
+    with contextlib.redirect_stdout(io.StringIO()):
+        _, lr = finder.plot(skip_start=skip_start, skip_end=skip_end, ax=ax, suggest_lr=True)
+    ax.set_xlabel("learning rate (log scale)")
+    ax.set_ylabel("training loss (smoothed)")
+    size = f", {config['resolution']}px" if "resolution" in config else ""
+    ax.set_title(
+        f"LR range test: {config['model']}, {config.get('optimizer', 'adam')}, batch {config['batch_size']}{size}; "
+        f"suggested {lr:.2e}",
+        fontsize=9,
+    )
+    if not (math.isfinite(lr) and lr > 0):
+        raise LRFindError(f"the LR range test suggested {lr!r}; look at the loss curve")
+    return LRFindResult(float(lr), finder.history["lr"], finder.history["loss"], n < num_iter, figure)
+
+
+def centred_lr_range(suggested: float) -> tuple[float, float]:
+    """The search's lr range from a suggestion: a decade below it to 3x above (log-uniform). The steepest-descent
+    point is a good single lr for a short run; a full run with a decaying schedule often prefers a little less,
+    and the loss minimum (roughly 3-10x higher) is where training starts to diverge."""
+    return suggested / 10, suggested * 3
