@@ -392,6 +392,9 @@ def train_keras(config: dict, data: dict) -> None:
     from ray import tune
 
     resources = ray.get_runtime_context().get_assigned_resources()
+    # Tune reuses worker processes (reuse_actors): drop the previous trial's models and Keras state first (this
+    # also resets the dtype policy, so it comes before the set-up).
+    keras.backend.clear_session(free_memory=True)
     setup_tensorflow(resources.get("CPU", 1), resources.get("GPU", 0.0))  # before TF builds anything
 
     checkpoint = None

@@ -14,6 +14,12 @@ STEMS = ("cifar", "imagenet")
 STAGES = ((64, 1), (128, 2), (256, 2), (512, 2))  # (channels, stride of the first Block), two Blocks per stage
 
 
+def batch_norm() -> layers.BatchNormalization:
+    """torch's BatchNorm2d defaults (momentum 0.1 = Keras 0.9, eps 1e-5). Keras' own 0.99 moves the inference
+    statistics so slowly that after the few hundred steps of a short trial validation runs on stale statistics."""
+    return layers.BatchNormalization(momentum=0.9, epsilon=1e-5)
+
+
 @keras.saving.register_keras_serializable(package="cifar_tune")
 class Block(layers.Layer):
     """Two 3x3 conv + BN (ReLU between and after the sum) and a shortcut: the identity when the input already has
@@ -24,9 +30,9 @@ class Block(layers.Layer):
         self.filters, self.stride = int(filters), int(stride)
         conv = dict(kernel_size=3, padding="same", use_bias=False, kernel_initializer="he_normal")
         self.conv1 = layers.Conv2D(self.filters, strides=self.stride, **conv)
-        self.bn1 = layers.BatchNormalization()
+        self.bn1 = batch_norm()
         self.conv2 = layers.Conv2D(self.filters, strides=1, **conv)
-        self.bn2 = layers.BatchNormalization()
+        self.bn2 = batch_norm()
         self.projection = None  # decided in build(), once the input's channel count is known
 
     def build(self, input_shape):
@@ -34,7 +40,7 @@ class Block(layers.Layer):
             self.projection = keras.Sequential(
                 [
                     layers.Conv2D(self.filters, 1, strides=self.stride, use_bias=False, kernel_initializer="he_normal"),
-                    layers.BatchNormalization(),
+                    batch_norm(),
                 ]
             )
             self.projection.build(input_shape)
@@ -71,7 +77,7 @@ def keras_resnet18(input_shape=(32, 32, 3), num_classes: int = 10, stem: str = "
         x = layers.Conv2D(64, 7, strides=2, padding="same", use_bias=False, kernel_initializer="he_normal")(inputs)
     else:
         x = layers.Conv2D(64, 3, strides=1, padding="same", use_bias=False, kernel_initializer="he_normal")(inputs)
-    x = layers.ReLU()(layers.BatchNormalization()(x))
+    x = layers.ReLU()(batch_norm()(x))
     if stem == "imagenet":
         x = layers.MaxPooling2D(3, strides=2, padding="same")(x)
     for channels, stride in STAGES:
