@@ -30,6 +30,7 @@ from trainables.augment import Augment  # noqa: E402
 from trainables.data import load_dataset  # noqa: E402
 from trainables.models import build_model  # noqa: E402
 from trainables.torch_trainable import (  # noqa: E402
+    input_config,
     make_optimizer,
     make_scheduler,
     norm_tensors,
@@ -95,10 +96,10 @@ def bench_limit(cfg, data, device, args) -> float:
     model = make_model(cfg, len(data["classes"]), device)
     opt = make_optimizer(cfg, model.parameters())
     loss_fn = torch.nn.CrossEntropyLoss()
-    mean, std = norm_tensors(data["mean"], data["std"], device)
+    mean, std, size = input_config(model, *norm_tensors(data["mean"], data["std"], device))
     xb = ((torch.from_numpy(np.array(data["x_train"][: args.batch_size])).to(device).float() / 255) - mean) / std
-    if cfg.get("resolution"):
-        xb = torch.nn.functional.interpolate(xb, size=cfg["resolution"], mode="bilinear", align_corners=False)
+    if size:  # pretrained models: the resolution they are fed at, as in training
+        xb = torch.nn.functional.interpolate(xb, size=size, mode="bilinear", align_corners=False)
     if device.type == "cuda":
         xb = xb.contiguous(memory_format=torch.channels_last)
     yb = torch.from_numpy(np.array(data["y_train"][: args.batch_size])).to(device)
@@ -125,7 +126,7 @@ def bench_pipeline(cfg, data, device, args) -> float:
     n = args.steps * args.batch_size
     x = to_device_tensor(np.ascontiguousarray(data["x_train"][:n]), device)
     y = to_device_tensor(np.ascontiguousarray(data["y_train"][:n]), device)
-    mean, std = norm_tensors(data["mean"], data["std"], device)
+    mean, std, size = input_config(model, *norm_tensors(data["mean"], data["std"], device))
     sched = make_scheduler(cfg, opt, args.steps, 1)
     gen = torch.Generator(device=device).manual_seed(0)
     aug = Augment(flip=True, crop_padding=4, cutout=0)
@@ -133,17 +134,20 @@ def bench_pipeline(cfg, data, device, args) -> float:
 
     def run():
         train_one_epoch(model, opt, sched, x, y, batch_size=args.batch_size, mean=mean, std=std, augment=aug,
-                        loss_fn=loss_fn, generator=gen, device=device)  # fmt: skip
+                        loss_fn=loss_fn, generator=gen, device=device, size=size)  # fmt: skip
 
     return best_rate(run, (n // args.batch_size) * args.batch_size, args.repeats, device)
 
 
-def reference_loader(data_source: dict, mean, std, args):
+def reference_loader(data_source: dict, mean, std, size, args):
     import torchvision.transforms as T
     from torch.utils.data import DataLoader, Subset
     from torchvision.datasets import CIFAR10, ImageFolder
 
-    tf = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(mean, std)])
+    resize = [T.Resize(size)] if size else []  # pretrained models: the tutorial way, PIL resize per image
+    tf = T.Compose(
+        [T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), *resize, T.ToTensor(), T.Normalize(mean, std)]
+    )
     if data_source["kind"] == "folder":
         ds = ImageFolder(os.path.join(data_source["path"], "train"), transform=tf)
     else:
@@ -158,14 +162,13 @@ def bench_reference(cfg, data, source, device, args) -> float:
     model = make_model(cfg, len(data["classes"]), device)
     opt = make_optimizer(cfg, model.parameters())
     loss_fn = torch.nn.CrossEntropyLoss()
-    loader = reference_loader(source, data["mean"], data["std"], args)
+    mean, std, size = input_config(model, *norm_tensors(data["mean"], data["std"], device))
+    loader = reference_loader(source, mean.flatten().tolist(), std.flatten().tolist(), size, args)
     model.train()
 
     def run():
         for xb, yb in loader:
             xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
-            if cfg.get("resolution"):
-                xb = torch.nn.functional.interpolate(xb, size=cfg["resolution"], mode="bilinear", align_corners=False)
             loss = loss_fn(model(xb), yb)
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -67,3 +67,21 @@ def test_augment_from_config():
     assert aug == Augment(flip=False, crop_padding=2, cutout=16)
     out = prepare_batch(batch(8), torch.zeros(1, 3, 1, 1), torch.ones(1, 3, 1, 1), aug, torch.Generator())
     assert out.shape == (8, 3, 32, 32) and out.dtype == torch.float32
+
+
+def test_augment_epoch_is_the_shuffled_set_augmented():
+    from trainables.augment import augment_epoch
+
+    x = batch(300)
+    order = torch.randperm(300, generator=torch.Generator().manual_seed(0))
+    mean = torch.tensor([0.5, 0.25, 1.0]).view(1, 3, 1, 1)
+    plain = augment_epoch(x, order, Augment(flip=False, crop_padding=0, cutout=0), mean, chunk=64)
+    assert torch.equal(plain, x[order])  # no augmentation: exactly the shuffled images, across chunk borders
+    flipped = augment_epoch(x, order, Augment(flip=True, crop_padding=0, cutout=0), mean, torch.Generator(), chunk=64)
+    per_image = [torch.equal(flipped[i], x[o]) or torch.equal(flipped[i], x[o].flip(2)) for i, o in enumerate(order)]
+    assert all(per_image)
+    holes = augment_epoch(torch.zeros_like(x), order, Augment(flip=False, crop_padding=0, cutout=8), mean,
+                          torch.Generator(), chunk=64)  # fmt: skip
+    # cut-out pixels carry the channel means in uint8 (128, 64, 255): they normalise to ~0
+    filled = holes.flatten(2).amax(2)
+    assert (filled == torch.tensor([128, 64, 255], dtype=torch.uint8)).all()

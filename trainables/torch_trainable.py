@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from . import metrics as M
-from .augment import Augment, prepare_batch
+from .augment import Augment, augment_epoch, prepare_batch
 from .models import build_model
 
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -163,18 +163,21 @@ def train_one_epoch(
     model.train()
     n = x.shape[0]
     bs = min(batch_size, n)
-    perm = torch.randperm(n, device=device, generator=generator)
     channels_last = device.type == "cuda"
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     seen = 0
     start = time.perf_counter()
+    perm = torch.randperm(n, device=device, generator=generator)
+    # Crop, flip and cutout for the whole epoch at once (uint8, in shuffled order); per batch there is only a
+    # contiguous slice to normalise (and, for pretrained models, to resize / random-resized-crop).
+    xs, ys = augment_epoch(x, perm, augment, mean, generator), y[perm]
+    per_batch = Augment(flip=False, crop_padding=0, cutout=0, crop_scale=augment.crop_scale)
     for i in range(0, n - bs + 1, bs):  # full batches only: a last batch of 1 would break BatchNorm
-        idx = perm[i : i + bs]
-        xb = prepare_batch(x[idx], mean, std, augment, generator, size)
+        xb = prepare_batch(xs[i : i + bs], mean, std, per_batch, generator, size)
         if channels_last:
             xb = xb.contiguous(memory_format=torch.channels_last)
-        yb = y[idx]
+        yb = ys[i : i + bs]
         with _autocast(device):
             logits = model(xb)
             loss = loss_fn(logits, yb)
