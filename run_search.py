@@ -512,7 +512,9 @@ def run_lr_finder(args, data: dict, config: dict, path: str) -> dict:
     with fs.open_output_stream(p) as f:
         f.write(png.getvalue())
     early = ", stopped early: the loss diverged" if result.stopped_early else ""
-    print(f"suggested lr: {result.suggested_lr:.3g} (steepest loss descent{early}); plot: {plot}", flush=True)
+    print(
+        f"suggested lr: {result.suggested_lr:.3g} (middle of the loss's longest fall{early}); plot: {plot}", flush=True
+    )
     return {"suggested_lr": result.suggested_lr, "plot": plot, "steps": len(result.lrs)}
 
 

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from trainables.lr_finder import LRFindError, OnDeviceBatches, centred_lr_range, lr_range_test
+from trainables.lr_finder import LRFindError, OnDeviceBatches, centred_lr_range, lr_range_test, valley
 
 CPU = torch.device("cpu")
 LENET = dict(model="lenet5", batch_size=16, optimizer="adam", flip=True, crop_padding=2, cutout=0, dropout=0.0,
@@ -18,7 +18,7 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 def test_finite_suggestion_and_a_labelled_plot(tiny_arrays, tmp_path):
     result = lr_range_test(LENET, tiny_arrays, device=CPU, num_iter=40)
-    assert math.isfinite(result.suggested_lr) and result.lrs[0] < result.suggested_lr < result.lrs[-1]
+    assert math.isfinite(result.suggested_lr) and result.lrs[0] < result.suggested_lr <= result.lrs[-1]
     assert len(result.lrs) == len(result.losses) <= 40
     assert all(b > a for a, b in zip(result.lrs, result.lrs[1:], strict=False))  # exponential sweep, increasing
     ax = result.figure.axes[0]
@@ -48,6 +48,13 @@ def test_batches_are_prepared_like_training(tiny_arrays):
     assert len(epoch) == len(x) // 16  # full batches only, as train_one_epoch
     xb, yb = epoch[0]
     assert xb.shape == (16, 3, 40, 40) and xb.dtype == torch.float32 and yb.shape == (16,)
+
+
+def test_valley_ignores_the_fall_after_a_blow_up():
+    """The real LeNet-5 curve's shape: flat, a short fall to the minimum, a spike, then a fall from the spike."""
+    losses = [2.30] * 10 + [2.29, 2.27, 2.24, 2.20, 2.18] + [2.25] * 3 + [3.3, 3.2, 3.1, 3.0]
+    start, end, best = valley(losses)
+    assert (start, end) == (9, 14) and start < best < end  # the fall before the minimum, not the one after
 
 
 def test_centred_lr_range():
