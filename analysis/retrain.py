@@ -89,7 +89,54 @@ class TorchFramework:
         )
 
 
-FRAMEWORKS = {"torch": TorchFramework}
+class KerasFramework:
+    """The Keras trainable's fit/predict/checkpoint functions (trainables/keras_trainable.py)."""
+
+    name = "keras"
+    weights_file = "model.keras"
+
+    def __init__(self, device: str | None = None):
+        import os
+
+        from trainables.keras_trainable import setup_tensorflow
+
+        self.device = setup_tensorflow(cpus=os.cpu_count() or 1, gpu_fraction=0.0 if device == "cpu" else 1.0)
+
+    def fit(self, config: dict, data: dict, epochs: int, on_epoch: Callable[[dict], None]) -> Run:
+        from trainables.keras_trainable import fit
+
+        report, kept = _keep_best(on_epoch, lambda state: state["model"].get_weights())
+        model = fit({**config, "max_epochs": epochs}, data, report, device=self.device, max_epochs=epochs)
+        if kept["weights"] is not None:
+            model.set_weights(kept["weights"])
+        return Run(model, kept["history"], kept["epoch"])
+
+    def from_checkpoint(self, directory: str, config: dict, num_classes: int):
+        from trainables.keras_trainable import load_checkpoint
+
+        state = load_checkpoint(directory)
+        return state["model"], int(state["epoch"])
+
+    def scores(self, model, x: np.ndarray, data: dict, config: dict) -> np.ndarray:
+        from trainables.keras_trainable import predict
+
+        return predict(model, x, mean=data["mean"], std=data["std"])
+
+    def save(self, model, out_dir: Path) -> str:
+        from trainables.keras_trainable import save_model
+
+        return Path(save_model(model, str(out_dir / self.weights_file))).name
+
+    def load_note(self, config: dict, num_classes: int) -> str:
+        return (
+            "```python\nimport keras\nimport trainables.models.keras_resnet  # registers the custom Block layer\n"
+            f"model = keras.saving.load_model('{self.weights_file}')\n"
+            "# inputs: NHWC float images in [0, 1], normalised with the mean/std in best_config.json; "
+            "outputs: class probabilities\n```"
+        )
+
+
+FRAMEWORKS = {"torch": TorchFramework, "keras": KerasFramework}
 
 
 def get_framework(name: str, device: str | None = None):

@@ -100,8 +100,8 @@ def smoke_experiment(image_folder, tmp_path_factory):
     return storage
 
 
-def check_outputs(out):
-    for name in OUTPUTS:
+def check_outputs(out, weights="model.pth"):
+    for name in [n if n != "model.pth" else weights for n in OUTPUTS]:
         assert (out / name).exists(), name
         if name.endswith(".png"):
             with Image.open(out / name) as im:
@@ -212,3 +212,18 @@ def test_importance_finds_the_hyperparameter_that_matters():
     assert "30 trials" in note
     none, why = importances(df.head(2), space, "val_loss", "min", "at epoch 1")
     assert none is None and "at least 3" in why
+
+
+@pytest.mark.slow
+def test_report_of_a_keras_experiment(image_folder, tmp_path):
+    """The Keras model goes through the same analysis code: retrain, metrics, plots, model.keras."""
+    storage = tmp_path / "storage"
+    proc = run_cli("--model", "keras_resnet18", "--data-dir", image_folder, "--smoke-test", "--storage-path", storage,
+                   "--name", "keras", "--num-cpus", 2, "--max-epochs", 1)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run_report("--experiment", "latest", "--storage-path", storage, "--out", tmp_path / "out", "--epochs", 1)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = tmp_path / "out" / "keras"
+    assert (out / "model.keras").exists() and not (out / "model.pth").exists()
+    check_outputs(out, weights="model.keras")
+    assert "keras.saving.load_model" in (out / "report.md").read_text()
