@@ -226,12 +226,20 @@ def _job_config() -> dict:
     return json.loads(raw) if raw else {}
 
 
+TOKEN_REJECTED = (
+    "the cluster rejected this client's token; set RAY_AUTH_MODE=token and give the cluster's token in "
+    "~/.ray/auth_token, RAY_AUTH_TOKEN_PATH or RAY_AUTH_TOKEN"
+)
+
+
 def check_reachable(address: str) -> None:
-    """ray.init retries an unreachable host:port for minutes; a TCP connect answers in seconds."""
-    host_port = address.split("://", 1)[-1]
-    if address in ("auto", "local") or ":" not in host_port or address.startswith(("http://", "https://")):
+    """ray.init retries an unreachable or token-refusing GCS for 20 s to minutes; asking it once takes a second."""
+    from ray._raylet import GcsClient
+    from ray.exceptions import AuthenticationError
+
+    if address in ("auto", "local") or "://" in address or ":" not in address:  # ray://: Ray Client's own checks
         return
-    host, _, port = host_port.rpartition(":")
+    host, _, port = address.rpartition(":")
     try:
         socket.create_connection((host, int(port)), timeout=5).close()
     except (OSError, ValueError) as e:
@@ -239,20 +247,23 @@ def check_reachable(address: str) -> None:
             f"no Ray cluster answers at --address {address} ({e}); start one (`ray start --head`, "
             "`ray up cluster.yaml`) or fix --address / RAY_ADDRESS"
         ) from None
+    try:
+        GcsClient(address=address)
+    except AuthenticationError:
+        raise UsageError(f"cannot join the Ray cluster at {address}: {TOKEN_REJECTED}") from None
+    except Exception:  # anything else: let ray.init retry and report it
+        pass
 
 
 def _join_error(e: BaseException) -> str:
-    from ray.exceptions import AuthenticationError
-
-    cause = e
-    while cause is not None and not isinstance(cause, AuthenticationError):
-        cause = cause.__cause__ or cause.__context__
-    if cause is not None:
-        return (
-            "the cluster rejected this client's token; set RAY_AUTH_MODE=token and give the cluster's token "
-            "in ~/.ray/auth_token, RAY_AUTH_TOKEN_PATH or RAY_AUTH_TOKEN"
-        )
-    return str(e).splitlines()[0]
+    chain = []
+    while e is not None and len(chain) < 10:
+        chain.append(e)
+        e = e.__cause__ or e.__context__
+    # node.py folds the AuthenticationError into a RuntimeError's message text
+    if any("AuthenticationError" in f"{type(c).__name__} {c}" or "InvalidAuthToken" in str(c) for c in chain):
+        return TOKEN_REJECTED
+    return str(chain[0]).splitlines()[0]
 
 
 # What autoscaler_node_types() returns when the cluster autoscales but this driver cannot see its node types.

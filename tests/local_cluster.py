@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -132,17 +133,18 @@ class LocalCluster:
         return pids
 
     def stop(self) -> None:
-        for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 2.0)):
-            pids = self.session_pids()
-            for pid in pids:
-                try:
-                    os.kill(pid, sig)
-                except OSError:
-                    pass
-            deadline = time.time() + wait
-            while time.time() < deadline and any(_alive(p) for p in pids):
-                time.sleep(0.1)
+        """SIGKILL the session (a test cluster keeps no state worth a graceful stop), then drop its files."""
+        pids = self.session_pids()
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        deadline = time.time() + 10
+        while time.time() < deadline and any(_alive(p) for p in pids):
+            time.sleep(0.1)
         self.proc.wait(timeout=10)
+        shutil.rmtree(self.root, ignore_errors=True)
 
     def run(self, *cmd, timeout: float = 240, **env) -> subprocess.CompletedProcess:
         """Run a command as a client of this cluster (its token, its HOME with the bootstrap config)."""

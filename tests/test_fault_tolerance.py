@@ -130,6 +130,9 @@ def test_resume_after_the_driver_is_killed(cifar, tmp_path):
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     after = rows(exp)
     assert after[finished] == before[finished], "the finished trial was re-run"
+    for trial, results in before.items():  # the one that was training: its epochs continue, none is repeated
+        if 1 <= len(results) < EPOCHS:
+            assert [r[M.EPOCH] for r in after[trial]] == list(range(1, EPOCHS + 1))
     state = json.loads(max(exp.glob("experiment_state-*.json")).read_text())
     trials = [f"trial_{json.loads(t)['trial_id']}" for t, _ in state["trial_data"]]
     assert len(trials) == 3, "the searcher suggested trials beyond --num-samples"
