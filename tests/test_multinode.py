@@ -130,3 +130,28 @@ def test_ray_job_submit_with_working_dir(fixed_cluster, image_folder, tmp_path):
     assert "succeeded" in proc.stdout + proc.stderr
     results = trial_results(tmp_path / "job")
     assert len(results) == 2 and all(rows for rows in results.values())
+
+
+NODE_TYPES = """
+import json, sys, ray
+sys.path.insert(0, sys.argv[2])
+from run_search import autoscaler_node_types
+ray.init(address=sys.argv[1], logging_level="ERROR", log_to_driver=False)
+print(json.dumps(autoscaler_node_types()))
+"""
+
+
+def test_node_types_seen_by_a_driver_off_the_head(autoscaling_cluster, fixed_cluster, tmp_path):
+    """A driver without ~/ray_bootstrap_config.yaml (not on the head) still tells an autoscaling cluster, from the
+    autoscaler's status in the GCS, from a fixed one; with the file it reads the node types' resources."""
+
+    def node_types(cluster, home):
+        probe = cluster.run(sys.executable, "-c", NODE_TYPES, cluster.address, ROOT, HOME=home, timeout=60)
+        assert probe.returncode == 0, probe.stderr[-2000:]
+        return json.loads(probe.stdout.strip().splitlines()[-1])
+
+    from run_search import UNKNOWN_NODE_TYPES
+
+    assert node_types(autoscaling_cluster, autoscaling_cluster.home) == {"gpu_worker": {"CPU": 2, "GPU": 1}}
+    assert node_types(autoscaling_cluster, tmp_path) == UNKNOWN_NODE_TYPES
+    assert node_types(fixed_cluster, tmp_path) is None
