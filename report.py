@@ -136,6 +136,7 @@ def write_report(exp, args, dataset, fw, runs, results, out: Path) -> None:
     from analysis.metrics import metrics_csv, metrics_markdown, metrics_text
 
     config = exp.best_config
+    data = dataset.search_arrays()
     main, pred = results[0], results[0].pop("_pred")
     for r in results[1:]:
         r.pop("_pred")
@@ -152,7 +153,7 @@ def write_report(exp, args, dataset, fw, runs, results, out: Path) -> None:
     (out / "metrics.md").write_text(metrics_markdown(main))
     (out / "metrics.csv").write_text(metrics_csv(main))
     (out / "metrics.txt").write_text(metrics_text(main))
-    best_config = {**config, "normalisation": {"mean": dataset.mean, "std": dataset.std}, "classes": dataset.classes}
+    best_config = {**config, "input": fw.input_spec(runs[0].model, data), "classes": dataset.classes}
     (out / "best_config.json").write_text(json.dumps(best_config, indent=2, default=str))
     weights = fw.save(runs[0].model, out)
 
@@ -243,7 +244,7 @@ def report_markdown(exp, args, m, weights, fw, config, dataset, imp, imp_note) -
         "![samples](samples.png)",
         "",
         "## The trained model",
-        f"`{weights}`; config and normalisation in `best_config.json`. To load it for inference:",
+        f"`{weights}`; config, normalisation and input size in `best_config.json`. To load it for inference:",
         fw.load_note(config, len(dataset.classes)),
         "",
     ]

@@ -63,7 +63,8 @@ class TorchFramework:
         from trainables.torch_trainable import load_checkpoint
 
         state = load_checkpoint(directory)
-        model = build_model(config["model"], num_classes, **config)
+        # load_weights=False: a pretrained model's ImageNet file is not needed, the checkpoint has every tensor
+        model = build_model(config["model"], num_classes, **{**config, "load_weights": False})
         model.load_state_dict(state["model"])
         return model.to(self.device), int(state["epoch"])
 
@@ -73,6 +74,15 @@ class TorchFramework:
         mean, std = norm_tensors(data["mean"], data["std"], self.device)
         return predict(model, to_device_tensor(x, self.device), mean=mean, std=std, device=self.device).cpu().numpy()
 
+    def input_spec(self, model, data: dict) -> dict:
+        """What the saved model must be fed: normalisation (the data set's, or ImageNet's for a pretrained
+        model) and the input side it was trained at."""
+        from trainables.torch_trainable import input_config, norm_tensors
+
+        mean, std, size = input_config(model, *norm_tensors(data["mean"], data["std"], self.device))
+        side = size or int(data["x_train"].shape[-1])
+        return {"mean": mean.flatten().tolist(), "std": std.flatten().tolist(), "input_size": side}
+
     def save(self, model, out_dir: Path) -> str:
         import torch
 
@@ -81,11 +91,18 @@ class TorchFramework:
 
     def load_note(self, config: dict, num_classes: int) -> str:
         kwargs = ", ".join(f"{k}={config[k]!r}" for k in ("dropout", "stem") if k in config)
+        if config["model"] == "resnet18_pretrained":  # plain torchvision resnet18 keys: no project code needed
+            build = f"import torchvision\nmodel = torchvision.models.resnet18(num_classes={num_classes})\n"
+        else:
+            build = (
+                "from trainables.models import build_model\n"
+                f"model = build_model({config['model']!r}, num_classes={num_classes}{', ' + kwargs if kwargs else ''})\n"
+            )
         return (
-            "```python\nimport torch\nfrom trainables.models import build_model\n"
-            f"model = build_model({config['model']!r}, num_classes={num_classes}{', ' + kwargs if kwargs else ''})\n"
+            f"```python\nimport torch\n{build}"
             f"model.load_state_dict(torch.load('{self.weights_file}', weights_only=True))\nmodel.eval()\n"
-            "# inputs: float images in [0, 1], NCHW, normalised with the mean/std in best_config.json\n```"
+            "# inputs: float NCHW images in [0, 1], resized to best_config.json's input['input_size'] and normalised\n"
+            "# with its input['mean'] / input['std']\n```"
         )
 
 
@@ -122,6 +139,9 @@ class KerasFramework:
 
         return predict(model, x, mean=data["mean"], std=data["std"])
 
+    def input_spec(self, model, data: dict) -> dict:
+        return {"mean": list(data["mean"]), "std": list(data["std"]), "input_size": int(data["x_train"].shape[-1])}
+
     def save(self, model, out_dir: Path) -> str:
         from trainables.keras_trainable import save_model
 
@@ -131,7 +151,7 @@ class KerasFramework:
         return (
             "```python\nimport keras\nimport trainables.models.keras_resnet  # registers the custom Block layer\n"
             f"model = keras.saving.load_model('{self.weights_file}')\n"
-            "# inputs: NHWC float images in [0, 1], normalised with the mean/std in best_config.json; "
+            "# inputs: NHWC float images in [0, 1], normalised with best_config.json's input['mean'] / input['std']; "
             "outputs: class probabilities\n```"
         )
 

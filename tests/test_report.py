@@ -227,3 +227,23 @@ def test_report_of_a_keras_experiment(image_folder, tmp_path):
     assert (out / "model.keras").exists() and not (out / "model.pth").exists()
     check_outputs(out, weights="model.keras")
     assert "keras.saving.load_model" in (out / "report.md").read_text()
+
+
+def test_pretrained_model_is_saved_with_its_imagenet_input(tiny_arrays, tmp_path, monkeypatch):
+    import torch
+
+    from analysis.retrain import TorchFramework
+    from trainables.models import build_model
+    from trainables.torch_trainable import save_checkpoint
+
+    fw = TorchFramework("cpu")
+    model = build_model("resnet18_pretrained", num_classes=3, resolution=48)  # the tests' seeded TORCH_HOME
+    spec = fw.input_spec(model, tiny_arrays)
+    assert spec["input_size"] == 48 and spec["mean"] == pytest.approx([0.485, 0.456, 0.406])
+    assert fw.input_spec(build_model("lenet5", 3), tiny_arrays)["mean"] == pytest.approx(list(tiny_arrays["mean"]))
+    # --no-retrain needs no ImageNet file: the checkpoint holds every tensor
+    save_checkpoint({"model": model.state_dict(), "epoch": 2}, str(tmp_path))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty"))
+    loaded, epoch = fw.from_checkpoint(str(tmp_path), {"model": "resnet18_pretrained", "resolution": 48}, 3)
+    assert epoch == 2 and torch.equal(loaded.fc.weight, model.fc.weight)
+    assert "torchvision.models.resnet18(num_classes=3)" in fw.load_note({"model": "resnet18_pretrained"}, 3)

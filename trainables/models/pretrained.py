@@ -26,13 +26,17 @@ def imagenet_resnet18() -> nn.Module:
     return tv_resnet18(weights=None, num_classes=len(WEIGHTS.meta["categories"]))
 
 
-def resnet18_pretrained(num_classes: int = 10, resolution: int = 224, weights_path: str | None = None) -> nn.Module:
+def resnet18_pretrained(
+    num_classes: int = 10, resolution: int = 224, weights_path: str | None = None, load_weights: bool = True
+) -> nn.Module:
     """ImageNet-pretrained backbone (from `weights_path` or the hub cache) + a new Linear(512, num_classes) head.
 
     `resolution` is the side the training loop resizes every batch to (224 = the weights' own crop size).
+    `load_weights=False` builds the architecture only, for loading a fine-tuned state dict (report.py).
     """
     model = imagenet_resnet18()
-    model.load_state_dict(load_state_dict(WEIGHTS, weights_path))  # strict: every backbone tensor from the file
+    if load_weights:
+        model.load_state_dict(load_state_dict(WEIGHTS, weights_path))  # strict: every backbone tensor from the file
     model.fc = nn.Linear(model.fc.in_features, num_classes)
     preprocessing = WEIGHTS.transforms()
     model.pretrained_cfg = {
