@@ -427,7 +427,7 @@ def build_tuner(args, trainable, param_space: dict, defaults: dict, storage: str
             name=args.name, storage_path=storage,
             # 1: Tune forces an experiment snapshot every num_to_keep checkpoints of a trial, so with 1 the snapshot
             # always holds each trial's latest epoch. With 2, a driver killed after a trial's odd last epoch left a
-            # snapshot one epoch behind, and --resume trained that "finished" epoch again (tests/test_fault_tolerance).
+            # snapshot one epoch behind, and --resume trained that "finished" epoch again (seen on a driver SIGKILL).
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             failure_config=tune.FailureConfig(max_failures=args.max_failures),
             stop=make_stopper(args),
