@@ -118,7 +118,7 @@ def _inside(size, dy, dx):
 # training loop
 
 
-def run(config, data, checkpoint=None, save_at=None, directory=None):
+def run(config, data, checkpoint=None, save_at=None, directory=None, device=None):
     from trainables.keras_trainable import fit, save_checkpoint
 
     reports = []
@@ -128,7 +128,7 @@ def run(config, data, checkpoint=None, save_at=None, directory=None):
         if state["epoch"] == save_at:
             save_checkpoint(state, directory)
 
-    return fit(config, data, report, checkpoint=checkpoint), reports
+    return fit(config, data, report, checkpoint=checkpoint, device=device), reports
 
 
 @pytest.mark.slow
@@ -165,7 +165,7 @@ def test_fit_reports_the_torch_metric_keys_and_resumes_exactly(tiny_arrays, tmp_
 @pytest.mark.slow
 def test_diverging_trial_reports_and_stops(tiny_arrays):
     config = {**BASE, "lr": 1e6, "optimizer": "sgd", "schedule": "constant", "label_smoothing": 0.0, "max_epochs": 3}
-    _, reports = run(config, tiny_arrays)
+    _, reports = run(config, tiny_arrays, device="cpu")  # report.py's torch-style device name
     assert len(reports) == 1
     assert reports[0][M.DIVERGED] and reports[0][M.VAL_LOSS] == float("inf") and reports[0][M.VAL_ACC] == 0.0
 
@@ -193,9 +193,10 @@ def test_every_optimizer_and_schedule(optimizer, schedule):
 
 
 @pytest.mark.slow
-def test_ray_trainable_resumes_from_its_checkpoint_and_checkpoints_each_epoch(tiny_arrays, tmp_path):
+def test_ray_trainable_resumes_from_its_checkpoint_and_checkpoints_each_epoch(tiny_arrays, tmp_path, monkeypatch):
     """train_keras's Ray glue, without a cluster: tune.get_checkpoint gives the epoch-1 checkpoint, tune.report
     receives the rest (each with a checkpoint)."""
+    monkeypatch.delenv("TUNE_FUNCTION_THREAD_TIMEOUT_S", raising=False)
     from ray import tune
 
     from trainables.keras_trainable import load_checkpoint, train_keras
@@ -216,6 +217,7 @@ def test_ray_trainable_resumes_from_its_checkpoint_and_checkpoints_each_epoch(ti
     ):
         train_keras({**BASE, "max_epochs": 3}, tiny_arrays)
     setup.assert_called_once_with(1.0, 0.0)
+    assert os.environ["TUNE_FUNCTION_THREAD_TIMEOUT_S"] == "60"  # a reused worker waits for Keras to wind down
     assert [(m[M.EPOCH], epoch) for m, epoch in reported] == [(2, 2), (3, 3)]
     assert all(set(m) == set(M.REPORT_KEYS) for m, _ in reported)
 

@@ -33,6 +33,7 @@ STATE_FILE = "state.json"  # {"epoch": k}: the rest of a checkpoint
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "step", "cosine", "onecycle")
 EVAL_BATCH = 512
+TF_DEVICES = {"cpu": "/CPU:0", "cuda": "/GPU:0", "gpu": "/GPU:0"}  # torch-style names report.py may pass
 MIXED_POLICY = "mixed_float16"  # fp16 + loss scaling runs on every CUDA GPU TF supports (bf16 needs Ampere+)
 
 
@@ -315,7 +316,8 @@ def fit(
     data["x_val"], for up to max_epochs. After each epoch calls `report(metrics, state)`; `state` is
     {"model": the live keras.Model, "epoch": k}: write it with `save_checkpoint(state, directory)` inside the
     callback. Resumes after `checkpoint["epoch"]` (a `load_checkpoint` result). Stops early if the loss diverges.
-    `device` ("/CPU:0", "/GPU:0") pins the work; None lets TF place it (call `setup_tensorflow` first).
+    `device` ("cpu", "cuda"/"gpu", or a TF name like "/GPU:1") pins the work; None lets TF place it (GPU when one
+    is visible). Call `setup_tensorflow` first.
     """
     max_epochs = int(max_epochs or config["max_epochs"])
     seed = int(config.get("seed", 0))
@@ -327,7 +329,7 @@ def fit(
     batch_size = min(int(config["batch_size"]), len(x_train))
     steps_per_epoch = max(1, len(x_train) // batch_size)
 
-    with tf.device(device) if device else nullcontext():
+    with tf.device(TF_DEVICES.get(device, device)) if device else nullcontext():
         if checkpoint is not None:
             model, start_epoch = checkpoint["model"], int(checkpoint["epoch"])
         else:
@@ -391,6 +393,11 @@ def train_keras(config: dict, data: dict) -> None:
     import ray
     from ray import tune
 
+    # run_search reuses trial processes (reuse_actors). Before the next trial, Tune waits this long for the last
+    # one's thread to end, and fails the new trial if it has not (default 2 s). Ending a Keras fit (tf.data and
+    # graph teardown, GC) took 0-3.3 s here, and on a busy machine 3 of 8 trials of a search failed that way.
+    # Read in this process at reset time, so setting it here covers local runs and clusters alike.
+    os.environ.setdefault("TUNE_FUNCTION_THREAD_TIMEOUT_S", "60")
     resources = ray.get_runtime_context().get_assigned_resources()
     # Tune reuses worker processes (reuse_actors): drop the previous trial's models and Keras state first (this
     # also resets the dtype policy, so it comes before the set-up).
