@@ -131,21 +131,29 @@ def run(config, data, checkpoint=None, save_at=None, directory=None, device=None
     return fit(config, data, report, checkpoint=checkpoint, device=device), reports
 
 
+@pytest.fixture(scope="module")
+def trained(tiny_arrays, tmp_path_factory):
+    """BASE trained for 2 epochs, with the checkpoint written after epoch 1 (shared: a fit costs seconds)."""
+    directory = tmp_path_factory.mktemp("epoch1")
+    model, reports = run(BASE, tiny_arrays, save_at=1, directory=str(directory))
+    return model, reports, directory
+
+
 @pytest.mark.slow
-def test_fit_reports_the_torch_metric_keys_and_resumes_exactly(tiny_arrays, tmp_path):
+def test_fit_reports_the_torch_metric_keys_and_resumes_exactly(trained, tiny_arrays, tmp_path):
     from trainables.keras_trainable import load_checkpoint, predict, save_model
 
-    model, reports = run(BASE, tiny_arrays, save_at=1, directory=str(tmp_path))
+    model, reports, checkpoint_dir = trained
     assert [r[M.EPOCH] for r in reports] == [1, 2]
     for r in reports:
         assert set(r) == set(M.REPORT_KEYS)
         assert 0 <= r[M.VAL_ACC] <= 1 and r[M.IMAGES_PER_S] > 0 and not r[M.DIVERGED]
     assert reports[1][M.TRAIN_LOSS] < reports[0][M.TRAIN_LOSS]
     assert reports[0][M.LR] < BASE["lr"] and reports[1][M.LR] == pytest.approx(0.0, abs=1e-9)  # cosine to 0
-    assert sorted(os.listdir(tmp_path)) == ["model.keras", "state.json"]
+    assert sorted(os.listdir(checkpoint_dir)) == ["model.keras", "state.json"]
 
     # as if the trial died after epoch 1: same batches, same augmentation, same optimizer state
-    resumed, reports_resumed = run(BASE, tiny_arrays, checkpoint=load_checkpoint(str(tmp_path)))
+    resumed, reports_resumed = run(BASE, tiny_arrays, checkpoint=load_checkpoint(str(checkpoint_dir)))
     assert [r[M.EPOCH] for r in reports_resumed] == [2]
     assert reports_resumed[0][M.TRAIN_LOSS] == pytest.approx(reports[1][M.TRAIN_LOSS], rel=1e-5)
     for a, b in zip(model.get_weights(), resumed.get_weights(), strict=True):
@@ -193,7 +201,7 @@ def test_every_optimizer_and_schedule(optimizer, schedule):
 
 
 @pytest.mark.slow
-def test_ray_trainable_resumes_from_its_checkpoint_and_checkpoints_each_epoch(tiny_arrays, tmp_path, monkeypatch):
+def test_ray_trainable_resumes_from_its_checkpoint_and_checkpoints_each_epoch(trained, tiny_arrays, monkeypatch):
     """train_keras's Ray glue, without a cluster: tune.get_checkpoint gives the epoch-1 checkpoint, tune.report
     receives the rest (each with a checkpoint)."""
     monkeypatch.delenv("TUNE_FUNCTION_THREAD_TIMEOUT_S", raising=False)
@@ -201,7 +209,7 @@ def test_ray_trainable_resumes_from_its_checkpoint_and_checkpoints_each_epoch(ti
 
     from trainables.keras_trainable import load_checkpoint, train_keras
 
-    run(BASE, tiny_arrays, save_at=1, directory=str(tmp_path))
+    checkpoint_dir = str(trained[2])
     reported = []
 
     def fake_report(metrics, checkpoint):
@@ -211,7 +219,7 @@ def test_ray_trainable_resumes_from_its_checkpoint_and_checkpoints_each_epoch(ti
     context = mock.Mock(get_assigned_resources=lambda: {"CPU": 1.0})
     with (
         mock.patch("ray.get_runtime_context", return_value=context),
-        mock.patch.object(tune, "get_checkpoint", return_value=tune.Checkpoint.from_directory(str(tmp_path))),
+        mock.patch.object(tune, "get_checkpoint", return_value=tune.Checkpoint.from_directory(checkpoint_dir)),
         mock.patch.object(tune, "report", side_effect=fake_report),
         mock.patch("trainables.keras_trainable.setup_tensorflow") as setup,
     ):
