@@ -69,19 +69,28 @@ def test_augment_from_config():
     assert out.shape == (8, 3, 32, 32) and out.dtype == torch.float32
 
 
-def test_augment_epoch_is_the_shuffled_set_augmented():
-    from trainables.augment import augment_epoch
+def test_epoch_augment_is_the_shuffled_set_augmented():
+    from trainables.augment import EpochAugment
 
     x = batch(300)
     order = torch.randperm(300, generator=torch.Generator().manual_seed(0))
     mean = torch.tensor([0.5, 0.25, 1.0]).view(1, 3, 1, 1)
-    plain = augment_epoch(x, order, Augment(flip=False, crop_padding=0, cutout=0), mean, chunk=64)
+
+    def epoch(aug, images=x):
+        return EpochAugment(images, aug, mean, chunk=64)(order, torch.Generator().manual_seed(1))
+
+    plain = epoch(Augment(flip=False, crop_padding=0, cutout=0))
     assert torch.equal(plain, x[order])  # no augmentation: exactly the shuffled images, across chunk borders
-    flipped = augment_epoch(x, order, Augment(flip=True, crop_padding=0, cutout=0), mean, torch.Generator(), chunk=64)
-    per_image = [torch.equal(flipped[i], x[o]) or torch.equal(flipped[i], x[o].flip(2)) for i, o in enumerate(order)]
-    assert all(per_image)
-    holes = augment_epoch(torch.zeros_like(x), order, Augment(flip=False, crop_padding=0, cutout=8), mean,
-                          torch.Generator(), chunk=64)  # fmt: skip
+    flipped = epoch(Augment(flip=True, crop_padding=0, cutout=0))
+    is_flipped = [torch.equal(flipped[i], x[o].flip(2)) for i, o in enumerate(order)]
+    assert all(is_flipped[i] or torch.equal(flipped[i], x[o]) for i, o in enumerate(order))
+    assert 100 < sum(is_flipped) < 200
+    cropped = epoch(Augment(flip=False, crop_padding=3, cutout=0))
+    padded = torch.nn.functional.pad(x, (3,) * 4)
+    for i, o in enumerate(order[:40]):  # each output is a 32x32 window of its own padded source image
+        assert any(
+            torch.equal(cropped[i], padded[o, :, dy : dy + 32, dx : dx + 32]) for dy in range(7) for dx in range(7)
+        )
+    holes = epoch(Augment(flip=False, crop_padding=0, cutout=8), torch.zeros_like(x))
     # cut-out pixels carry the channel means in uint8 (128, 64, 255): they normalise to ~0
-    filled = holes.flatten(2).amax(2)
-    assert (filled == torch.tensor([128, 64, 255], dtype=torch.uint8)).all()
+    assert (holes.flatten(2).amax(2) == torch.tensor([128, 64, 255], dtype=torch.uint8)).all()

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from . import metrics as M
-from .augment import Augment, augment_epoch, prepare_batch
+from .augment import Augment, EpochAugment, prepare_batch
 from .models import build_model
 
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -145,7 +145,7 @@ def train_one_epoch(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     scheduler,
-    x: torch.Tensor,
+    x: EpochAugment,
     y: torch.Tensor,
     *,
     batch_size: int,
@@ -157,11 +157,12 @@ def train_one_epoch(
     device: torch.device,
     size: int | None = None,
 ) -> dict:
-    """One pass over (x, y) already on `device` (uint8 NCHW). Returns train_loss, train_acc, images, seconds.
+    """One pass over the training images `x` (an EpochAugment of the uint8 NCHW images on `device`) and labels
+    `y`. Returns train_loss, train_acc, images, seconds.
 
     `size`: resize every batch to size x size (pretrained models; see `input_config`)."""
     model.train()
-    n = x.shape[0]
+    n = len(x)
     bs = min(batch_size, n)
     channels_last = device.type == "cuda"
     loss_sum = torch.zeros((), device=device)
@@ -171,7 +172,7 @@ def train_one_epoch(
     perm = torch.randperm(n, device=device, generator=generator)
     # Crop, flip and cutout for the whole epoch at once (uint8, in shuffled order); per batch there is only a
     # contiguous slice to normalise (and, for pretrained models, to resize / random-resized-crop).
-    xs, ys = augment_epoch(x, perm, augment, mean, generator), y[perm]
+    xs, ys = x(perm, generator), y[perm]
     per_batch = Augment(flip=False, crop_padding=0, cutout=0, crop_scale=augment.crop_scale)
     for i in range(0, n - bs + 1, bs):  # full batches only: a last batch of 1 would break BatchNorm
         xb = prepare_batch(xs[i : i + bs], mean, std, per_batch, generator, size)
@@ -262,6 +263,7 @@ def fit(
     generator.manual_seed(seed)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=float(config.get("label_smoothing", 0.0)))
     augment = Augment.from_config(config)
+    train_images = EpochAugment(x_train, augment, mean)  # padded once here, augmented afresh each epoch
 
     start_epoch = 0
     if checkpoint is not None:
@@ -276,7 +278,7 @@ def fit(
         if freeze_epochs:
             set_backbone_trainable(model, epoch > freeze_epochs)
         train = train_one_epoch(
-            model, optimizer, scheduler, x_train, y_train, batch_size=batch_size, mean=mean, std=std,
+            model, optimizer, scheduler, train_images, y_train, batch_size=batch_size, mean=mean, std=std,
             augment=augment, loss_fn=loss_fn, generator=generator, device=device, size=size,
         )  # fmt: skip
         diverged = not math.isfinite(train[M.TRAIN_LOSS])
