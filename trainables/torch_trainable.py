@@ -327,6 +327,9 @@ def train_torch(config: dict, data: dict) -> None:
     import ray
     from ray import tune
 
+    # Reused trial processes (reuse_actors): Tune gives the last trial's thread only 2 s to end before it fails the
+    # next trial; a large model's teardown on a busy machine can take longer (see train_keras). Read at reset time.
+    os.environ.setdefault("TUNE_FUNCTION_THREAD_TIMEOUT_S", "60")
     resources = ray.get_runtime_context().get_assigned_resources()
     device = setup_device(resources.get("CPU", 1), resources.get("GPU", 0.0), config.get("device"))
 
