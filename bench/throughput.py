@@ -46,6 +46,7 @@ def parse_args(argv=None):
     p.add_argument("--model", default="lenet5")
     p.add_argument("--stem", default=None, help="resnet18: cifar or imagenet")
     p.add_argument("--resolution", type=int, default=None, help="resnet18_pretrained: input side")
+    p.add_argument("--weights", default=None, help="resnet18_pretrained: a resnet18 state dict (any: speed only)")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--threads", type=int, default=os.cpu_count())
     p.add_argument("--steps", type=int, default=150, help="batches per timed pass")
@@ -63,6 +64,8 @@ def model_config(args) -> dict:
         cfg["stem"] = args.stem
     if args.resolution:
         cfg["resolution"] = args.resolution
+    if args.weights:
+        cfg["weights_path"] = args.weights
     return cfg
 
 

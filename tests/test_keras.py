@@ -227,7 +227,7 @@ def test_ray_trainable_resumes_from_its_checkpoint_and_checkpoints_each_epoch(tr
     setup.assert_called_once_with(1.0, 0.0)
     assert os.environ["TUNE_FUNCTION_THREAD_TIMEOUT_S"] == "60"  # a reused worker waits for Keras to wind down
     assert [(m[M.EPOCH], epoch) for m, epoch in reported] == [(2, 2), (3, 3)]
-    assert all(set(m) == set(M.REPORT_KEYS) for m, _ in reported)
+    assert all(set(m) == {*M.REPORT_KEYS, M.NODE_ID} for m, _ in reported)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -39,24 +39,18 @@ def fixed_cluster():
 
 
 # Run as a client of the cluster: which node each Tune trial actor (class ImplicitFunc) ran on, from the GCS.
-ACTOR_NODES = """
+NODES = """
 import json, sys, ray
-from ray._private.state import state
 ray.init(address=sys.argv[1], logging_level="ERROR", log_to_driver=False)
-actors = state.actor_table(None).values()
-print(json.dumps([
-    {a["Pid"]: a["Address"]["NodeID"] for a in actors if a["ActorClassName"] == "ImplicitFunc"},
-    {n["NodeID"]: n["Resources"] for n in ray.nodes()},
-]))
+print(json.dumps({n["NodeID"]: n["Resources"] for n in ray.nodes()}))
 """
 
 
-def actor_nodes(cluster: LocalCluster) -> tuple[dict[int, str], dict[str, dict]]:
-    """(pid of each trial actor -> its node id, node id -> resources)."""
-    probe = cluster.run(sys.executable, "-c", ACTOR_NODES, cluster.address, timeout=60)
+def node_resources(cluster: LocalCluster) -> dict[str, dict]:
+    """node id -> resources, of every node that joined the cluster (alive or not)."""
+    probe = cluster.run(sys.executable, "-c", NODES, cluster.address, timeout=60)
     assert probe.returncode == 0, probe.stderr[-2000:]
-    pids, nodes = json.loads(probe.stdout.strip().splitlines()[-1])
-    return {int(p): n for p, n in pids.items()}, nodes
+    return json.loads(probe.stdout.strip().splitlines()[-1])
 
 
 def test_search_scales_up_gpu_workers_and_trials_run_on_them(autoscaling_cluster, image_folder, tmp_path):
@@ -77,12 +71,12 @@ def test_search_scales_up_gpu_workers_and_trials_run_on_them(autoscaling_cluster
     assert len(results) == 2 and all(len(rows) == 2 for rows in results.values())
     assert all(set(M.REPORT_KEYS) <= set(rows[-1]) for rows in results.values())
 
-    actors, nodes = actor_nodes(c)
+    nodes = node_resources(c)
     head = next(n for n, res in nodes.items() if "node:__internal_head__" in res)
     workers = {n for n, res in nodes.items() if res.get("GPU") == 1}  # gpu_worker nodes that joined (alive or not)
     assert workers, f"no GPU worker node joined: {nodes}"
     for trial, rows in results.items():
-        node = actors[rows[-1]["pid"]]
+        node = rows[-1][M.NODE_ID]  # reported by the trial itself (trainables/tune_trial.py)
         assert node in workers and node != head, f"{trial} ran on {node}, not on a GPU worker"
 
 

@@ -15,7 +15,6 @@ import json
 import math
 import os
 import subprocess
-import tempfile
 import time
 import warnings
 from collections.abc import Callable
@@ -390,28 +389,11 @@ def save_model(model: keras.Model, path: str) -> str:
 
 def train_keras(config: dict, data: dict) -> None:
     """Ray Tune trainable: reads only `config`; `data` (train/val arrays) comes from the object store."""
-    import ray
-    from ray import tune
+    from .tune_trial import run_trial, trial_resources
 
-    # run_search reuses trial processes (reuse_actors). Before the next trial, Tune waits this long for the last
-    # one's thread to end, and fails the new trial if it has not (default 2 s). Ending a Keras fit (tf.data and
-    # graph teardown, GC) took 0-3.3 s here, and on a busy machine 3 of 8 trials of a search failed that way.
-    # Read in this process at reset time, so setting it here covers local runs and clusters alike.
-    os.environ.setdefault("TUNE_FUNCTION_THREAD_TIMEOUT_S", "60")
-    resources = ray.get_runtime_context().get_assigned_resources()
+    resources = trial_resources()  # also gives a reused process time to end the last trial's fit (0-3.3 s here)
     # Tune reuses worker processes (reuse_actors): drop the previous trial's models and Keras state first (this
     # also resets the dtype policy, so it comes before the set-up).
     keras.backend.clear_session(free_memory=True)
-    setup_tensorflow(resources.get("CPU", 1), resources.get("GPU", 0.0))  # before TF builds anything
-
-    checkpoint = None
-    if (ckpt := tune.get_checkpoint()) is not None:
-        with ckpt.as_directory() as d:
-            checkpoint = load_checkpoint(d)
-
-    def report(result: dict, state: dict) -> None:
-        with tempfile.TemporaryDirectory() as d:
-            save_checkpoint(state, d)
-            tune.report(result, checkpoint=tune.Checkpoint.from_directory(d))
-
-    fit(config, data, report, device=config.get("device"), checkpoint=checkpoint)
+    setup_tensorflow(*resources)  # before TF builds anything
+    run_trial(fit, save_checkpoint, load_checkpoint, config, data, device=config.get("device"))

@@ -13,7 +13,9 @@ IMAGES_PER_S = "images_per_s"  # training throughput of the epoch (augmentation 
 EPOCH_SECONDS = "epoch_seconds"  # wall time of the epoch's training + validation, for overhead accounting
 DIVERGED = "diverged"  # True when the loss became NaN/inf; the trial stops after that report
 
-# The keys every per-epoch report carries (tests check exactly these).
+NODE_ID = "node_id"  # not a metric: the Ray node of the trial, added by the Ray trainables (tune_trial.py)
+
+# The keys every per-epoch report of `fit` carries (tests check exactly these); Ray reports add NODE_ID.
 REPORT_KEYS = (TRAIN_LOSS, TRAIN_ACC, VAL_LOSS, VAL_ACC, EPOCH, LR, IMAGES_PER_S, EPOCH_SECONDS, DIVERGED)
 
 # The metrics a search may optimise, with their direction.

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 import time
 import warnings
 from collections.abc import Callable
@@ -324,23 +323,7 @@ def load_checkpoint(directory: str) -> dict:
 
 def train_torch(config: dict, data: dict) -> None:
     """Ray Tune trainable: reads only `config`; `data` (train/val arrays) comes from the object store."""
-    import ray
-    from ray import tune
+    from .tune_trial import run_trial, trial_resources
 
-    # Reused trial processes (reuse_actors): Tune gives the last trial's thread only 2 s to end before it fails the
-    # next trial; a large model's teardown on a busy machine can take longer (see train_keras). Read at reset time.
-    os.environ.setdefault("TUNE_FUNCTION_THREAD_TIMEOUT_S", "60")
-    resources = ray.get_runtime_context().get_assigned_resources()
-    device = setup_device(resources.get("CPU", 1), resources.get("GPU", 0.0), config.get("device"))
-
-    checkpoint = None
-    if (ckpt := tune.get_checkpoint()) is not None:
-        with ckpt.as_directory() as d:
-            checkpoint = load_checkpoint(d)
-
-    def report(result: dict, state: dict) -> None:
-        with tempfile.TemporaryDirectory() as d:
-            save_checkpoint(state, d)
-            tune.report(result, checkpoint=tune.Checkpoint.from_directory(d))
-
-    fit(config, data, report, device=device, checkpoint=checkpoint)
+    device = setup_device(*trial_resources(), config.get("device"))
+    run_trial(fit, save_checkpoint, load_checkpoint, config, data, device=device)

@@ -1,0 +1,45 @@
+"""What every Ray Tune function trainable does around its framework's `fit`: resources, resume, checkpointed reports.
+
+Framework-neutral (no torch, no TensorFlow import), so the torch and Keras trainables share it.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+
+from . import metrics as M
+
+
+def trial_resources() -> tuple[float, float]:
+    """(CPUs, GPU share) Ray assigned to this trial."""
+    import ray
+
+    # Reused trial processes (reuse_actors): before the next trial Tune gives the last one's thread only 2 s to end,
+    # then fails the new trial. Ending a Keras fit took up to 3.3 s on a busy machine; read at reset time.
+    os.environ.setdefault("TUNE_FUNCTION_THREAD_TIMEOUT_S", "60")
+    resources = ray.get_runtime_context().get_assigned_resources()
+    return resources.get("CPU", 1), resources.get("GPU", 0.0)
+
+
+def run_trial(
+    fit: Callable, save_checkpoint: Callable, load_checkpoint: Callable, config: dict, data: dict, **fit_kwargs
+) -> None:
+    """Resume from Tune's checkpoint if there is one, then `fit`, reporting each epoch with a checkpoint."""
+    import ray
+    from ray import tune
+
+    # Which Ray node trained the trial: Ray's own result keys name only host and IP, which nodes can share.
+    node = {M.NODE_ID: ray.get_runtime_context().get_node_id()}
+    checkpoint = None
+    if (ckpt := tune.get_checkpoint()) is not None:
+        with ckpt.as_directory() as d:
+            checkpoint = load_checkpoint(d)
+
+    def report(result: dict, state) -> None:
+        with tempfile.TemporaryDirectory() as d:
+            save_checkpoint(state, d)
+            tune.report({**result, **node}, checkpoint=tune.Checkpoint.from_directory(d))
+
+    fit(config, data, report, checkpoint=checkpoint, **fit_kwargs)
