@@ -27,9 +27,14 @@ def run_trial(
     fit: Callable, save_checkpoint: Callable, load_checkpoint: Callable, config: dict, data: dict, **fit_kwargs
 ) -> None:
     """Resume from Tune's checkpoint if there is one, then `fit`, reporting each epoch with a checkpoint."""
+    import logging
+
     import ray
     from ray import tune
 
+    # Ray logs "Checkpoint successfully created at: ..." at INFO for every epoch of every trial: noise in the
+    # search's output (the trial folders show the checkpoints).
+    logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
     # Which Ray node trained the trial: Ray's own result keys name only host and IP, which nodes can share.
     node = {M.NODE_ID: ray.get_runtime_context().get_node_id()}
     checkpoint = None
