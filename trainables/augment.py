@@ -7,32 +7,14 @@ batch of 256 costs a few tensor ops instead of 256 PIL round trips. Nothing here
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
+from .augment_keys import Augment
+
 RRC_RATIO = (3 / 4, 4 / 3)  # torchvision RandomResizedCrop's default aspect-ratio range
 RRC_TRIES = 10  # torchvision's attempts at a box that fits before it falls back to the whole image
-
-
-@dataclass(frozen=True)
-class Augment:
-    """The augmentation part of a trial config (keys `flip`, `crop_padding`, `cutout`, `crop_scale`)."""
-
-    flip: bool = True  # random horizontal flip, p = 0.5
-    crop_padding: int = 4  # random crop of the original size from the image zero-padded by this many pixels
-    cutout: int = 0  # side of a square zeroed at a random centre (after normalisation), 0 = off
-    crop_scale: float = 0.0  # RandomResizedCrop: smallest area fraction of the crop (torchvision: 0.08), 0 = off
-
-    @classmethod
-    def from_config(cls, config: dict) -> Augment:
-        return cls(
-            flip=bool(config.get("flip", cls.flip)),
-            crop_padding=int(config.get("crop_padding", cls.crop_padding)),
-            cutout=int(config.get("cutout", cls.cutout)),
-            crop_scale=float(config.get("crop_scale", cls.crop_scale)),
-        )
 
 
 def random_flip(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

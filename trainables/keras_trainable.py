@@ -19,11 +19,11 @@ import time
 import warnings
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass
 
 import numpy as np
 
 from . import metrics as M
+from .augment_keys import Augment
 from .keras_env import keras, tf
 from .models import build_model
 
@@ -128,27 +128,6 @@ def make_optimizer(config: dict, steps_per_epoch: int, max_epochs: int) -> keras
 
 # ---------------------------------------------------------------------------------------------------------------
 # data: a tf.data stream of augmented, normalised NHWC batches
-
-
-@dataclass(frozen=True)
-class Augment:
-    """Augmentation keys of a trial config. `flip`, `crop_padding` and `cutout` mean what they mean for torch
-    (trainables/augment.py); `shift` is the original Keras recipe's width/height shift (0.05 there): a random
-    translation of up to round(shift x size) pixels, edges repeated (ImageDataGenerator's fill_mode="nearest")."""
-
-    flip: bool = True
-    crop_padding: int = 4  # random crop from the zero-padded image = a zero-filled shift of up to this many pixels
-    cutout: int = 0
-    shift: float = 0.0
-
-    @classmethod
-    def from_config(cls, config: dict) -> Augment:
-        return cls(
-            flip=bool(config.get("flip", cls.flip)),
-            crop_padding=int(config.get("crop_padding", cls.crop_padding)),
-            cutout=int(config.get("cutout", cls.cutout)),
-            shift=float(config.get("shift", cls.shift)),
-        )
 
 
 def translate(x, max_dy: int, max_dx: int, seed, fill: str):
