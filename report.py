@@ -114,7 +114,11 @@ def evaluate_runs(exp, args, dataset, fw) -> tuple[list, list[dict]]:
         history = exp.curves[exp.best_id].to_dict("records")
         runs.append(Run(model, history, epoch))
     else:
+        # Without --epochs: the trial exactly (its schedule horizon config["max_epochs"], its epochs). --epochs N is a
+        # new recipe: N epochs with the schedule annealing over N.
         epochs = args.epochs or int(exp.curves[exp.best_id]["training_iteration"].max())
+        if args.epochs:
+            config = {**config, "max_epochs": args.epochs}
         for k in range(args.seeds):
             seed = int(config.get("seed", 0)) + k
             with tqdm(total=epochs, desc=f"retrain seed {seed}", unit="epoch", file=sys.stderr) as bar:
@@ -134,6 +138,7 @@ def evaluate_runs(exp, args, dataset, fw) -> tuple[list, list[dict]]:
 def write_report(exp, args, dataset, fw, runs, results, out: Path) -> None:
     from analysis import importance, plots
     from analysis.metrics import metrics_csv, metrics_markdown, metrics_text
+    from analysis.trials import asha_rungs
 
     config = exp.best_config
     data = dataset.search_arrays()
@@ -158,34 +163,44 @@ def write_report(exp, args, dataset, fw, runs, results, out: Path) -> None:
     weights = fw.save(runs[0].model, out)
 
     args_ = exp.info["args"]
-    rungs = plots.asha_rungs(args_["grace_period"], args_["reduction_factor"], args_["max_epochs"])
+    rungs = asha_rungs(args_["grace_period"], args_["reduction_factor"], args_["max_epochs"])
+    if args_.get("scheduler", "asha") != "asha":
+        rungs = []
     plots.learning_curves(exp.curves, exp.best_id, exp.metric, rungs, out / "learning_curves.png")
     plots.training_history(runs[0].history, runs[0].best_epoch, out / "best_trial.png")
     plots.confusion(np.array(main["confusion_matrix"]), dataset.classes, out / "confusion_matrix.png")
-    finals = exp.final_results()
+    # Importance and the hyperparameter plot compare trials at one epoch that enough of them reached, never final
+    # values taken at different epochs.
+    rung = exp.comparison_epoch()
+    at_rung = exp.results_at(rung)
     space = exp.info["search_space"]
-    plots.hyperparameters(finals, space, exp.metric, exp.best_id, out / "hyperparameters.png")
-    rung = rungs[0] if rungs else args_["max_epochs"]
-    imp, note = importance.importances(rung_results(exp, rung), space, exp.metric, exp.mode, f"at epoch {rung}")
+    plots.hyperparameters(at_rung, space, exp.metric, exp.best_id, rung, out / "hyperparameters.png")
+    when = f"best by epoch {rung}"
+    imp, note = importance.importances(at_rung, space, exp.metric, exp.mode, when)
     plots.param_importance(imp, note, out / "param_importance.png")
     plots.prediction_samples(dataset.x_test, dataset.y_test, pred, dataset.classes, out / "samples.png")
-    (out / "report.md").write_text(report_markdown(exp, args, main, weights, fw, config, dataset, imp, note))
+    (out / "report.md").write_text(
+        report_markdown(exp, args, main, weights, fw, config, dataset, imp, note, rung, len(at_rung))
+    )
 
 
-def rung_results(exp, epoch: int):
-    """Each trial's metric at the first ASHA rung (every trial reached it): comparable across trials, unlike
-    their final values, which ASHA took at different epochs."""
-    import pandas as pd
+def search_line(info: dict, s: dict, metric: str, mode: str) -> str:
+    """What actually ran (experiment.json's "search" record; older experiments: their arguments)."""
+    search = info.get("search") or {}
+    how = " + ".join(search.get(k) for k in ("searcher", "scheduler", "stopper") if search.get(k)) or (
+        "Optuna TPE + ASHA (as recorded in the arguments)"
+    )
+    budget = f"; time budget {search['time_budget_min']:g} min" if search.get("time_budget_min") else ""
+    return (
+        f"- search: {how} on `{metric}` ({mode}){budget}; {s['trials']} trials: {s['completed_all_epochs']} ran all "
+        f"{s['max_epochs']} epochs, {s['stopped_early']} stopped early, {s['diverged']} diverged; "
+        f"{s['epochs_spent']} trial-epochs in {s['wall_time_s'] / 60:.1f} min of search wall time"
+    )
 
-    rows = []
-    for tid, df in exp.curves.items():
-        row = df[df["training_iteration"] <= epoch].iloc[-1].to_dict()
-        rows.append({"trial_id": tid, **row, **{f"config/{k}": v for k, v in exp.configs[tid].items()}})
-    return pd.DataFrame(rows)
 
-
-def report_markdown(exp, args, m, weights, fw, config, dataset, imp, imp_note) -> str:
+def report_markdown(exp, args, m, weights, fw, config, dataset, imp, imp_note, rung, rung_trials) -> str:
     s = exp.summary()
+    best = exp.best_row
     info = exp.info
     model = info["model"]
     lines = [
@@ -195,11 +210,10 @@ def report_markdown(exp, args, m, weights, fw, config, dataset, imp, imp_note) -
         f"- model **{model}**, data `{info['data']['path']}` ({info['data']['kind']}, {len(dataset.classes)} classes; "
         f"{info['data']['num_train']} train / {info['data']['num_val']} val / {len(dataset.y_test)} test images, "
         f"split seed {info['split_seed']})",
-        f"- search: Optuna TPE + ASHA on `{exp.metric}` ({exp.mode}), {s['trials']} trials: {s['completed_all_epochs']}"
-        f" ran all {s['max_epochs']} epochs, {s['stopped_early']} stopped early by ASHA, {s['diverged']} diverged; "
-        f"{s['epochs_spent']} trial-epochs in {s['wall_time_s'] / 60:.1f} min of search wall time",
-        f"- best trial `{exp.best_id}`: {exp.metric} {exp.curves[exp.best_id][exp.metric].iloc[-1]:.4f} after "
-        f"{int(exp.curves[exp.best_id]['training_iteration'].max())} epochs",
+        search_line(info, s, exp.metric, exp.mode),
+        f"- best trial `{exp.best_id}` (lowest {exp.metric} reached at any epoch): {exp.metric} "
+        f"{best[exp.metric]:.4f} at epoch {int(best['training_iteration'])} of the "
+        f"{int(exp.curves[exp.best_id]['training_iteration'].max())} it ran (val_acc {best['val_acc']:.4f})",
         f"- code {info.get('git_sha') or 'unknown'}; packages {', '.join(f'{k} {v}' for k, v in info['packages'].items())}",
         "",
         "## Best config",
@@ -239,8 +253,9 @@ def report_markdown(exp, args, m, weights, fw, config, dataset, imp, imp_note) -
         "![retrain](best_trial.png)",
         "![confusion matrix](confusion_matrix.png)",
         "![hyperparameters](hyperparameters.png)",
-        f"![importance](param_importance.png) — {imp_note}: the first ASHA rung, which every trial reached, so all are "
-        "compared after the same training.",
+        f"![importance](param_importance.png) — {imp_note}. Importance and the hyperparameter plot use epoch {rung}: "
+        f"the highest ASHA rung that at least 8 trials reached (else the highest epoch that 8, or all, reached; "
+        f"{rung_trials} trials), so every trial shown had the same training.",
         "![samples](samples.png)",
         "",
         "## The trained model",

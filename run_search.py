@@ -41,6 +41,14 @@ SMOKE_LR_FIND_ITERS = 30  # LR range test steps under --smoke-test
 LR_FIND_PLOT = "lr_find.png"  # in the experiment folder
 
 
+DEFAULT_NUM_SAMPLES = 16  # without --time-budget
+# ASHA's first rung at max_epochs / GRACE_DIVISOR and 1/DEFAULT_REDUCTION_FACTOR promoted per rung: chosen by the rank
+# correlation between a trial's val_loss at each epoch and its best over the whole run (docs/search.md,
+# bench/search_efficiency.py prints it): at 1/8 of the epochs the ranking already agrees well with the final one.
+GRACE_DIVISOR = 8
+DEFAULT_REDUCTION_FACTOR = 3
+
+
 class UsageError(Exception):
     """Bad input: printed as one line, exit code 2."""
 
@@ -76,10 +84,38 @@ def parse_args(argv=None) -> argparse.Namespace:
         help=f"keep N training images, stratified (val/test: a tenth as many); --smoke-test keeps {SMOKE_SUBSET}",
     )
     g = p.add_argument_group("search")
-    g.add_argument("--num-samples", type=int, default=16, help="trials to run")
-    g.add_argument("--max-epochs", type=int, default=20, help="epochs of a trial that ASHA never stops (ASHA max_t)")
-    g.add_argument("--grace-period", type=int, default=1, help="epochs every trial gets before ASHA may stop it")
-    g.add_argument("--reduction-factor", type=int, default=4, help="ASHA keeps 1/this of the trials at each rung")
+    g.add_argument(
+        "--time-budget",
+        type=float,
+        default=None,
+        metavar="MINUTES",
+        help="keep proposing trials until this much wall time is spent, then stop cleanly (Tune's time_budget_s)",
+    )
+    g.add_argument(
+        "--num-samples",
+        type=int,
+        default=None,
+        help=f"trials to run (default {DEFAULT_NUM_SAMPLES}; with --time-budget: a cap, default none)",
+    )
+    g.add_argument(
+        "--max-epochs",
+        type=int,
+        default=None,
+        help="epochs of a trial that ASHA never stops (ASHA max_t) and every trial's lr-schedule horizon "
+        "(default: the model's, from its search space module)",
+    )
+    g.add_argument(
+        "--grace-period",
+        type=int,
+        default=None,
+        help=f"epochs every trial gets before ASHA may stop it (default: max-epochs / {GRACE_DIVISOR}, at least 1)",
+    )
+    g.add_argument(
+        "--reduction-factor",
+        type=int,
+        default=DEFAULT_REDUCTION_FACTOR,
+        help="ASHA keeps 1/this of the trials at each rung",
+    )
     g.add_argument("--metric", default="val_loss", choices=["val_loss", "val_acc"], help="what the search optimises")
     g.add_argument("--scheduler", default="asha", choices=["asha", "fifo"], help="fifo: no early stopping (baseline)")
     g.add_argument("--searcher", default="optuna", choices=["optuna", "random"], help="random: Tune's random search")
@@ -129,11 +165,31 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)  # fmt: skip
 
 
+def fill_defaults(args) -> None:
+    """Defaults that depend on the model or on other flags (kept None by argparse so experiment.json shows both)."""
+    from search_spaces import get_max_epochs
+    from trainables.models import get_spec
+
+    get_spec(args.model)  # an unknown model: UnknownModelError (one line) before its space is looked up
+    if args.num_samples is None:
+        args.num_samples = -1 if args.time_budget else DEFAULT_NUM_SAMPLES  # -1: Tune's "until stopped"
+    if args.max_epochs is None:
+        args.max_epochs = get_max_epochs(args.model)
+    if args.grace_period is None:
+        args.grace_period = max(1, args.max_epochs // GRACE_DIVISOR)
+
+
 def check_args(args) -> None:
     from trainables.models import get_spec
 
     get_spec(args.model)  # UnknownModelError names the known models
+    if args.time_budget is not None and args.time_budget <= 0:
+        raise UsageError(f"--time-budget must be a positive number of minutes (got {args.time_budget:g})")
+    if args.num_samples == -1 and not args.time_budget:
+        raise UsageError("--num-samples -1 (no cap) needs --time-budget")
     for name in ("num_samples", "max_epochs", "grace_period", "reduction_factor"):
+        if name == "num_samples" and args.num_samples == -1:
+            continue
         if getattr(args, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(args, name)})")
     if args.grace_period > args.max_epochs:
@@ -186,6 +242,7 @@ def fix_resolution(args, space: dict, defaults: dict) -> None:
 def apply_smoke_test(args) -> None:
     if args.smoke_test:
         args.num_samples, args.max_epochs, args.grace_period = 2, 2, 1
+        args.time_budget = None
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -390,8 +447,43 @@ def make_stopper(args):
     return PatienceStopper(args.metric, SEARCH_METRICS[args.metric], args.patience)
 
 
-def build_tuner(args, trainable, param_space: dict, defaults: dict, storage: str):
+def startup_trials(args) -> int:
+    """TPE's random start: a quarter of the trials (at least 4, at most 10); 8 when a time budget sets the count."""
+    return 8 if args.num_samples == -1 else max(4, min(10, args.num_samples // 4))
+
+
+def make_sampler(args):
     import optuna
+
+    # constant_liar: trials running in parallel count as (pessimistically) finished, so TPE does not hand two
+    # workers near-identical configs; multivariate: lr x batch size x weight decay are modelled jointly.
+    return optuna.samplers.TPESampler(
+        seed=args.seed, multivariate=True, constant_liar=True, n_startup_trials=startup_trials(args)
+    )
+
+
+def search_record(args) -> dict:
+    """What runs, in words, for experiment.json and report.md."""
+    if args.searcher == "optuna":
+        searcher = f"Optuna TPE (multivariate, constant liar, {startup_trials(args)} random start)"
+    else:
+        searcher = "random search"
+    if args.scheduler == "asha":
+        scheduler = (f"ASHA (grace {args.grace_period}, reduction factor {args.reduction_factor}, "
+                     f"max {args.max_epochs} epochs)")  # fmt: skip
+    else:
+        scheduler = f"FIFO (every trial {args.max_epochs} epochs)"
+    return {
+        "searcher": searcher,
+        "scheduler": scheduler,
+        "stopper": f"patience {args.patience}" if args.patience else None,
+        "time_budget_min": args.time_budget,
+        "num_samples": None if args.num_samples == -1 else args.num_samples,
+        "first_trial": "none" if args.no_default_trial else "the space's DEFAULTS",
+    }
+
+
+def build_tuner(args, trainable, param_space: dict, defaults: dict, storage: str):
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search import BasicVariantGenerator
@@ -402,8 +494,7 @@ def build_tuner(args, trainable, param_space: dict, defaults: dict, storage: str
     mode = SEARCH_METRICS[args.metric]
     first = None if args.no_default_trial else [defaults]
     if args.searcher == "optuna":
-        sampler = optuna.samplers.TPESampler(seed=args.seed, multivariate=True)
-        searcher = OptunaSearch(sampler=sampler, points_to_evaluate=first)
+        searcher = OptunaSearch(sampler=make_sampler(args), points_to_evaluate=first)
     else:  # the baseline of bench/search_efficiency.py: independent random draws from the same space
         searcher = BasicVariantGenerator(random_state=args.seed, points_to_evaluate=first)
     if args.scheduler == "asha":
@@ -419,6 +510,7 @@ def build_tuner(args, trainable, param_space: dict, defaults: dict, storage: str
         tune_config=tune.TuneConfig(
             metric=args.metric, mode=mode, search_alg=searcher, scheduler=scheduler,
             num_samples=args.num_samples, max_concurrent_trials=args.max_concurrent,
+            time_budget_s=args.time_budget * 60 if args.time_budget else None,
             trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}",  # short, stable folder names
             # One worker process runs trial after trial: no new process, torch import or CUDA context per trial.
             reuse_actors=True,
@@ -463,6 +555,7 @@ def experiment_info(args, dataset, space: dict) -> dict:
             "std": dataset.std,
         },
         "split_seed": args.seed,
+        "search": search_record(args),
         "args": vars(args),
         "search_space": describe(space),
         "git_sha": git_sha(ROOT),
@@ -489,16 +582,17 @@ def restore_args(args) -> argparse.Namespace:
 def print_summary(results, args, path: str) -> None:
     from trainables import metrics as M
 
-    df = results.get_dataframe()
+    mode = M.SEARCH_METRICS[args.metric]
+    # Each trial's best epoch (the one rule for "best": analysis/trials.py), not its last.
+    df = results.get_dataframe(filter_metric=args.metric, filter_mode=mode)
     if df.empty or args.metric not in df:
         print(f"\nNo trial reported a result. Experiment: {path}")
         return
-    ascending = args.metric == M.VAL_LOSS
-    df = df.sort_values(args.metric, ascending=ascending)
+    df = df.sort_values(args.metric, ascending=mode == "min")
     cfg_cols = [c for c in df.columns if c.startswith("config/") and df[c].nunique(dropna=False) > 1]
     cols = ["trial_id", M.VAL_ACC, M.VAL_LOSS, M.EPOCH, *cfg_cols]
     table = df[cols].head(5).rename(columns=lambda c: c.removeprefix("config/"))
-    print(f"\nBest trials by {args.metric} (last reported epoch), {len(df)} trials, {results.num_errors} errors:")
+    print(f"\nBest trials by {args.metric} (best epoch of each), {len(df)} trials, {results.num_errors} errors:")
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     print(f"\nExperiment: {path}\nReport: python report.py --experiment {path}")
 
@@ -545,6 +639,7 @@ def main(argv=None) -> int:
         if args.resume:
             restore_args(args)
         apply_smoke_test(args)
+        fill_defaults(args)
         check_args(args)
         if args.gpus_per_trial > 0 and not args.address and not args.local_gpus:
             import torch

@@ -25,15 +25,6 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def asha_rungs(grace_period: int, reduction_factor: int, max_t: int) -> list[int]:
-    """Epochs at which ASHA compares trials: grace * rf^k below max_t."""
-    rungs, r = [], grace_period
-    while r < max_t:
-        rungs.append(r)
-        r *= reduction_factor
-    return rungs
-
-
 def learning_curves(curves: dict[str, pd.DataFrame], best_id: str, metric: str, rungs: list[int], path: Path):
     """Every trial's validation metric per epoch, ASHA's rungs as vertical lines, the best trial highlighted."""
     fig, ax = plt.subplots(figsize=(8, 5))
@@ -92,8 +83,9 @@ def confusion(cm: np.ndarray, classes: list[str], path: Path):
     return _save(fig, path)
 
 
-def hyperparameters(finals: pd.DataFrame, space: dict, metric: str, best_id: str, path: Path):
-    """Each searched hyperparameter (x) against each trial's final validation metric (y)."""
+def hyperparameters(finals: pd.DataFrame, space: dict, metric: str, best_id: str, epoch: int, path: Path):
+    """Each searched hyperparameter (x) against each trial's best validation metric by `epoch` (y): one row per
+    trial that reached that epoch (Experiment.results_at), so every point had the same training."""
     keys = [k for k in space if f"config/{k}" in finals]
     cols = min(4, max(1, len(keys)))
     rows = max(1, math.ceil(len(keys) / cols))
@@ -114,11 +106,13 @@ def hyperparameters(finals: pd.DataFrame, space: dict, metric: str, best_id: str
             if spec.get("log"):
                 ax.set_xscale("log")
         ax.set_xlabel(key)
-        ax.set_ylabel(f"final {metric}")
+        ax.set_ylabel(f"best {metric} by epoch {epoch}")
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(keys) :]:
         ax.axis("off")
-    fig.suptitle(f"hyperparameters vs final {metric} ({len(finals)} trials; red star = best)")
+    fig.suptitle(
+        f"hyperparameters vs best {metric} by epoch {epoch} ({len(finals)} trials that reached it; red star = best)"
+    )
     return _save(fig, path)
 
 

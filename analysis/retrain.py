@@ -53,7 +53,7 @@ class TorchFramework:
         from trainables.torch_trainable import fit
 
         report, kept = _keep_best(on_epoch, lambda state: copy.deepcopy(state["model"]))
-        model = fit({**config, "max_epochs": epochs}, data, report, device=self.device, max_epochs=epochs)
+        model = fit(config, data, report, device=self.device, max_epochs=epochs)
         if kept["weights"] is not None:
             model.load_state_dict(kept["weights"])
         return Run(model, kept["history"], kept["epoch"])
@@ -123,7 +123,7 @@ class KerasFramework:
         from trainables.keras_trainable import fit
 
         report, kept = _keep_best(on_epoch, lambda state: state["model"].get_weights())
-        model = fit({**config, "max_epochs": epochs}, data, report, device=self.device, max_epochs=epochs)
+        model = fit(config, data, report, device=self.device, max_epochs=epochs)
         if kept["weights"] is not None:
             model.set_weights(kept["weights"])
         return Run(model, kept["history"], kept["epoch"])

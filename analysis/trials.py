@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 import pyarrow.fs as pafs
 
@@ -69,6 +71,11 @@ class Experiment:
     def best_config(self) -> dict:
         return self.configs[self.best_id]
 
+    @property
+    def best_row(self) -> dict:
+        """The best trial's report at its best epoch (the one rule for "best", see `best_report`)."""
+        return best_report(self.curves[self.best_id], self.metric, self.mode)
+
     def final_results(self) -> pd.DataFrame:
         """One row per trial: its last report, its config (prefixed config/), epochs run."""
         rows = []
@@ -76,6 +83,33 @@ class Experiment:
             last = df.iloc[-1].to_dict()
             rows.append({"trial_id": tid, **last, **{f"config/{k}": v for k, v in self.configs[tid].items()}})
         return pd.DataFrame(rows)
+
+    def results_at(self, epoch: int) -> pd.DataFrame:
+        """One row per trial that trained at least `epoch` epochs: its best report among epochs 1..epoch, with its
+        config (config/ columns). Trials compared here have had the same training, unlike their final values,
+        which ASHA, the stopper or the time budget took at different epochs."""
+        rows = []
+        for tid, df in self.curves.items():
+            if int(df["training_iteration"].max()) < epoch:
+                continue
+            row = best_report(df[df["training_iteration"] <= epoch], self.metric, self.mode)
+            rows.append({"trial_id": tid, **row, **{f"config/{k}": v for k, v in self.configs[tid].items()}})
+        return pd.DataFrame(rows)
+
+    def comparison_epoch(self, min_trials: int = 8) -> int:
+        """The highest epoch at which trials are compared at equal training: the highest ASHA rung (or max_epochs)
+        that at least `min_trials` trials with a finite metric reached. When no rung has that many (few trials, or a
+        time budget that ended before the first rung), the highest epoch that min(min_trials, trials) reached."""
+        args = self.info["args"]
+        epochs = [*asha_rungs(args["grace_period"], args["reduction_factor"], args["max_epochs"]), args["max_epochs"]]
+        if args.get("scheduler", "asha") != "asha":
+            epochs = [args["max_epochs"]]
+        for epoch in sorted(set(epochs), reverse=True):
+            df = self.results_at(epoch)
+            if len(df) and int(np.isfinite(df[self.metric].astype(float)).sum()) >= min_trials:
+                return epoch
+        reached = sorted((int(df["training_iteration"].max()) for df in self.curves.values()), reverse=True)
+        return reached[min(min_trials, len(reached)) - 1]
 
     def summary(self) -> dict:
         """Trials run / stopped early / diverged, epochs spent, wall time (first start to last report)."""
@@ -111,7 +145,43 @@ def load_experiment(path: str) -> Experiment:
     if not curves:
         raise ReportError(f"no trial of {path} reported a result yet; wait for the search or resume it")
     configs = {t.trial_id: dict(t.config) for t in analysis.trials}
-    best = analysis.get_best_trial(info["metric"], info["mode"], scope="last")
-    if best is None or best.trial_id not in curves:
+    best = best_trial_id(curves, info["metric"], info["mode"])
+    if best is None:
         raise ReportError(f"no trial of {path} has a finite {info['metric']}")
-    return Experiment(path, info, analysis, curves, configs, best.trial_id)
+    return Experiment(path, info, analysis, curves, configs, best)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The one rule for "best": the lowest val_loss (highest val_acc with --metric val_acc) reached at ANY epoch — the
+# epoch whose weights a retrain keeps. Ranking by the last report instead penalises every trial that went on past its
+# best (a --patience stop is `patience` epochs past it by construction). run_search's summary, report.py,
+# importance and the plots all use these two functions.
+
+
+def best_report(df: pd.DataFrame, metric: str, mode: str) -> dict:
+    """The row of one trial's reports with the best finite `metric` (the last row if none is finite)."""
+    values = pd.to_numeric(df[metric], errors="coerce").where(lambda v: np.isfinite(v))
+    if values.isna().all():
+        return df.iloc[-1].to_dict()
+    return df.loc[values.idxmin() if mode == "min" else values.idxmax()].to_dict()
+
+
+def best_trial_id(curves: dict[str, pd.DataFrame], metric: str, mode: str) -> str | None:
+    """The trial whose best epoch is best; None when no trial has a finite metric."""
+    best, best_value = None, None
+    for tid, df in curves.items():
+        value = float(best_report(df, metric, mode)[metric])
+        if not math.isfinite(value):
+            continue
+        if best is None or (value < best_value if mode == "min" else value > best_value):
+            best, best_value = tid, value
+    return best
+
+
+def asha_rungs(grace_period: int, reduction_factor: int, max_t: int) -> list[int]:
+    """Epochs at which ASHA compares trials: grace * rf^k below max_t."""
+    rungs, r = [], grace_period
+    while r < max_t:
+        rungs.append(r)
+        r *= reduction_factor
+    return rungs

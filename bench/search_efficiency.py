@@ -1,21 +1,28 @@
-"""Search efficiency: ASHA + Optuna vs FIFO + random search on the same space, seed and trial count; Ray's overhead.
+"""Search efficiency: ASHA + Optuna vs FIFO + random search on the same space and trial count, over several seeds;
+how well early epochs rank trials (what ASHA's rungs rely on); the DEFAULTS trial alone; Ray's overhead.
 
-    python bench/search_efficiency.py --data-dir ../shared/data/cifar10 --num-samples 16 --max-epochs 10
+    # the README / docs/search.md table: 3 seeds, 16 trials x 20 epochs on a 10,000-image training subset
+    python bench/search_efficiency.py --data-dir ../shared/data/cifar10 --seeds 3 --subset 10000 \\
+        --num-samples 16 --max-epochs 20 --json bench/search_efficiency.json
     python bench/search_efficiency.py --data-dir ../shared/data/cifar10 --overhead-only --num-samples 8 --max-epochs 3
 
-For each strategy: total trial-epochs, wall time of tuner.fit(), best val_acc any trial reached. Both start without
-the space's DEFAULTS trial (--no-default-trial), so the searchers find good configs on their own.
+Per seed and strategy: trial-epochs, best val_acc any trial reached, wall time. Both strategies start without the
+space's DEFAULTS trial (--no-default-trial), so the searchers find good configs on their own; DEFAULTS is then
+trained alone for the same epochs, to say how far the search's best lies above it.
+
+Rank correlation (from the FIFO runs, where every trial trains every epoch): Spearman's rho between each trial's
+val_loss at epoch e and its best val_loss over the whole run, for each e; this is what decides where ASHA's first
+rung may sit (run_search.GRACE_DIVISOR).
 
 Overhead (of the FIFO run, where every trial trains every epoch): 1 - (sum of the trials' own epoch time, from
-their epoch_seconds reports) / (tuner.fit() wall time x concurrent trial slots). Everything that is not training
-or validating counts against it: trial start-up (process, imports, object-store fetch, model build), reporting,
-checkpointing, scheduling gaps.
+their epoch_seconds reports) / (tuner.fit() wall time x concurrent trial slots).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import tempfile
 import time
@@ -37,27 +44,30 @@ def parse_args(argv=None):
     p.add_argument("--data-dir", required=True)
     p.add_argument("--model", default="lenet5")
     p.add_argument("--num-samples", type=int, default=16)
-    p.add_argument("--max-epochs", type=int, default=10)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-epochs", type=int, default=20)
+    p.add_argument("--seeds", type=int, default=3, help="seeds 0..K-1 (data split, sampler, trials)")
+    p.add_argument("--subset", type=int, default=None, help="training images kept (stratified), for speed")
     p.add_argument("--metric", default="val_loss")
     p.add_argument("--cpus-per-trial", type=float, default=1)
     p.add_argument("--storage-path", default=None, help="default: a temporary folder")
-    p.add_argument("--overhead-only", action="store_true", help="only the FIFO run and its overhead")
+    p.add_argument("--overhead-only", action="store_true", help="only one FIFO run and its overhead")
     p.add_argument("--json", default=None)
     return p.parse_args(argv)
 
 
-def run_strategy(bench, dataset, scheduler: str, searcher: str, storage: str) -> dict:
+def run_strategy(bench, dataset, seed: int, scheduler: str, searcher: str, storage: str, defaults_only=False) -> dict:
     import ray
 
-    name = f"{scheduler}-{searcher}"
-    args = run_search.parse_args([
-        "--model", bench.model, "--data-dir", bench.data_dir, "--num-samples", str(bench.num_samples),
-        "--max-epochs", str(bench.max_epochs), "--seed", str(bench.seed), "--metric", bench.metric,
-        "--scheduler", scheduler, "--searcher", searcher, "--no-default-trial", "--storage-path", storage,
-        "--name", name, "--cpus-per-trial", str(bench.cpus_per_trial),
-    ])  # fmt: skip
+    name = f"{scheduler}-{searcher}-seed{seed}" + ("-defaults" if defaults_only else "")
+    argv = [
+        "--model", bench.model, "--data-dir", bench.data_dir, "--seed", str(seed), "--metric", bench.metric,
+        "--max-epochs", str(bench.max_epochs), "--scheduler", scheduler, "--searcher", searcher,
+        "--storage-path", storage, "--name", name, "--cpus-per-trial", str(bench.cpus_per_trial),
+        "--num-samples", "1" if defaults_only else str(bench.num_samples),
+    ]  # fmt: skip
+    args = run_search.parse_args(argv + ([] if defaults_only else ["--no-default-trial"]))
     args.address = None  # always a fresh local instance
+    run_search.fill_defaults(args)
     space, defaults = get_space(args.model)
     run_search.start_ray(args)
     try:
@@ -72,47 +82,88 @@ def run_strategy(bench, dataset, scheduler: str, searcher: str, storage: str) ->
     finally:
         ray.shutdown()
     exp = load_experiment(join(storage, name))
-    epochs = sum(len(df) for df in exp.curves.values())
     train_time = sum(float(df[M.EPOCH_SECONDS].sum()) for df in exp.curves.values())
-    # Ray times a trial's first iteration from the trainable's start: the excess over the epoch is start-up.
     startup = [float(df["time_this_iter_s"].iloc[0] - df[M.EPOCH_SECONDS].iloc[0]) for df in exp.curves.values()]
-    best = max(float(df[M.VAL_ACC].max()) for df in exp.curves.values())
+    best = exp.best_row
     return {
-        "strategy": f"{scheduler.upper()} + {searcher}",
+        "strategy": "DEFAULTS alone" if defaults_only else f"{scheduler.upper()} + {searcher}",
+        "seed": seed,
         "trials": len(exp.curves),
-        "trial_epochs": epochs,
+        "trial_epochs": sum(len(df) for df in exp.curves.values()),
         "wall_s": wall,
-        "best_val_acc": best,
-        "sum_trial_epoch_s": train_time,
+        "best_val_acc": max(float(df[M.VAL_ACC].max()) for df in exp.curves.values()),
+        "best_trial_val_loss": float(best[M.VAL_LOSS]),
+        "best_trial_epoch": int(best["training_iteration"]),
         "slots": slots,
         "overhead": 1 - train_time / (wall * slots),
         "mean_trial_startup_s": sum(startup) / len(startup),
+        "rank_correlation": rank_correlation(exp) if scheduler == "fifo" and not defaults_only else None,
     }
+
+
+def rank_correlation(exp) -> dict[int, float]:
+    """Spearman's rho between val_loss at each epoch and the best val_loss of the whole run, over FIFO's trials."""
+    import pandas as pd
+
+    best = {tid: float(df[M.VAL_LOSS].min()) for tid, df in exp.curves.items()}
+    out = {}
+    for epoch in range(1, int(exp.info["args"]["max_epochs"]) + 1):
+        at = {tid: float(df.loc[df["training_iteration"] == epoch, M.VAL_LOSS].iloc[0])
+              for tid, df in exp.curves.items() if (df["training_iteration"] == epoch).any()}  # fmt: skip
+        if len(at) >= 4:
+            pair = pd.DataFrame({"at": at, "best": {t: best[t] for t in at}})
+            out[epoch] = float(pair["at"].corr(pair["best"], method="spearman"))
+    return out
+
+
+def mean_std(values) -> str:
+    values = list(values)
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.4f} ± {sd:.4f}"
 
 
 def main(argv=None) -> int:
     bench = parse_args(argv)
     storage = bench.storage_path or tempfile.mkdtemp(prefix="search-efficiency-")
-    dataset = load_dataset(bench.data_dir, seed=bench.seed)
-    print(f"{bench.model}, {bench.num_samples} trials x up to {bench.max_epochs} epochs, {bench.cpus_per_trial:g} CPU "
-          f"per trial; data {dataset.summary()}; experiments in {storage}", flush=True)  # fmt: skip
-    runs = [run_strategy(bench, dataset, "fifo", "random", storage)]
+    runs = []
+    for seed in range(1 if bench.overhead_only else bench.seeds):
+        dataset = load_dataset(bench.data_dir, seed=seed, subset=bench.subset)
+        print(f"seed {seed}: {bench.model}, {bench.num_samples} trials x up to {bench.max_epochs} epochs; data "
+              f"{dataset.summary()}; experiments in {storage}", flush=True)  # fmt: skip
+        runs.append(run_strategy(bench, dataset, seed, "fifo", "random", storage))
+        if not bench.overhead_only:
+            runs.append(run_strategy(bench, dataset, seed, "asha", "optuna", storage))
+            runs.append(run_strategy(bench, dataset, seed, "fifo", "random", storage, defaults_only=True))
+        for r in runs[-3:]:
+            print(f"  {r['strategy']:<16} trial-epochs {r['trial_epochs']:>4}  best val_acc {r['best_val_acc']:.4f}  "
+                  f"wall {r['wall_s']:.0f} s", flush=True)  # fmt: skip
+
+    print(f"\n{'strategy':<18}{'trials':>7}{'trial-epochs':>14}{'best val_acc':>20}{'overhead':>10}{'start-up s':>12}")
+    for strategy in dict.fromkeys(r["strategy"] for r in runs):
+        rs = [r for r in runs if r["strategy"] == strategy]
+        print(f"{strategy:<18}{rs[0]['trials']:>7}{statistics.mean(r['trial_epochs'] for r in rs):>14.1f}"
+              f"{mean_std(r['best_val_acc'] for r in rs):>20}{statistics.mean(r['overhead'] for r in rs):>10.1%}"
+              f"{statistics.mean(r['mean_trial_startup_s'] for r in rs):>12.2f}")  # fmt: skip
+    out = {"args": vars(bench), "runs": runs}
     if not bench.overhead_only:
-        runs.append(run_strategy(bench, dataset, "asha", "optuna", storage))
-    print(f"\n{'strategy':<18}{'trials':>7}{'trial-epochs':>14}{'wall s':>9}{'best val_acc':>14}{'overhead':>10}"
-          f"{'start-up s':>12}")  # fmt: skip
-    for r in runs:
-        print(f"{r['strategy']:<18}{r['trials']:>7}{r['trial_epochs']:>14}{r['wall_s']:>9.1f}{r['best_val_acc']:>14.4f}"
-              f"{r['overhead']:>10.1%}{r['mean_trial_startup_s']:>12.2f}")  # fmt: skip
-    out = {"runs": runs}
-    if len(runs) == 2:
-        fifo, asha = runs
-        out["epochs_ratio"] = asha["trial_epochs"] / fifo["trial_epochs"]
-        out["val_acc_gap_points"] = 100 * (fifo["best_val_acc"] - asha["best_val_acc"])
-        gap = out["val_acc_gap_points"]
-        where = f"{-gap:.2f} points above" if gap < 0 else f"{gap:.2f} points below"
-        print(f"\nASHA + Optuna used {out['epochs_ratio']:.2f} of the trial-epochs (target <= 0.33); its best val_acc is "
-              f"{where} FIFO + random's (target: at most 1 point below)")  # fmt: skip
+        by = {(r["strategy"], r["seed"]): r for r in runs}
+        seeds = range(bench.seeds)
+        ratios = [by["ASHA + optuna", s]["trial_epochs"] / by["FIFO + random", s]["trial_epochs"] for s in seeds]
+        gaps = [100 * (by["FIFO + random", s]["best_val_acc"] - by["ASHA + optuna", s]["best_val_acc"]) for s in seeds]
+        above = [
+            100 * (by["ASHA + optuna", s]["best_val_acc"] - by["DEFAULTS alone", s]["best_val_acc"]) for s in seeds
+        ]
+        rho = {}
+        for s in seeds:
+            for e, v in by["FIFO + random", s]["rank_correlation"].items():
+                rho.setdefault(int(e), []).append(v)
+        out.update(epochs_ratio=ratios, val_acc_gap_points=gaps, above_defaults_points=above,
+                   rank_correlation={e: statistics.mean(v) for e, v in sorted(rho.items())})  # fmt: skip
+        print(f"\nASHA + Optuna used {mean_std(ratios)} of FIFO + random's trial-epochs (target <= 0.33); its best "
+              f"val_acc is {mean_std(gaps)} points below FIFO + random's (target <= 0.5) and {mean_std(above)} points "
+              f"above DEFAULTS trained alone for {bench.max_epochs} epochs")  # fmt: skip
+        print("Spearman rho, val_loss at epoch e vs the run's best (FIFO trials, mean over seeds):")
+        print("  " + "  ".join(f"e{e}:{v:.2f}" for e, v in out["rank_correlation"].items()))
     if bench.json:
         Path(bench.json).write_text(json.dumps(out, indent=2))
     return 0

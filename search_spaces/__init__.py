@@ -1,5 +1,6 @@
-"""One search-space module per model: `SPACE` (Tune domains, with the reasons for each range) and `DEFAULTS`
-(the first config tried). `get_space(model)` finds them; `describe(space)` makes them JSON for experiment.json."""
+"""One search-space module per model: `SPACE` (Tune domains, with the reasons for each range), `DEFAULTS` (the first
+config tried) and `MAX_EPOCHS` (every trial's schedule horizon and ASHA's max_t unless --max-epochs says otherwise).
+`get_space(model)` finds them; `describe(space)` makes them JSON for experiment.json."""
 
 from __future__ import annotations
 
@@ -22,6 +23,13 @@ def get_space(model: str) -> tuple[dict, dict]:
         raise KeyError(f"no search space for model {model!r}; known: {', '.join(SPACE_MODULES)}")
     module = importlib.import_module(f"{__name__}.{SPACE_MODULES[model]}")
     return dict(module.SPACE), dict(module.DEFAULTS)
+
+
+def get_max_epochs(model: str) -> int:
+    """The model's default epochs per trial (its space module's MAX_EPOCHS)."""
+    if model not in SPACE_MODULES:
+        raise KeyError(f"no search space for model {model!r}; known: {', '.join(SPACE_MODULES)}")
+    return int(importlib.import_module(f"{__name__}.{SPACE_MODULES[model]}").MAX_EPOCHS)
 
 
 def describe(space: dict) -> dict:

@@ -16,6 +16,9 @@ FIXED = {
     "cutout": 0,
 }
 
+# Every trial's schedule horizon and ASHA's max_t (--max-epochs overrides): the original recipe ran 20.
+MAX_EPOCHS = 20
+
 SPACE = {
     **COMMON,
     **FIXED,
@@ -33,6 +36,9 @@ SPACE = {
     "freeze_epochs": tune.choice([0, 1, 2]),
     # Backbone lr = lr x this; the head (new, random) learns at the full lr. 1 = one lr for all, as the original.
     "backbone_lr_mult": tune.loguniform(0.03, 1.0),
+    # The original StepLR(7, 0.1) or cosine: the first rungs (max_epochs / 8 and 3x that: epochs 2 and 6 of 20) come
+    # before step's first drop at epoch 7, so both are compared at their peak lr.
+    "schedule": tune.choice(["step", "cosine"]),
 }
 
 # The original recipe (see the module docstring); weight decay at the space's floor, as the original had none.

@@ -264,10 +264,10 @@ class ReportEachEpoch(keras.callbacks.Callback):
         train_seconds = time.perf_counter() - self._start
         loss = float(logs["loss"])
         diverged = not math.isfinite(loss)
-        # A diverged trial must give ASHA/Optuna a bad result, not a crash: inf sorts last for "min", 0 for "max".
-        val = {M.VAL_LOSS: float("inf"), M.VAL_ACC: 0.0} if diverged else self.validate(self.model)
+        # A diverged trial must give ASHA/Optuna a bad result, not a crash (M.diverged_metrics: large but finite).
+        val = M.diverged_metrics() if diverged else self.validate(self.model)
         result = {
-            M.TRAIN_LOSS: float("inf") if diverged else loss,
+            M.TRAIN_LOSS: loss,
             M.TRAIN_ACC: float(logs["acc"]),
             **val,
             M.EPOCH: epoch + 1,  # Keras counts from 0
@@ -297,7 +297,8 @@ def fit(
     `device` ("cpu", "cuda"/"gpu", or a TF name like "/GPU:1") pins the work; None lets TF place it (GPU when one
     is visible). Call `setup_tensorflow` first.
     """
-    max_epochs = int(max_epochs or config["max_epochs"])
+    horizon = int(config["max_epochs"])  # the lr schedule's; max_epochs only says where to stop (as the torch fit)
+    max_epochs = int(max_epochs or horizon)
     seed = int(config.get("seed", 0))
     keras.utils.set_random_seed(seed)  # weight init; batches and augmentation are seeded statelessly
     x_train, y_train = to_nhwc(data["x_train"]), np.asarray(data["y_train"])
@@ -313,7 +314,7 @@ def fit(
         else:
             model, start_epoch = build_model(config["model"], num_classes, **config, input_shape=x_train.shape[1:]), 0
             model.compile(
-                optimizer=make_optimizer(config, steps_per_epoch, max_epochs),
+                optimizer=make_optimizer(config, steps_per_epoch, horizon),
                 loss=keras.losses.CategoricalCrossentropy(label_smoothing=float(config.get("label_smoothing", 0.0))),
                 metrics=[keras.metrics.CategoricalAccuracy(name="acc")],
             )

@@ -18,5 +18,16 @@ NODE_ID = "node_id"  # not a metric: the Ray node of the trial, added by the Ray
 # The keys every per-epoch report of `fit` carries (tests check exactly these); Ray reports add NODE_ID.
 REPORT_KEYS = (TRAIN_LOSS, TRAIN_ACC, VAL_LOSS, VAL_ACC, EPOCH, LR, IMAGES_PER_S, EPOCH_SECONDS, DIVERGED)
 
+# What a diverged trial (NaN/inf training loss) reports: finite, so ASHA's rung cutoffs (np.nanpercentile over the
+# rung) and Optuna's TPE stay finite — an inf there made the cutoff +-inf and switched pruning off for that rung — and
+# far above any real cross-entropy (chance on 10 classes is ln 10 = 2.3), so the trial still sorts last.
+DIVERGED_LOSS = 1e3
+
+
+def diverged_metrics() -> dict:
+    """The loss/accuracy keys of a diverged epoch's report (both trainables use this one policy)."""
+    return {TRAIN_LOSS: DIVERGED_LOSS, VAL_LOSS: DIVERGED_LOSS, VAL_ACC: 0.0}
+
+
 # The metrics a search may optimise, with their direction.
 SEARCH_METRICS = {VAL_LOSS: "min", VAL_ACC: "max"}

@@ -238,12 +238,16 @@ def fit(
     checkpoint: dict | None = None,
     max_epochs: int | None = None,
 ) -> nn.Module:
-    """Train `config["model"]` on data["x_train"] and validate on data["x_val"] for up to max_epochs.
+    """Train `config["model"]` on data["x_train"] and validate on data["x_val"] for epochs 1..max_epochs.
+
+    The lr schedule's horizon is always `config["max_epochs"]`; `max_epochs` (default: the same) only says where to
+    stop, so a retrain of a trial that ran 12 epochs of a 40-epoch cosine reproduces those 12 epochs exactly.
 
     After each epoch calls `report(metrics, state)` where `state` is a checkpoint dict (model, optimizer,
     scheduler, epoch, rng) holding the live tensors: save or copy it inside the callback. Starts after `checkpoint["epoch"]` when resuming. Stops early if the loss diverges.
     """
-    max_epochs = int(max_epochs or config["max_epochs"])
+    horizon = int(config["max_epochs"])
+    max_epochs = int(max_epochs or horizon)
     seed = int(config.get("seed", 0))
     torch.manual_seed(seed)
     x_train, y_train = to_device_tensor(data["x_train"], device), to_device_tensor(data["y_train"], device)
@@ -257,7 +261,7 @@ def fit(
     freeze_epochs = int(config.get("freeze_epochs", 0))  # train only the head for this many epochs, then all
     batch_size = int(config["batch_size"])
     steps_per_epoch = max(1, x_train.shape[0] // min(batch_size, x_train.shape[0]))
-    scheduler = make_scheduler(config, optimizer, steps_per_epoch, max_epochs)
+    scheduler = make_scheduler(config, optimizer, steps_per_epoch, horizon)
     generator = torch.Generator(device=device)
     generator.manual_seed(seed)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=float(config.get("label_smoothing", 0.0)))
@@ -281,13 +285,10 @@ def fit(
             augment=augment, loss_fn=loss_fn, generator=generator, device=device, size=size,
         )  # fmt: skip
         diverged = not math.isfinite(train[M.TRAIN_LOSS])
-        if diverged:
-            # ASHA and Optuna must see a bad result, not a crash; inf sorts last for "min", 0 for "max".
-            val = {M.VAL_LOSS: float("inf"), M.VAL_ACC: 0.0}
-        else:
-            val = evaluate(model, x_val, y_val, mean=mean, std=std, device=device)
+        # ASHA and Optuna must see a bad result, not a crash (M.diverged_metrics: large but finite).
+        val = M.diverged_metrics() if diverged else evaluate(model, x_val, y_val, mean=mean, std=std, device=device)
         result = {
-            M.TRAIN_LOSS: train[M.TRAIN_LOSS] if not diverged else float("inf"),
+            M.TRAIN_LOSS: train[M.TRAIN_LOSS],
             M.TRAIN_ACC: train[M.TRAIN_ACC],
             **val,
             M.EPOCH: epoch,

@@ -1,0 +1,112 @@
+"""The search's rules: best = lowest val_loss at any epoch, the retrain's schedule horizon, diverged trials and ASHA's
+cutoffs, the time budget, and importance/plots at one rung."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+from test_search import run_cli
+
+from analysis.trials import best_report, best_trial_id
+from trainables import metrics as M
+
+
+def curve(losses):
+    n = len(losses)
+    return pd.DataFrame({"training_iteration": range(1, n + 1), M.EPOCH: range(1, n + 1), M.VAL_LOSS: losses,
+                         M.VAL_ACC: [1 - v / 3 for v in losses]})  # fmt: skip
+
+
+def test_best_is_the_lowest_value_at_any_epoch_not_the_last():
+    # a: reaches 0.5 at epoch 2 and ends at 0.9; b: ends lowest (0.6) but never goes below it
+    curves = {"a": curve([1.0, 0.5, 0.9]), "b": curve([1.0, 0.7, 0.6])}
+    assert best_trial_id(curves, M.VAL_LOSS, "min") == "a"
+    assert best_report(curves["a"], M.VAL_LOSS, "min")["training_iteration"] == 2
+    assert best_trial_id(curves, M.VAL_ACC, "max") == "a"
+    curves["c"] = curve([float("nan"), float("inf")])  # never finite: never best, never a crash
+    assert best_trial_id(curves, M.VAL_LOSS, "min") == "a"
+
+
+def test_retrain_keeps_the_trials_schedule_horizon(tiny_arrays):
+    """A cosine trial of max_epochs 6 retrained for the 2 epochs it ran must end at cosine(2/6) x lr, not anneal
+    to zero in 2 epochs."""
+    from analysis.retrain import TorchFramework
+
+    config = dict(model="lenet5", lr=1e-2, batch_size=16, max_epochs=6, optimizer="sgd", schedule="cosine",
+                  weight_decay=0.0, label_smoothing=0.0, flip=False, crop_padding=0, cutout=0, dropout=0.0, seed=0)  # fmt: skip
+    run = TorchFramework("cpu").fit(config, tiny_arrays, 2, lambda r: None)
+    assert [r[M.EPOCH] for r in run.history] == [1, 2]
+    assert run.history[-1][M.LR] == pytest.approx(1e-2 * 0.5 * (1 + math.cos(math.pi * 2 / 6)), rel=1e-6)
+
+
+@pytest.mark.parametrize("healthy,diverged", [(1, 1), (1, 3), (3, 1)])
+def test_a_diverged_trial_keeps_ashas_cutoff_finite(tiny_arrays, healthy, diverged):
+    """The diverged result comes from the real training loop (lr 1e6) and goes through Ray's own ASHA."""
+    from ray.tune.schedulers import ASHAScheduler
+
+    from trainables.torch_trainable import fit, setup_device
+
+    reports = []
+    config = dict(model="lenet5", lr=1e6, batch_size=16, max_epochs=3, optimizer="sgd", schedule="constant",
+                  weight_decay=0.0, label_smoothing=0.0, flip=False, crop_padding=0, cutout=0, dropout=0.0, seed=0)  # fmt: skip
+    fit(config, tiny_arrays, lambda r, state: reports.append(r), device=setup_device(cpus=1))
+    bad = reports[-1]
+    assert bad[M.DIVERGED]
+    scheduler = ASHAScheduler(metric=M.VAL_LOSS, mode="min", max_t=9, grace_period=1, reduction_factor=3)
+    results = [{M.VAL_LOSS: 1.0 + 0.1 * i} for i in range(healthy)] + [dict(bad) for _ in range(diverged)]
+    for i, result in enumerate(results):
+        trial = SimpleNamespace(trial_id=f"t{i}")
+        scheduler.on_trial_add(None, trial)
+        scheduler.on_trial_result(None, trial, {**result, "training_iteration": 1})
+    for bracket in scheduler._brackets:
+        for _milestone, recorded in bracket._rungs:
+            if recorded:
+                assert np.isfinite(bracket.cutoff(recorded)), recorded
+
+
+@pytest.mark.slow
+def test_time_budget_stops_the_search_and_leaves_a_reportable_experiment(image_folder, tmp_path):
+    import report
+
+    budget_min = 0.75  # 45 s; trials of 2,000 epochs cannot finish in it, and there is no --num-samples cap
+    t = time.time()
+    proc = run_cli("--model", "lenet5", "--data-dir", image_folder, "--time-budget", budget_min, "--max-epochs", 2000,
+                   "--storage-path", tmp_path, "--name", "budget", "--num-cpus", 2)  # fmt: skip
+    wall = time.time() - t
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    info = json.loads((tmp_path / "budget" / "experiment.json").read_text())
+    assert info["search"]["time_budget_min"] == budget_min and info["search"]["num_samples"] is None
+    trials = [d for d in (tmp_path / "budget").iterdir() if (d / "result.json").exists()]
+    assert len(trials) >= 2
+    epochs = [len((d / "result.json").read_text().splitlines()) for d in trials]
+    assert max(epochs) < 2000, "the budget did not stop the trials"
+    # Ray's start-up and the data come on top of the budget (tens of seconds on a loaded 2-core machine)
+    assert wall < budget_min * 60 + 90, f"{wall:.0f} s for a {budget_min * 60:.0f} s budget"
+    assert "Best trials by val_loss (best epoch of each)" in proc.stdout
+
+    out = tmp_path / "results"
+    assert report.main(["--experiment", str(tmp_path / "budget"), "--out", str(out), "--device", "cpu"]) == 0
+    md = (out / "budget" / "report.md").read_text()
+    assert "time budget 0.75 min" in md and "Optuna TPE (multivariate, constant liar" in md and "ASHA (grace" in md
+
+
+def test_importance_and_plots_compare_trials_at_one_rung():
+    from analysis.trials import Experiment
+
+    args = {"grace_period": 2, "reduction_factor": 3, "max_epochs": 18, "scheduler": "asha"}
+    # 10 trials reach rung 2, 8 reach rung 6, 2 reach max_epochs 18
+    lengths = [2, 2, 6, 6, 6, 6, 6, 6, 18, 18]
+    curves = {f"t{i}": curve([1.0 - 0.01 * e - 0.001 * i for e in range(n)]) for i, n in enumerate(lengths)}
+    configs = {tid: {"lr": 0.1} for tid in curves}
+    info = {"metric": M.VAL_LOSS, "mode": "min", "args": args}
+    exp = Experiment("x", info, None, curves, configs, best_trial_id(curves, M.VAL_LOSS, "min"))
+    assert exp.comparison_epoch() == 6
+    at = exp.results_at(6)
+    assert len(at) == 8 and (at["training_iteration"] <= 6).all()
+    assert exp.comparison_epoch(min_trials=11) == 2  # no rung has 11: the highest epoch all 10 reached
