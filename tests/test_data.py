@@ -271,3 +271,16 @@ def test_object_store_prediction_is_rays_rule():
 
     free = estimate_available_memory()
     assert 0.25 * free < predicted_object_store_bytes(0) <= 0.3 * free + 1e8
+
+
+def test_the_model_decides_the_default_side():
+    from types import SimpleNamespace
+
+    from search_driver.data import model_side
+
+    def side(model, resolution=None, smoke_test=False):
+        return model_side(SimpleNamespace(model=model, resolution=resolution, smoke_test=smoke_test), 32)
+
+    assert side("lenet5") == side("resnet18") == side("keras_resnet18") == 32
+    assert side("resnet18_pretrained") == 224  # the largest searched resolution
+    assert side("resnet18_pretrained", resolution=96) == 96 and side("resnet18_pretrained", smoke_test=True) == 32
