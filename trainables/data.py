@@ -30,7 +30,7 @@ CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 VAL_FRACTION = 0.1  # 5,000 of CIFAR-10's 50,000 training images, the original split
 DEFAULT_SIDE = 32  # CIFAR-sized: what lenet5, resnet18 and keras_resnet18 are built for
 HEADER_SAMPLE = 64  # image headers read to learn a folder's typical size (for the default --image-size)
-FOLDER_LAYOUT = f"train/<class>/ and test/<class>/ image folders, or CIFAR-10's {CIFAR_FOLDER}/"
+FOLDER_LAYOUT = f"train/<class>/ and test/<class>/ images, or CIFAR-10's {CIFAR_FOLDER}/"
 
 
 class DataError(Exception):

@@ -98,8 +98,9 @@ def decode(path: Path, size: int) -> np.ndarray:
     except (OSError, SyntaxError, ValueError, EOFError, struct.error) as e:  # PIL's ways of saying "broken file"
         text = _first_line(e)
         raise BadImage(TRUNCATED if "truncated" in text.lower() else CORRUPT, text) from None
-    out = ImageOps.fit(rgb, (size, size), Image.BILINEAR)  # shorter side -> size, centre crop (docstring)
-    return np.asarray(out, dtype=np.uint8).transpose(2, 0, 1)
+    if rgb.size != (size, size):
+        rgb = ImageOps.fit(rgb, (size, size), Image.BILINEAR)  # shorter side -> size, centre crop (docstring)
+    return np.asarray(rgb, dtype=np.uint8).transpose(2, 0, 1)
 
 
 def to_rgb(im):
