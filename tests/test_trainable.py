@@ -131,3 +131,15 @@ def test_cuda_memory_capped_to_the_gpu_fraction():
         setup_device(cpus=2, gpu_fraction=1.0)  # a whole GPU: no cap
         cap.assert_not_called()
     torch.set_num_threads(2)
+
+
+def test_lenet5_trains_at_the_stored_image_size(tmp_path):
+    """--image-size 48 on lenet5: fit sizes the net from the arrays (its classifier input depends on the side)."""
+    from conftest import write_image_folder
+
+    from trainables.data import load_dataset
+
+    data = load_dataset(write_image_folder(tmp_path / "f", n_train=6, n_test=2), image_size=48).search_arrays()
+    assert data["x_train"].shape[-1] == 48
+    _, reports, _ = run({**BASE, "max_epochs": 1}, data)
+    assert len(reports) == 1 and not reports[0][M.DIVERGED]
