@@ -57,6 +57,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda when available")
     g.add_argument("--data-dir", default=None, help="the data, if not where the experiment found it")
     g.add_argument("--cache-dir", default=None)
+    g.add_argument(
+        "--test-subset",
+        type=int,
+        default=None,
+        metavar="N",
+        help="evaluate on N test images, stratified (default: the whole test set)",
+    )
     g = p.add_argument_group("data samples only")
     g.add_argument("--samples-only", action="store_true", help="only draw N training images per class of --data-dir")
     g.add_argument("--samples-per-class", type=int, default=8)
@@ -86,12 +93,16 @@ def samples_only(args) -> int:
 
 
 def load_data(exp, args):
-    from trainables.data import load_dataset
+    from trainables.data import load_dataset, skip_summary
 
     src = exp.info["data"]
     data_dir = args.data_dir or src["path"]
-    return load_dataset(data_dir, seed=exp.info["split_seed"], image_size=src.get("image_size", 32),
-                        cache_dir=args.cache_dir, subset=src.get("subset"))  # fmt: skip
+    # the experiment's own image size and training subset; the test set whole unless --test-subset
+    ds = load_dataset(data_dir, seed=exp.info["split_seed"], image_size=src.get("image_size", 32),
+                      cache_dir=args.cache_dir, subset=src.get("subset"), test_subset=args.test_subset)  # fmt: skip
+    if ds.skipped:
+        print(skip_summary(ds.skipped, ds.num_files, f"full list in {exp.path}/experiment.json"), file=sys.stderr)
+    return ds
 
 
 def evaluate_runs(exp, args, dataset, fw) -> tuple[list, list[dict]]:
@@ -110,7 +121,9 @@ def evaluate_runs(exp, args, dataset, fw) -> tuple[list, list[dict]]:
         if ckpt is None:
             raise ReportError(f"trial {exp.best_id} of {exp.path} kept no checkpoint; run without --no-retrain")
         with ckpt.as_directory() as d:
-            model, epoch = fw.from_checkpoint(d, config, dataset.num_classes)
+            model, epoch = fw.from_checkpoint(
+                d, {**config, "input_size": dataset.x_train.shape[-1]}, dataset.num_classes
+            )
         history = exp.curves[exp.best_id].to_dict("records")
         runs.append(Run(model, history, epoch))
     else:
@@ -222,6 +235,8 @@ def report_markdown(exp, args, m, weights, fw, config, dataset, imp, imp_note, r
         "```",
         "",
         "## Test set (evaluated once)",
+        test_set_line(dataset),
+        "",
         ("Retrained on the training split " + (f"with {len(m['seeds'])} seeds " if len(m["seeds"]) > 1 else "")
          + "keeping the weights of the epoch with the lowest validation loss (epoch "
          + ", ".join(str(r["kept_epoch"]) for r in m["seeds"]) + ")."
@@ -266,6 +281,14 @@ def report_markdown(exp, args, m, weights, fw, config, dataset, imp, imp_note, r
     return "\n".join(lines)
 
 
+def test_set_line(dataset) -> str:
+    n, full = len(dataset.y_test), dataset.source.get("num_test_full", len(dataset.y_test))
+    side = dataset.x_test.shape[-1]
+    if n == full:
+        return f"{n:,} test images (the whole test split), {side}x{side}."
+    return f"{n:,} of the {full:,} test images (a stratified subset, `--test-subset {n}`), {side}x{side}."
+
+
 def metrics_table_intro(m) -> str:
     return (f"accuracy **{m['accuracy']:.4f}**, top-5 {m['top5_accuracy']:.4f}"
             + (f"; over seeds {m['mean']:.4f} ± {m['std']:.4f}" if len(m["seeds"]) > 1 else ""))  # fmt: skip
@@ -296,6 +319,8 @@ def main(argv=None) -> int:
             return samples_only(args)
         if args.seeds < 1 or (args.epochs is not None and args.epochs < 1):
             raise ReportError("--seeds and --epochs must be at least 1")
+        if args.test_subset is not None and args.test_subset < 1:
+            raise ReportError("--test-subset must be at least 1")
         if args.device == "cuda":
             import torch
 

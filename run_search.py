@@ -81,7 +81,25 @@ def parse_args(argv=None) -> argparse.Namespace:
         type=int,
         default=None,
         metavar="N",
-        help=f"keep N training images, stratified (val/test: a tenth as many); --smoke-test keeps {SMOKE_SUBSET}",
+        help=f"keep N training images, stratified (val: a tenth as many; test: all); --smoke-test keeps {SMOKE_SUBSET}",
+    )
+    g.add_argument(
+        "--image-size",
+        type=int,
+        default=None,
+        metavar="N",
+        help="image folders: store N x N images (shorter side resized to N, centre crop); default 32, or for "
+        "resnet18_pretrained the folder's size up to the model's resolution. Costs N*N*3 bytes per image",
+    )
+    g.add_argument(
+        "--strict-data",
+        action="store_true",
+        help="stop at any unreadable file (truncated, corrupt, not an image, ._*) instead of skipping it",
+    )
+    g.add_argument(
+        "--download",
+        action="store_true",
+        help="download CIFAR-10 into --data-dir if it is not there (also done into an existing empty folder)",
     )
     g = p.add_argument_group("search")
     g.add_argument(
@@ -207,8 +225,9 @@ def check_args(args) -> None:
         raise UsageError(f"the LR range test needs a torch model; {args.model} is {get_spec(args.model).framework}")
     if args.lr_find and args.resume:
         raise UsageError("--lr-find starts no search: use it without --resume")
-    if args.resolution is not None and args.resolution < 16:
-        raise UsageError(f"--resolution must be at least 16 (got {args.resolution})")
+    for name in ("resolution", "image_size"):
+        if getattr(args, name, None) is not None and getattr(args, name) < 16:
+            raise UsageError(f"--{name.replace('_', '-')} must be at least 16 (got {getattr(args, name)})")
 
 
 def check_weights(args) -> None:
@@ -553,6 +572,8 @@ def experiment_info(args, dataset, space: dict) -> dict:
             "num_test": int(len(dataset.y_test)),
             "mean": dataset.mean,
             "std": dataset.std,
+            "num_files": dataset.num_files,
+            "skipped": dataset.skipped,
         },
         "split_seed": args.seed,
         "search": search_record(args),
@@ -631,7 +652,8 @@ def run_lr_finder(args, data: dict, config: dict, path: str) -> dict:
 def main(argv=None) -> int:
     args = parse_args(argv)
     from analysis.experiment import EXPERIMENT_FILE, join, normalize_storage_path, write_json
-    from trainables.data import DataError, load_dataset
+    from search_driver.data import load_search_data
+    from trainables.data import DataError
     from trainables.models import UnknownModelError
 
     try:
@@ -651,10 +673,8 @@ def main(argv=None) -> int:
                 )
         check_weights(args)  # offline without weights: one line now, before data loading and Ray
         args.name = args.name or f"{args.model}-{time.strftime('%Y%m%d-%H%M%S')}"
-        dataset = load_dataset(
-            args.data_dir, seed=args.seed, cache_dir=args.cache_dir,
-            subset=getattr(args, "subset", None) or (SMOKE_SUBSET if args.smoke_test else None),
-        )  # fmt: skip
+        subset = getattr(args, "subset", None) or (SMOKE_SUBSET if args.smoke_test else None)
+        dataset = load_search_data(args, subset, SMOKE_RESOLUTION)
         print(f"data: {dataset.summary()}", flush=True)
 
         from ray import tune

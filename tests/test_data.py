@@ -1,12 +1,15 @@
 import os
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import CLASSES, write_image_folder
+from odd_images import BAD_EXPECTED, ODD_EXPECTED, write_bad_files, write_odd_files
 
 from trainables import data as D
-from trainables.data import DataError, channel_stats, load_dataset, stratified_split
+from trainables import images
+from trainables.data import DataError, channel_stats, load_dataset, skip_summary, stratified_split
 
 
 def test_image_folder_loads_all_images_as_nchw_uint8(image_folder):
@@ -79,13 +82,36 @@ def test_channel_stats_match_numpy():
     np.testing.assert_allclose(std, x.std(axis=(0, 2, 3)) / 255, rtol=1e-9)
 
 
-def test_missing_dir_offline_fails_fast_with_one_line(tmp_path):
+def test_missing_dir_is_one_line_and_creates_nothing(tmp_path, monkeypatch):
+    from torchvision.datasets import CIFAR10
+
+    monkeypatch.setattr(CIFAR10, "download", lambda self: pytest.fail("a download was started"))
     t = time.time()
     with pytest.raises(DataError) as e:
-        load_dataset(tmp_path / "nothing-here")
-    assert time.time() - t < 20
+        load_dataset(tmp_path / "shared" / "nothing-here")
+    assert time.time() - t < 5
     msg = str(e.value)
-    assert "\n" not in msg and "cifar-10-python.tar.gz" in msg and "nothing-here" in msg
+    assert "\n" not in msg and "does not exist" in msg and "nothing-here" in msg and "train/<class>/" in msg
+    assert not (tmp_path / "shared").exists()  # neither the folder nor its parent was created
+
+
+def test_failed_download_leaves_nothing_behind(tmp_path, monkeypatch):
+    """--download offline: one line naming the archive, and the folders it made are gone again."""
+    from torchvision.datasets import CIFAR10
+
+    def offline(self):
+        os.makedirs(self.root, exist_ok=True)
+        (Path(self.root) / "cifar-10-python.tar.gz").write_bytes(b"partial")
+        raise OSError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(CIFAR10, "download", offline)
+    with pytest.raises(DataError, match="could not be downloaded.*name resolution.*cifar-10-python.tar.gz"):
+        load_dataset(tmp_path / "new" / "cifar", download=True)
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "empty").mkdir()  # an existing empty folder is a download target; it is left empty again
+    with pytest.raises(DataError, match="could not be downloaded"):
+        load_dataset(tmp_path / "empty")
+    assert list((tmp_path / "empty").iterdir()) == []
 
 
 @pytest.mark.parametrize(
@@ -102,13 +128,159 @@ def test_bad_folders(tmp_path, make, match):
         load_dataset(tmp_path)
 
 
-def test_corrupt_image_is_named(tmp_path):
+def test_subset_is_stratified_and_keeps_the_whole_test_set(image_folder):
+    ds = load_dataset(image_folder, subset=30)
+    assert len(ds.y_train) == 30 and np.bincount(ds.y_train).tolist() == [10, 10, 10]
+    assert len(ds.y_test) == 18  # --subset is for the search; the test set is never cut by it
+    cut = load_dataset(image_folder, subset=30, test_subset=9)
+    assert np.bincount(cut.y_test).tolist() == [3, 3, 3] and cut.source["num_test_full"] == 18
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# real-world folders: bad files skipped (or refused with --strict-data), odd files decoded right, any size
+
+
+def odd_folder(root: Path) -> Path:
+    """A small good folder plus every bad and every odd file of tests/odd_images.py in train/cat."""
+    folder = write_image_folder(root, n_train=6, n_test=3)
+    write_bad_files(folder / "train" / "cat")
+    write_odd_files(folder / "train" / "cat")
+    return folder
+
+
+def test_bad_files_are_skipped_and_listed(tmp_path):
+    folder = odd_folder(tmp_path / "f")
+    ds = load_dataset(folder)
+    got = {Path(s["path"]).name: s["reason"] for s in ds.skipped}
+    assert got == BAD_EXPECTED
+    assert all(s["path"].startswith("train/cat/") for s in ds.skipped)
+    n_odd = len(ODD_EXPECTED) + 1  # + the EXIF-rotated JPEG
+    assert len(ds.y_train) + len(ds.y_val) == 18 + n_odd and ds.num_files == 18 + 9 + n_odd + len(BAD_EXPECTED)
+    line = skip_summary(ds.skipped, ds.num_files, "full list in experiment.json")
+    counts, files = line.split("\n")
+    assert counts.startswith(f"skipped 8 of {ds.num_files} files (") and len(counts) <= 120 and len(files) <= 120
+    assert "3 unreadable" in counts and "4 not images" in counts and "1 too large" in counts
+    assert counts.endswith("full list in experiment.json")
+    assert files.startswith("  train/cat/.DS_Store (hidden), train/cat/._0001.png (AppleDouble), ") and "..." in files
+
+
+def test_strict_data_refuses_bad_files_in_one_line(tmp_path):
+    folder = odd_folder(tmp_path / "f")
+    with pytest.raises(DataError) as e:
+        load_dataset(folder, strict=True)
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith("--strict-data: 8 unusable files: ")
+    assert "train/cat/truncated.jpg (truncated)" in msg and "train/cat/bomb.png (too large)" in msg
+
+
+def test_fixing_a_bad_file_decodes_again(tmp_path):
     folder = write_image_folder(tmp_path / "f", n_train=4, n_test=2)
-    (folder / "train" / "dog" / "bad.png").write_bytes(b"not an image")
-    with pytest.raises(DataError, match="bad.png"):
+    bad = folder / "train" / "dog" / "9999.png"
+    bad.write_bytes(b"")
+    assert [s["reason"] for s in load_dataset(folder).skipped] == ["empty"]
+    assert [s["reason"] for s in load_dataset(folder).skipped] == ["empty"]  # the cache keeps the skip list
+    from PIL import Image
+
+    Image.new("RGB", (32, 32), (0, 180, 0)).save(bad)
+    ds = load_dataset(folder)
+    assert ds.skipped == [] and len(ds.y_train) + len(ds.y_val) == 13
+
+
+def test_a_class_left_without_images_is_named(tmp_path):
+    folder = write_image_folder(tmp_path / "f", n_train=4, n_test=2)
+    for f in (folder / "train" / "ship").iterdir():
+        f.write_bytes(b"broken")
+    with pytest.raises(DataError, match=r"class folder .*/train/ship has no usable images \(all 4 files skipped"):
         load_dataset(folder)
 
 
-def test_subset_is_stratified(image_folder):
-    ds = load_dataset(image_folder, subset=30)
-    assert len(ds.y_train) == 30 and np.bincount(ds.y_train).tolist() == [10, 10, 10]
+@pytest.mark.parametrize("name", [*ODD_EXPECTED])
+def test_odd_images_become_correct_rgb(tmp_path, name):
+    write_odd_files(tmp_path)
+    x = images.decode(tmp_path / name, 32)
+    assert x.dtype == np.uint8 and x.shape == (3, 32, 32)
+    np.testing.assert_allclose(x[:, 16, 16], ODD_EXPECTED[name], atol=3)
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    write_odd_files(tmp_path)
+    x = images.decode(tmp_path / "exif_rotated.jpg", 32).astype(int)
+    # upright: red on top, blue at the bottom (stored: red left, blue right)
+    assert x[0, 2, 16] > 200 and x[2, 2, 16] < 50 and x[2, 29, 16] > 200 and x[0, 29, 16] < 50
+
+
+def test_wide_images_are_resized_on_the_shorter_side_and_centre_cropped(tmp_path):
+    """96 wide x 64 tall at --image-size 64: the middle 64 columns are kept at full scale, 16 are lost each side."""
+    from PIL import Image
+
+    for split in ("train", "test"):
+        for cls in CLASSES:
+            d = tmp_path / split / cls
+            d.mkdir(parents=True)
+            for i in range(3):
+                a = np.zeros((64, 96, 3), np.uint8)
+                a[:, :16] = (255, 0, 0)  # edge bands the crop removes
+                a[:, 80:] = (0, 0, 255)
+                a[:, 16:80, 1] = np.arange(64, dtype=np.uint8)[None, :] * 4  # a horizontal ramp in the kept part
+                Image.fromarray(a).save(d / f"{i}.png")
+    ds = load_dataset(tmp_path, image_size=64)
+    assert ds.x_train.shape[1:] == (3, 64, 64) and ds.x_test.shape[1:] == (3, 64, 64)
+    assert ds.source["image_size"] == 64
+    img = ds.x_test[0]
+    assert img[0].max() == 0 and img[2].max() == 0  # neither edge band (red left, blue right) survived
+    np.testing.assert_array_equal(img[1, 10], np.arange(64) * 4)  # the kept middle, unscaled (no squashing)
+    # cached per size: 32 is a separate decode, the same crop scaled down
+    small = load_dataset(tmp_path, image_size=32)
+    assert small.x_train.shape[2:] == (32, 32) and len(list((tmp_path / "cache").glob("folder-*"))) == 2
+
+
+def test_default_size_follows_the_model(tmp_path):
+    folder = write_image_folder(tmp_path / "f", n_train=4, n_test=2, size=80)
+    assert load_dataset(folder).x_train.shape[2:] == (32, 32)  # lenet5 / resnet18: CIFAR-sized
+    # a model fed 224 px (resnet18_pretrained): stored at the folder's own 80 px, not blown up to 224
+    assert load_dataset(folder, model_side=224).x_train.shape[2:] == (80, 80)
+    assert load_dataset(folder, model_side=64).x_train.shape[2:] == (64, 64)
+
+
+def test_cifar_batches_stay_32(cifar_root):
+    assert load_dataset(cifar_root, model_side=224).x_train.shape[2:] == (32, 32)
+    with pytest.raises(DataError, match="32x32; --image-size is for image folders"):
+        load_dataset(cifar_root, image_size=64)
+
+
+def test_too_big_for_the_object_store_fails_before_decoding(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from search_driver import data as SD
+
+    folder = write_image_folder(tmp_path / "f", n_train=4, n_test=2)
+    monkeypatch.setattr(D, "_decode_folder", lambda *a: pytest.fail("decoded before the memory check"))
+    monkeypatch.setattr(SD, "predicted_object_store_bytes", lambda held: 1_000_000)
+    check = SD.object_store_check(SimpleNamespace(address=None))
+    with pytest.raises(DataError) as e:
+        load_dataset(folder, image_size=224, check=check)
+    msg = str(e.value)
+    assert msg.startswith("12 train/val images at 224x224 need 1.8 MB (uint8 224x224x3 each) in Ray's object store")
+    assert "will hold 1.0 MB" in msg and "--image-size" in msg and "\n" not in msg
+
+
+def test_object_store_prediction_is_rays_rule():
+    from ray._private.utils import estimate_available_memory
+
+    from search_driver.data import predicted_object_store_bytes
+
+    free = estimate_available_memory()
+    assert 0.25 * free < predicted_object_store_bytes(0) <= 0.3 * free + 1e8
+
+
+def test_the_model_decides_the_default_side():
+    from types import SimpleNamespace
+
+    from search_driver.data import model_side
+
+    def side(model, resolution=None, smoke_test=False):
+        return model_side(SimpleNamespace(model=model, resolution=resolution, smoke_test=smoke_test), 32)
+
+    assert side("lenet5") == side("resnet18") == side("keras_resnet18") == 32
+    assert side("resnet18_pretrained") == 224  # the largest searched resolution
+    assert side("resnet18_pretrained", resolution=96) == 96 and side("resnet18_pretrained", smoke_test=True) == 32

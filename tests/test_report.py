@@ -133,6 +133,7 @@ def test_report_end_to_end_with_seeds(smoke_experiment, tmp_path):
     assert "test accuracy" in proc.stdout
     report = (out / "report.md").read_text()
     assert "0.534" in report and "stopped early" in report  # the original's figures beside ours
+    assert "18 test images (the whole test split)" in report
     config = json.loads((out / "best_config.json").read_text())
     model = build_model("lenet5", num_classes=3, **config)
     model.load_state_dict(torch.load(out / "model.pth", weights_only=True))  # loadable as the note says
@@ -247,3 +248,19 @@ def test_pretrained_model_is_saved_with_its_imagenet_input(tiny_arrays, tmp_path
     loaded, epoch = fw.from_checkpoint(str(tmp_path), {"model": "resnet18_pretrained", "resolution": 48}, 3)
     assert epoch == 2 and torch.equal(loaded.fc.weight, model.fc.weight)
     assert "torchvision.models.resnet18(num_classes=3)" in fw.load_note({"model": "resnet18_pretrained"}, 3)
+
+
+def test_report_evaluates_the_whole_test_set_of_a_subset_search(image_folder):
+    """An experiment searched on --subset 9 is still reported on all 18 test images, and report.md says how many."""
+    from types import SimpleNamespace
+
+    import report
+
+    exp = SimpleNamespace(info={"data": {"path": str(image_folder), "image_size": 32, "subset": 9}, "split_seed": 0},
+                          path="exp")  # fmt: skip
+    args = SimpleNamespace(data_dir=None, cache_dir=None, test_subset=None)
+    ds = report.load_data(exp, args)
+    assert len(ds.y_train) == 9 and len(ds.y_test) == 18
+    assert report.test_set_line(ds) == "18 test images (the whole test split), 32x32."
+    cut = report.load_data(exp, SimpleNamespace(data_dir=None, cache_dir=None, test_subset=6))
+    assert report.test_set_line(cut) == "6 of the 18 test images (a stratified subset, `--test-subset 6`), 32x32."

@@ -114,8 +114,30 @@ def test_unknown_model(image_folder):
 
 
 def test_missing_data_dir(tmp_path):
-    line = one_line_error(run_cli("--data-dir", tmp_path / "absent", "--storage-path", tmp_path), within=15)
-    assert "absent" in line and "cifar-10" in line.lower()
+    line = one_line_error(run_cli("--data-dir", tmp_path / "shared" / "absent", "--storage-path", tmp_path), within=15)
+    assert "absent" in line and "does not exist" in line and "cifar-10" in line.lower()
+    assert not (tmp_path / "shared").exists()  # no folder created, no download started
+
+
+def test_search_runs_to_the_end_on_a_folder_of_bad_and_odd_files(tmp_path):
+    from test_data import odd_folder
+
+    folder = odd_folder(tmp_path / "odd")
+    proc = run_cli("--model", "lenet5", "--data-dir", folder, "--num-samples", 1, "--max-epochs", 1, "--subset", 30,
+                   "--storage-path", tmp_path, "--name", "odd", "--num-cpus", 2)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    counts = next(ln for ln in proc.stderr.splitlines() if ln.startswith("skipped "))
+    assert counts.startswith("skipped 8 of 44 files (") and counts.endswith("full list in experiment.json")
+    assert "decoding 40 images once (32x32)" in proc.stderr
+    info = json.loads((tmp_path / "odd" / "experiment.json").read_text())
+    assert len(info["data"]["skipped"]) == 8 and info["data"]["num_files"] == 44
+    assert {s["reason"] for s in info["data"]["skipped"]} >= {"truncated", "corrupt", "AppleDouble", "too large"}
+    assert info["data"]["image_size"] == 32 and info["args"]["image_size"] == 32
+    (rows,) = trial_results(tmp_path / "odd").values()
+    assert len(rows) == 1 and set(M.REPORT_KEYS) <= set(rows[0])  # the search ran to its end
+    strict = run_cli("--data-dir", folder, "--strict-data", "--smoke-test", "--storage-path", tmp_path)
+    line = one_line_error(strict, within=20)
+    assert "--strict-data: 8 unusable files" in line and "train/cat/truncated.jpg (truncated)" in line
 
 
 def test_empty_class_folders(tmp_path):

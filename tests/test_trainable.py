@@ -45,13 +45,35 @@ def test_reports_every_metric_key_each_epoch(tiny_arrays):
 
 
 def test_resume_from_checkpoint_continues_exactly(tiny_arrays, tmp_path):
-    model_full, reports_full, states = run(BASE, tiny_arrays)
+    """With dropout (torch's global RNG) and augmentation (the generator): bit-for-bit the uninterrupted run."""
+    import random
+
+    import numpy as np
+
+    config = {**BASE, "dropout": 0.4}
+    model_full, reports_full, states = run(config, tiny_arrays)
     save_checkpoint(states[0], str(tmp_path))  # as if the trial died after epoch 1
-    model_resumed, reports_resumed, _ = run(BASE, tiny_arrays, checkpoint=load_checkpoint(str(tmp_path)))
+    # a new process: the global RNGs hold whatever they hold (fit reseeds them; the checkpoint must win)
+    torch.manual_seed(123), np.random.seed(123), random.seed(123)
+    model_resumed, reports_resumed, _ = run(config, tiny_arrays, checkpoint=load_checkpoint(str(tmp_path)))
     assert [r[M.EPOCH] for r in reports_resumed] == [2, 3]
-    assert reports_resumed[-1][M.TRAIN_LOSS] == pytest.approx(reports_full[-1][M.TRAIN_LOSS], rel=1e-5)
+    assert reports_resumed[-1][M.TRAIN_LOSS] == reports_full[-1][M.TRAIN_LOSS]
     for a, b in zip(model_full.state_dict().values(), model_resumed.state_dict().values(), strict=True):
-        torch.testing.assert_close(a, b)
+        assert torch.equal(a, b)
+
+
+def test_checkpoint_rng_states_survive_weights_only_loading(tmp_path):
+    import random
+
+    import numpy as np
+
+    from trainables.torch_trainable import global_rng_state, set_global_rng_state
+
+    save_checkpoint({"global_rng": global_rng_state(CPU)}, str(tmp_path))
+    expected = (torch.rand(3), np.random.rand(3), random.random())
+    set_global_rng_state(load_checkpoint(str(tmp_path))["global_rng"], CPU)  # load_checkpoint: weights_only=True
+    got = (torch.rand(3), np.random.rand(3), random.random())
+    assert torch.equal(expected[0], got[0]) and np.array_equal(expected[1], got[1]) and expected[2] == got[2]
 
 
 def test_diverging_trial_reports_and_stops(tiny_arrays):
@@ -110,3 +132,15 @@ def test_cuda_memory_capped_to_the_gpu_fraction():
         setup_device(cpus=2, gpu_fraction=1.0)  # a whole GPU: no cap
         cap.assert_not_called()
     torch.set_num_threads(2)
+
+
+def test_lenet5_trains_at_the_stored_image_size(tmp_path):
+    """--image-size 48 on lenet5: fit sizes the net from the arrays (its classifier input depends on the side)."""
+    from conftest import write_image_folder
+
+    from trainables.data import load_dataset
+
+    data = load_dataset(write_image_folder(tmp_path / "f", n_train=6, n_test=2), image_size=48).search_arrays()
+    assert data["x_train"].shape[-1] == 48
+    _, reports, _ = run({**BASE, "max_epochs": 1}, data)
+    assert len(reports) == 1 and not reports[0][M.DIVERGED]

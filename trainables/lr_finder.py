@@ -88,7 +88,8 @@ def lr_range_test(
     torch.manual_seed(int(config.get("seed", 0)))
     x = to_device_tensor(data["x_train"], device)
     y = to_device_tensor(data["y_train"], device)
-    model = build_model(config["model"], len(data["classes"]), **config).to(device)
+    model = build_model(config["model"], len(data["classes"]), **{**config, "input_size": data["x_train"].shape[-1]})
+    model = model.to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     mean, std, size = input_config(model, *norm_tensors(data["mean"], data["std"], device))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import random
 import time
 import warnings
 from collections.abc import Callable
@@ -244,16 +245,21 @@ def fit(
     stop, so a retrain of a trial that ran 12 epochs of a 40-epoch cosine reproduces those 12 epochs exactly.
 
     After each epoch calls `report(metrics, state)` where `state` is a checkpoint dict (model, optimizer,
-    scheduler, epoch, rng) holding the live tensors: save or copy it inside the callback. Starts after `checkpoint["epoch"]` when resuming. Stops early if the loss diverges.
+    scheduler, epoch, generator and global RNG states) holding the live tensors: save or copy it inside the
+    callback. Starts after `checkpoint["epoch"]` when resuming. Stops early if the loss diverges.
     """
     horizon = int(config["max_epochs"])
     max_epochs = int(max_epochs or horizon)
     seed = int(config.get("seed", 0))
     torch.manual_seed(seed)
+    random.seed(seed)  # python's and numpy's global RNGs too: checkpointed and restored like torch's
+    np.random.seed(seed)
     x_train, y_train = to_device_tensor(data["x_train"], device), to_device_tensor(data["y_train"], device)
     x_val, y_val = to_device_tensor(data["x_val"], device), to_device_tensor(data["y_val"], device)
 
-    model = build_model(config["model"], len(data["classes"]), **config).to(device)
+    # input_size: the stored side, for builders whose layer sizes depend on it (lenet5 at --image-size N)
+    model = build_model(config["model"], len(data["classes"]), **{**config, "input_size": x_train.shape[-1]})
+    model = model.to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     mean, std, size = input_config(model, *norm_tensors(data["mean"], data["std"], device))
@@ -274,6 +280,8 @@ def fit(
         optimizer.load_state_dict(checkpoint["optimizer"])
         scheduler.load_state_dict(checkpoint["scheduler"])
         generator.set_state(checkpoint["rng"])  # a CPU ByteTensor for CPU and CUDA generators alike
+        if "global_rng" in checkpoint:  # checkpoints from before it was saved: the generator only
+            set_global_rng_state(checkpoint["global_rng"], device)
         start_epoch = int(checkpoint["epoch"])
 
     for epoch in range(start_epoch + 1, max_epochs + 1):
@@ -303,11 +311,38 @@ def fit(
             "scheduler": scheduler.state_dict(),
             "epoch": epoch,
             "rng": generator.get_state(),
+            "global_rng": global_rng_state(device),  # dropout draws from torch's global RNG, not `generator`
         }
         report(result, state)
         if diverged:
             break
     return model
+
+
+def global_rng_state(device: torch.device) -> dict:
+    """torch's (CPU and the device's CUDA), numpy's and Python's global RNG states, as tensors, lists and ints only:
+    checkpoints are read with torch.load(weights_only=True), which refuses numpy arrays and other objects."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "gauss": float(gauss)},
+        "python": {"version": version, "internal": list(internal), "gauss_next": gauss_next},
+    }  # fmt: skip
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def set_global_rng_state(state: dict, device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["internal"]), p["gauss_next"]))
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
 
 
 def save_checkpoint(state: dict, directory: str) -> None:

@@ -1,0 +1,75 @@
+"""The search's data: the image size to store, whether the arrays fit in Ray's object store, what was skipped.
+
+Runs in the driver before Ray starts: the file listing gives the image count and the size, so a data set that
+cannot fit fails in one line before a minute of decoding.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from trainables.data import DEFAULT_SIDE, DataError, Dataset, DecodePlan, load_dataset, skip_summary
+
+
+def human_bytes(n: float) -> str:
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{int(n)} B"
+
+
+def model_side(args, smoke_resolution: int) -> int:
+    """The input side the model will be fed: DEFAULT_SIDE, or for models that search `resolution`
+    (resnet18_pretrained) --resolution, --smoke-test's, or the largest searched value."""
+    from search_spaces import get_space
+
+    space, _ = get_space(args.model)
+    if "resolution" not in space:
+        return DEFAULT_SIDE
+    if args.resolution:
+        return int(args.resolution)
+    if args.smoke_test:
+        return smoke_resolution
+    res = space["resolution"]
+    return int(max(res.categories) if hasattr(res, "categories") else getattr(res, "upper", res))
+
+
+def predicted_object_store_bytes(held_bytes: int) -> int:
+    """What a local `ray.init()` will give its object store, by Ray's own rule: 30% of the memory available when it
+    starts (after the driver holds `held_bytes` of decoded arrays), capped by /dev/shm and 200 GB."""
+    from ray._private.utils import estimate_available_memory, resolve_object_store_memory
+
+    return int(resolve_object_store_memory(max(0, estimate_available_memory() - held_bytes)))
+
+
+def object_store_check(args):
+    """check(plan) for load_dataset: DataError when the search arrays would not fit in the local object store.
+
+    On a cluster (--address) the store belongs to the cluster's nodes, sized by their own `ray start`: not checked."""
+    if getattr(args, "address", None):
+        return None
+
+    def check(plan: DecodePlan) -> None:
+        need, capacity = plan.search_bytes, predicted_object_store_bytes(plan.total_bytes)
+        if need > capacity:
+            n = plan.image_size
+            raise DataError(
+                f"{plan.search_images:,} train/val images at {n}x{n} need {human_bytes(need)} (uint8 {n}x{n}x3 each) "
+                f"in Ray's object store, which will hold {human_bytes(capacity)} here (30% of free RAM); "
+                "use a smaller --image-size or --subset N"
+            )
+
+    return check
+
+
+def load_search_data(args, subset: int | None, smoke_resolution: int) -> Dataset:
+    """load_dataset for run_search.py; records the image size it chose in args (so --resume decodes the same)."""
+    dataset = load_dataset(
+        args.data_dir, seed=args.seed, image_size=getattr(args, "image_size", None), cache_dir=args.cache_dir,
+        subset=subset, model_side=model_side(args, smoke_resolution), strict=getattr(args, "strict_data", False),
+        download=getattr(args, "download", False), check=object_store_check(args),
+    )  # fmt: skip
+    args.image_size = int(dataset.source["image_size"])
+    if dataset.skipped:
+        print(skip_summary(dataset.skipped, dataset.num_files, "full list in experiment.json"), file=sys.stderr)
+    return dataset
