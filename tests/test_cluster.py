@@ -1,4 +1,4 @@
-"""cluster.yaml: Ray's own validation (what `ray up` runs first) and the properties the README promises.
+"""cluster.yaml: Ray's own validation (what `ray up` runs first) and the properties docs/cluster.md promises.
 
 No cloud account here: these check the file, not a launch. The multi-node behaviour is in test_multinode.py.
 """
@@ -95,10 +95,10 @@ def test_validation_catches_typos(typo):
 
 
 def readme_gcp_block() -> dict:
-    """The README's GCP switch: a YAML block that replaces the AWS-specific parts of cluster.yaml."""
-    blocks = re.findall(r"```yaml\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    """The GCP switch in docs/cluster.md: a YAML block that replaces the AWS-specific parts of cluster.yaml."""
+    blocks = re.findall(r"```yaml\n(.*?)```", (ROOT / "docs" / "cluster.md").read_text(), re.S)
     gcp = [yaml.safe_load(b) for b in blocks if "type: gcp" in b]
-    assert len(gcp) == 1, "README has one GCP block"
+    assert len(gcp) == 1, "docs/cluster.md has one GCP block"
     return gcp[0]
 
 
