@@ -30,6 +30,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import socket
 import sys
 import time
@@ -556,6 +557,7 @@ def error_causes(results) -> dict[str, int]:
             continue
         lines = [ln.strip() for ln in str(result.error).splitlines() if ln.strip()]
         cause = lines[-1] if lines else type(result.error).__name__
+        cause = re.sub(r"^(?:\w+\.)+(\w+: )", r"\1", cause)  # trainables.gpu_share.GPUUnavailableError: -> its name
         causes[cause] = causes.get(cause, 0) + 1
     return causes
 

@@ -78,6 +78,17 @@ def hungriest_configs(space: dict, defaults: dict, constants: dict) -> list[dict
     return [{**base, **dict(zip(variants, combo, strict=True))} for combo in combos]
 
 
+def run_probe(config: dict, data: dict, device, *, steps: int = PROBE_STEPS, epochs: int = 1):
+    """The trial's own `fit` for `epochs` epochs of `steps` batches, each followed by the full evaluation: the same
+    model, data on the device, optimizer, precision and eval batch as a trial. (model, reports)."""
+    from trainables.torch_trainable import fit
+
+    reports = []
+    model = fit({**config, "max_epochs": epochs}, data, lambda r, s: reports.append(r), device=device,
+                max_steps=steps)  # fmt: skip
+    return model, reports
+
+
 def measure(config: dict, data: dict, *, steps: int = PROBE_STEPS, epochs: int = 1) -> dict:
     """Train `config` for `steps` batches per epoch and evaluate the validation split, through the trial's `fit`,
     on this process's GPU (cuda:0); return the memory it took and the training throughput of the last epoch.
@@ -88,14 +99,11 @@ def measure(config: dict, data: dict, *, steps: int = PROBE_STEPS, epochs: int =
     import torch
 
     from trainables.torch_device import setup_device
-    from trainables.torch_trainable import fit
 
     device = setup_device(cpus=1, gpu_fraction=1.0)
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats(device)
-    reports = []
-    model = fit({**config, "max_epochs": epochs}, data, lambda r, s: reports.append(r), device=device,
-                max_steps=steps)  # fmt: skip
+    model, reports = run_probe(config, data, device, steps=steps, epochs=epochs)
     torch.cuda.synchronize(device)
     free, total = torch.cuda.mem_get_info(device)
     result = {
@@ -123,7 +131,7 @@ def measure_space(space: dict, defaults: dict, constants: dict, data: dict) -> d
     return worst
 
 
-def probe_usable_gpu(framework: str) -> str | None:
+def probe_usable_gpu(framework: str, share: float) -> str | None:
     """In a process holding a GPU: None if `framework` can use it, else the one-line GPUUnavailableError message."""
     from trainables.gpu_share import GPUUnavailableError
 
@@ -131,12 +139,12 @@ def probe_usable_gpu(framework: str) -> str | None:
         if framework == "torch":
             from trainables.torch_device import require_cuda
 
-            require_cuda(1.0)
+            require_cuda(share)
         else:
             from trainables.keras_trainable import require_gpu, tf
 
             if not tf.config.list_physical_devices("GPU"):
-                require_gpu(1.0)
+                require_gpu(share)
     except GPUUnavailableError as e:
         return str(e)
     return None
@@ -154,7 +162,8 @@ def check_gpu_usable(framework: str, gpus_per_trial: float) -> None:
     (a CPU-only torch, or tensorflow-cpu, on GPU nodes would otherwise fail every trial and every retry)."""
     import ray
 
-    message = ray.get(_remote(probe_usable_gpu, min(gpus_per_trial, 1.0)).remote(framework))
+    share = min(gpus_per_trial, 1.0)
+    message = ray.get(_remote(probe_usable_gpu, share).remote(framework, share))
     if message:
         raise PackingError(message.replace("this trial holds", "a probe task on a GPU node held", 1))
 
@@ -178,10 +187,11 @@ def _reserve() -> int:
 
 
 def describe(info: dict) -> str:
-    """One line for the console (fits 120 columns)."""
+    """Two lines for the console (each within 120 columns): what was measured, what was chosen."""
     m = info["measured"]
     keys = ", ".join(f"{k} {v}" for k, v in m["config"].items())
     return (
-        f"gpus-per-trial auto: peak {gib(m['peak_reserved'])} + context {gib(m['context'])} ({keys}, {m['precision']})"
-        f" on {m['gpu']} ({gib(m['total'])}) -> {info['trials_per_gpu']} trials/GPU, {info['gpu_fraction']:g} GPU each"
+        f"gpus-per-trial auto: {m['gpu']} ({gib(m['total'])}), largest config ({keys}, {m['precision']}):\n"
+        f"  peak {gib(m['peak_reserved'])} + context {gib(m['context'])}, +{info['headroom']:.0%} headroom"
+        f" -> {info['trials_per_gpu']} trials per GPU, {info['gpu_fraction']:g} GPU each"
     )
