@@ -123,3 +123,26 @@ def test_gpu_share_on_a_node_without_cuda_is_caught_before_the_search_and_report
     assert len(causes) == 1 and results.num_errors == 2
     [(cause, n)] = causes.items()
     assert n == 2 and cause.startswith("GPUUnavailableError: this trial holds 0.5 GPU but torch")
+
+
+def test_gpu_check_without_a_gpu_says_so_in_one_line(capsys):
+    from bench import gpu_check
+
+    assert gpu_check.main([]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("no GPU: ") and "requirements-gpu.txt" in err
+
+
+def test_gpu_check_table_format():
+    from bench import gpu_check
+
+    row = {"model": "resnet18_pretrained", "resolution": 224, "batch_size": 256, "precision": "bf16",
+           "images_per_s": 1234.5, "peak_reserved": 4 * GiB, "context": GiB // 2, "total": 24 * GiB}  # fmt: skip
+    text = gpu_check.format_table("gpu_check: NVIDIA A10G", [row, {**row, "peak_reserved": 9 * GiB},
+                                                              {"model": "keras_resnet18", "error": "boom"}])  # fmt: skip
+    lines = text.splitlines()
+    assert lines[1].split() == ["model", "res", "batch", "precision", "images/s", "peak", "GiB", "context", "GiB",
+                                "2/GPU", "4/GPU"]  # fmt: skip
+    assert lines[2].split() == ["resnet18_pretrained", "224", "256", "bf16", "1234", "4.00", "0.50", "yes", "yes"]
+    assert lines[3].split()[-2:] == ["yes", "no"]  # 9.5 GiB x 1.15: 2 fit in 24 GiB, 4 do not
+    assert lines[4] == "keras_resnet18       error: boom" and all(len(line) <= 120 for line in lines)
