@@ -625,7 +625,8 @@ def main(argv=None) -> int:
         apply_smoke_test(args)
         check_args(args)
         args.train_on_cpu = getattr(args, "train_on_cpu", False) or bool(args.local_gpus)
-        if args.gpus_per_trial == "auto" and not args.address:
+        auto = args.gpus_per_trial == "auto"
+        if auto and not args.address:
             import torch
 
             if torch.cuda.device_count() == 0:
@@ -633,7 +634,7 @@ def main(argv=None) -> int:
                     "--gpus-per-trial auto measures a training step on a GPU, but this machine has no CUDA GPU; "
                     "give a number (0.25 packs 4 trials per GPU), or --address a cluster with GPU nodes"
                 )
-        elif args.gpus_per_trial > 0 and not args.address and not args.local_gpus:
+        elif not auto and args.gpus_per_trial > 0 and not args.address and not args.local_gpus:
             import torch
 
             if torch.cuda.device_count() == 0:

@@ -144,6 +144,10 @@ def test_fp16_training_records_precision_and_checkpoints_the_grad_scaler(tiny_ar
     plain = []
     fit(LENET, tiny_arrays, lambda r, s: plain.append((r, s)), device=cpu, max_epochs=1)
     assert plain[0][0][M.PRECISION] == "fp32" and plain[0][1]["scaler"] == {}  # disabled scaler: no state
+    # a checkpoint from a bf16 GPU (or CPU) resumed on an fp16 one: nothing to restore (torch refuses an empty dict)
+    moved = []
+    fit({**LENET, "precision": "fp16"}, tiny_arrays, lambda r, s: moved.append(r), device=cpu, checkpoint=plain[0][1])
+    assert [r[M.EPOCH] for r in moved] == [2]
 
 
 def test_eval_batch_is_the_training_batch_on_a_gpu():

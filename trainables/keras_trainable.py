@@ -395,5 +395,8 @@ def train_keras(config: dict, data: dict) -> None:
     # Tune reuses worker processes (reuse_actors): drop the previous trial's models and Keras state first (this
     # also resets the dtype policy, so it comes before the set-up).
     keras.backend.clear_session(free_memory=True)
-    setup_tensorflow(*resources)  # before TF builds anything
+    cpus, gpu_fraction = resources
+    if config.get("device") == "cpu":  # --train-on-cpu: a GPU share on purpose without a GPU (logical GPUs)
+        gpu_fraction = 0.0
+    setup_tensorflow(cpus, gpu_fraction)  # before TF builds anything
     run_trial(fit, save_checkpoint, load_checkpoint, config, data, device=config.get("device"))

@@ -281,7 +281,9 @@ def fit(
         optimizer.load_state_dict(checkpoint["optimizer"])
         scheduler.load_state_dict(checkpoint["scheduler"])
         generator.set_state(checkpoint["rng"])  # a CPU ByteTensor for CPU and CUDA generators alike
-        if "scaler" in checkpoint:  # fp16's loss scale and growth tracker: a resumed run scales as an uninterrupted one
+        # fp16: the loss scale and growth tracker, so a resumed run scales as an uninterrupted one. Empty (a disabled
+        # scaler: bf16 or fp32) or absent (older checkpoints): nothing to restore; torch refuses an empty dict.
+        if checkpoint.get("scaler"):
             scaler.load_state_dict(checkpoint["scaler"])
         start_epoch = int(checkpoint["epoch"])
 
