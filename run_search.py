@@ -566,7 +566,7 @@ def print_summary(results, args, path: str) -> None:
     from trainables import metrics as M
 
     for cause, n in error_causes(results).items():
-        print(f"{n} trial{'s' if n > 1 else ''} failed: {cause}"[:240], file=sys.stderr)
+        print(f"{n} trial{'s' if n > 1 else ''} failed: {cause}"[:300], file=sys.stderr)
     df = results.get_dataframe()
     if df.empty or args.metric not in df:
         print(f"\nNo trial reported a result. Experiment: {path}")
