@@ -9,8 +9,9 @@
     # continue an interrupted experiment (finished trials are not re-run)
     python run_search.py --resume --name lenet5-20261121-120000
 
-    # on a Ray cluster, 4 trials per GPU
+    # on a Ray cluster, 4 trials per GPU; or as many as fit, measured on a GPU first (docs/gpu.md)
     python run_search.py --model resnet18 --data-dir DIR --address auto --gpus-per-trial 0.25
+    python run_search.py --model resnet18 --data-dir DIR --address auto --gpus-per-trial auto
 
     # fine-tune ImageNet-pretrained ResNet-18 (weights from the torch hub cache, or --weights PATH offline)
     python run_search.py --model resnet18_pretrained --data-dir DIR --gpus-per-trial 0.5
@@ -29,6 +30,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import socket
 import sys
 import time
@@ -51,6 +53,16 @@ DEFAULT_REDUCTION_FACTOR = 3
 
 class UsageError(Exception):
     """Bad input: printed as one line, exit code 2."""
+
+
+def gpus_arg(value: str) -> float | str:
+    """--gpus-per-trial: a number, or "auto" (measure a trial's GPU memory, then pack; search_driver/gpu_packing)."""
+    if value == "auto":
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'auto', got {value!r}") from None
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -159,7 +171,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     g = p.add_argument_group("resources")
     g.add_argument("--cpus-per-trial", type=float, default=1)
-    g.add_argument("--gpus-per-trial", type=float, default=0, help="fractions pack trials: 0.25 = 4 trials per GPU")
+    g.add_argument(
+        "--gpus-per-trial",
+        type=gpus_arg,
+        default=0,
+        help="fractions pack trials: 0.25 = 4 per GPU; auto = measure on a GPU, pack as many as fit (docs/gpu.md)",
+    )
+    g.add_argument(
+        "--train-on-cpu",
+        action="store_true",
+        help="trials train on the CPU even when they hold a GPU share: testing GPU scheduling on logical GPUs "
+        "(implied by --local-gpus)",
+    )
     g.add_argument("--max-concurrent", type=int, default=None, help="cap on trials running at once")
     g.add_argument("--max-failures", type=int, default=0, help="retries of a failed trial, from its last checkpoint")
     g = p.add_argument_group("experiment and cluster")
@@ -214,7 +237,9 @@ def check_args(args) -> None:
         raise UsageError(f"--grace-period {args.grace_period} exceeds --max-epochs {args.max_epochs}")
     if args.cpus_per_trial <= 0:
         raise UsageError("--cpus-per-trial must be positive")
-    if args.gpus_per_trial < 0 or (args.gpus_per_trial > 1 and args.gpus_per_trial != int(args.gpus_per_trial)):
+    if args.gpus_per_trial == "auto":
+        pass
+    elif args.gpus_per_trial < 0 or (args.gpus_per_trial > 1 and args.gpus_per_trial != int(args.gpus_per_trial)):
         raise UsageError("--gpus-per-trial must be a fraction of one GPU (0.25, 0.5) or a whole number of GPUs")
     if args.resume and not args.name:
         raise UsageError("--resume needs --name NAME of the experiment to continue")
@@ -400,7 +425,7 @@ def check_resources(args) -> None:
 
     from analysis.experiment import is_uri
 
-    need = {"CPU": args.cpus_per_trial, "GPU": args.gpus_per_trial}
+    need = {"CPU": args.cpus_per_trial, "GPU": 1 if args.gpus_per_trial == "auto" else args.gpus_per_trial}
     nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
     types = autoscaler_node_types() if args.address else None
     if args.address and not is_uri(args.storage_path) and (len(nodes) > 1 or types):
@@ -423,16 +448,52 @@ def check_resources(args) -> None:
         where = "no node of the Ray cluster"
     max_cpu = max((r.get("CPU", 0) for r in nodes), default=0)
     max_gpu = max((r.get("GPU", 0) for r in nodes), default=0)
-    if args.gpus_per_trial > 0 and not any(_fits(r, {"GPU": args.gpus_per_trial}) for r in nodes):
+    gpus = need["GPU"]
+    asked = "auto" if args.gpus_per_trial == "auto" else f"{gpus:g}"
+    if gpus > 0 and not any(_fits(r, {"GPU": gpus}) for r in nodes):
         raise UsageError(
-            f"--gpus-per-trial {args.gpus_per_trial:g} asked, but {where} has "
-            f"{'GPUs' if max_gpu == 0 else f'{args.gpus_per_trial:g} GPUs (largest: {max_gpu:g})'}; "
+            f"--gpus-per-trial {asked} asked, but {where} has "
+            f"{'GPUs' if max_gpu == 0 else f'{gpus:g} GPUs (largest: {max_gpu:g})'}; "
             "use --gpus-per-trial 0 on CPU or --address a cluster with GPU nodes"
         )
     raise UsageError(
-        f"--cpus-per-trial {args.cpus_per_trial:g} with --gpus-per-trial {args.gpus_per_trial:g} fits {where} "
+        f"--cpus-per-trial {args.cpus_per_trial:g} with --gpus-per-trial {need['GPU']:g} fits {where} "
         f"(largest: {max_cpu:g} CPUs, {max_gpu:g} GPUs)"
     )
+
+
+def check_one_gpu_per_trial(args) -> None:
+    """A trial trains on one device (fit has no data parallelism): 2+ GPUs per trial would hold GPUs it never
+    uses. Checked after check_resources, whose message covers requests no node can satisfy."""
+    if args.gpus_per_trial != "auto" and args.gpus_per_trial > 1:
+        raise UsageError(
+            f"--gpus-per-trial {args.gpus_per_trial:g}: a trial trains on one GPU (no data parallelism); use 1, a "
+            "fraction (0.25 packs 4 trials per GPU) or auto"
+        )
+
+
+def prepare_gpus(args, space: dict, defaults: dict, constants: dict, data: dict) -> dict | None:
+    """Before the search, on a GPU of the cluster: `auto` measures and picks the packing (returned, for
+    experiment.json); a number checks that the trials' framework can use the GPU there."""
+    from search_driver import gpu_packing
+    from trainables.models import get_spec
+
+    if args.train_on_cpu or args.gpus_per_trial == 0:
+        return None
+    framework = get_spec(args.model).framework
+    try:
+        gpu_packing.check_gpu_usable(framework, 1 if args.gpus_per_trial == "auto" else args.gpus_per_trial)
+        if args.gpus_per_trial != "auto":
+            return None
+        if framework != "torch":
+            raise UsageError(f"--gpus-per-trial auto measures torch models; give {args.model} a number (0.25, 0.5)")
+        print("gpus-per-trial auto: measuring the largest config on a GPU...", flush=True)
+        info = gpu_packing.auto_packing(space, defaults, constants, data)
+    except gpu_packing.PackingError as e:
+        raise UsageError(str(e)) from None
+    print(gpu_packing.describe(info), flush=True)
+    args.gpus_per_trial = info["gpu_fraction"]  # saved in experiment.json's args: --resume packs the same
+    return {"requested": "auto", **info}
 
 
 def _describe(need: dict) -> str:
@@ -600,9 +661,26 @@ def restore_args(args) -> argparse.Namespace:
     return args
 
 
+def error_causes(results) -> dict[str, int]:
+    """The errored trials' causes, each once: the exception's last line (e.g. "GPUUnavailableError: this trial holds
+    0.25 GPU but ...") -> how many trials ended with it. Tune logs each failure's traceback as it happens; this
+    is the summary a reader needs."""
+    causes: dict[str, int] = {}
+    for result in results:
+        if result.error is None:
+            continue
+        lines = [ln.strip() for ln in str(result.error).splitlines() if ln.strip()]
+        cause = lines[-1] if lines else type(result.error).__name__
+        cause = re.sub(r"^(?:\w+\.)+(\w+: )", r"\1", cause)  # trainables.gpu_share.GPUUnavailableError: -> its name
+        causes[cause] = causes.get(cause, 0) + 1
+    return causes
+
+
 def print_summary(results, args, path: str) -> None:
     from trainables import metrics as M
 
+    for cause, n in error_causes(results).items():
+        print(f"{n} trial{'s' if n > 1 else ''} failed: {cause}"[:300], file=sys.stderr)
     mode = M.SEARCH_METRICS[args.metric]
     # Each trial's best epoch (the one rule for "best": analysis/trials.py), not its last.
     df = results.get_dataframe(filter_metric=args.metric, filter_mode=mode)
@@ -663,7 +741,17 @@ def main(argv=None) -> int:
         apply_smoke_test(args)
         fill_defaults(args)
         check_args(args)
-        if args.gpus_per_trial > 0 and not args.address and not args.local_gpus:
+        args.train_on_cpu = getattr(args, "train_on_cpu", False) or bool(args.local_gpus)
+        auto = args.gpus_per_trial == "auto"
+        if auto and not args.address:
+            import torch
+
+            if torch.cuda.device_count() == 0:
+                raise UsageError(
+                    "--gpus-per-trial auto measures a training step on a GPU, but this machine has no CUDA GPU; "
+                    "give a number (0.25 packs 4 trials per GPU), or --address a cluster with GPU nodes"
+                )
+        elif not auto and args.gpus_per_trial > 0 and not args.address and not args.local_gpus:
             import torch
 
             if torch.cuda.device_count() == 0:
@@ -687,6 +775,8 @@ def main(argv=None) -> int:
         constants = {"model": args.model, "max_epochs": args.max_epochs, "seed": args.seed}
         if args.weights:
             constants["weights_path"] = args.weights
+        if args.train_on_cpu:
+            constants["device"] = "cpu"  # the trainables' override: no GPU needed for a GPU share
         path = join(args.storage_path, args.name)
         finder = None
         if args.lr_find or (args.lr_range_from_finder and not args.resume):
@@ -702,6 +792,8 @@ def main(argv=None) -> int:
 
         start_ray(args)
         check_resources(args)
+        check_one_gpu_per_trial(args)
+        packing = None if args.resume else prepare_gpus(args, space, defaults, constants, dataset.search_arrays())
         trainable = make_trainable(args, dataset.search_arrays())
         if args.resume:
             if not tune.Tuner.can_restore(path):
@@ -711,6 +803,8 @@ def main(argv=None) -> int:
             info = experiment_info(args, dataset, space)
             if finder:
                 info["lr_finder"] = finder
+            if packing:
+                info["gpu_packing"] = packing
             write_json(join(path, EXPERIMENT_FILE), info)
             tuner = build_tuner(args, trainable, {**space, **constants}, defaults, args.storage_path)
         results = tuner.fit()

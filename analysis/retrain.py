@@ -46,6 +46,8 @@ class TorchFramework:
 
         from trainables.torch_trainable import setup_device
 
+        if device is None:  # report.py without --device: the GPU when there is one
+            device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = setup_device(cpus=torch.get_num_threads(), gpu_fraction=1.0 if device != "cpu" else 0.0,
                                    device=device)  # fmt: skip
 
@@ -69,10 +71,12 @@ class TorchFramework:
         return model.to(self.device), int(state["epoch"])
 
     def scores(self, model, x: np.ndarray, data: dict, config: dict) -> np.ndarray:
-        from trainables.torch_trainable import norm_tensors, predict, to_device_tensor
+        from trainables.torch_trainable import eval_batch_size, norm_tensors, predict, to_device_tensor
 
         mean, std = norm_tensors(data["mean"], data["std"], self.device)
-        return predict(model, to_device_tensor(x, self.device), mean=mean, std=std, device=self.device).cpu().numpy()
+        batch = eval_batch_size(self.device, int(config["batch_size"]))
+        x = to_device_tensor(x, self.device)
+        return predict(model, x, mean=mean, std=std, device=self.device, batch_size=batch).cpu().numpy()
 
     def input_spec(self, model, data: dict) -> dict:
         """What the saved model must be fed: normalisation (the data set's, or ImageNet's for a pretrained
@@ -86,7 +90,9 @@ class TorchFramework:
     def save(self, model, out_dir: Path) -> str:
         import torch
 
-        torch.save(model.state_dict(), out_dir / self.weights_file)
+        # CPU tensors: a state dict saved from a GPU keeps CUDA tensors, which torch.load cannot place on a CPU-only
+        # machine without map_location.
+        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, out_dir / self.weights_file)
         return self.weights_file
 
     def load_note(self, config: dict, num_classes: int) -> str:
@@ -100,7 +106,7 @@ class TorchFramework:
             )
         return (
             f"```python\nimport torch\n{build}"
-            f"model.load_state_dict(torch.load('{self.weights_file}', weights_only=True))\nmodel.eval()\n"
+            f"model.load_state_dict(torch.load('{self.weights_file}', map_location='cpu', weights_only=True))\nmodel.eval()\n"
             "# inputs: float NCHW images in [0, 1], resized to best_config.json's input['input_size'] and normalised\n"
             "# with its input['mean'] / input['std']\n```"
         )
@@ -115,9 +121,11 @@ class KerasFramework:
     def __init__(self, device: str | None = None):
         import os
 
-        from trainables.keras_trainable import setup_tensorflow
+        from trainables.keras_trainable import setup_tensorflow, tf
 
-        self.device = setup_tensorflow(cpus=os.cpu_count() or 1, gpu_fraction=0.0 if device == "cpu" else 1.0)
+        # without --device: the GPU when TF lists one; --device cuda/gpu on a machine without: one-line error
+        use_gpu = device != "cpu" and (device is not None or bool(tf.config.list_physical_devices("GPU")))
+        self.device = setup_tensorflow(cpus=os.cpu_count() or 1, gpu_fraction=1.0 if use_gpu else 0.0)
 
     def fit(self, config: dict, data: dict, epochs: int, on_epoch: Callable[[dict], None]) -> Run:
         from trainables.keras_trainable import fit

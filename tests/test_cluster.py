@@ -57,8 +57,18 @@ def test_gpu_worker_type_autoscales_from_zero(config):
 def test_nodes_get_the_project_and_its_requirements(config):
     mounts = config["file_mounts"]
     project = next(remote for remote, local in mounts.items() if local == ".")
-    setup = " ".join(config["setup_commands"])
-    assert f"{project}/requirements.txt" in setup and "pip install" in setup
+    head, workers = " ".join(config["head_setup_commands"]), " ".join(config["worker_setup_commands"])
+    assert f"pip install -q -r {project}/requirements.txt" in head  # the driver: the CPU stack, as CI
+    assert f"pip install -q -r {project}/requirements-gpu.txt" in workers  # GPU workers: TF's CUDA build
+
+    # the GPU file = the CPU file with tensorflow[and-cuda] for tensorflow-cpu, same versions
+    def pins(name):
+        lines = (ROOT / name).read_text().splitlines()
+        return {ln.split("#")[0].strip() for ln in lines if ln.split("#")[0].strip()}
+
+    cpu, gpu = pins("requirements.txt"), pins("requirements-gpu.txt")
+    dev = {p for p in cpu if p.startswith(("pytest", "ruff"))}
+    assert gpu - cpu == {"tensorflow[and-cuda]==2.21.0"} and cpu - gpu - dev == {"tensorflow-cpu==2.21.0"}
     # Ray in the image = Ray pinned in requirements.txt = Ray running here: clients and cluster must match.
     pinned = re.search(r"^ray\[[^\]]*\]==(\S+)", (ROOT / "requirements.txt").read_text(), re.M).group(1)
     assert pinned == ray.__version__

@@ -1,5 +1,5 @@
 """Keras ResNet-18: builder and Block, augmentation, the training loop (metric keys, exact resume, divergence),
-the Ray trainable's checkpoint glue, TF set-up for GPU shares (mocked: no GPU here), and --smoke-test end to end."""
+the Ray trainable's checkpoint glue, TF thread set-up, and --smoke-test end to end."""
 
 from __future__ import annotations
 
@@ -232,59 +232,7 @@ def test_ray_trainable_resumes_from_its_checkpoint_and_checkpoints_each_epoch(tr
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# TensorFlow set-up (no GPU here: TF's device calls are mocked, the decisions are real)
-
-
-GPU = tf.config.PhysicalDevice(name="/physical_device:GPU:0", device_type="GPU")
-
-
-@pytest.fixture()
-def tf_config():
-    """Every TF/Keras call setup_tensorflow makes, mocked (they would fail here or change the test process)."""
-    with (
-        mock.patch.object(tf.config, "list_physical_devices", return_value=[GPU]),
-        mock.patch.object(tf.config, "set_logical_device_configuration") as logical,
-        mock.patch.object(tf.config, "set_visible_devices") as visible,
-        mock.patch.object(tf.config.experimental, "set_memory_growth") as growth,
-        mock.patch.object(tf.config.threading, "set_intra_op_parallelism_threads") as intra,
-        mock.patch.object(tf.config.threading, "set_inter_op_parallelism_threads") as inter,
-        mock.patch.object(keras.mixed_precision, "set_global_policy") as policy,
-        mock.patch("trainables.keras_trainable.gpu_total_memory_mb", return_value=16_000) as total,
-    ):
-        yield mock.Mock(logical=logical, visible=visible, growth=growth, intra=intra, inter=inter, policy=policy,
-                        total=total)  # fmt: skip
-
-
-def test_gpu_share_limits_memory_before_anything_is_built(tf_config):
-    from trainables.keras_trainable import setup_tensorflow
-
-    assert setup_tensorflow(cpus=2, gpu_fraction=0.25) == "gpu"
-    (device, [config]), _ = tf_config.logical.call_args
-    assert device is GPU and config.memory_limit == 4_000  # 0.25 x 16,000 MiB
-    tf_config.intra.assert_called_once_with(2)
-    tf_config.inter.assert_called_once_with(2)
-    tf_config.policy.assert_called_once_with("mixed_float16")
-    tf_config.growth.assert_not_called()
-
-
-def test_whole_gpu_grows_and_cpu_trial_hides_gpus(tf_config):
-    from trainables.keras_trainable import setup_tensorflow
-
-    assert setup_tensorflow(cpus=1, gpu_fraction=1) == "gpu"
-    tf_config.growth.assert_called_once_with(GPU, True)
-    tf_config.logical.assert_not_called()
-    assert setup_tensorflow(cpus=1, gpu_fraction=0) == "cpu"
-    tf_config.visible.assert_called_once_with([], "GPU")
-    assert tf_config.policy.call_args_list[-1] == mock.call("float32")  # mixed precision on GPU only
-
-
-def test_unknown_gpu_memory_falls_back_to_growth(tf_config):
-    from trainables.keras_trainable import setup_tensorflow
-
-    tf_config.total.return_value = None
-    with pytest.warns(UserWarning, match="memory growth"):
-        setup_tensorflow(cpus=1, gpu_fraction=0.5)
-    tf_config.growth.assert_called_once_with(GPU, True)
+# TensorFlow set-up (GPU shares: tests/test_gpu.py, with TF's physical-device list faked in a fresh process)
 
 
 def test_gpu_total_memory_asks_nvidia_smi_for_the_trials_gpu(monkeypatch):

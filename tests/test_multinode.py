@@ -59,7 +59,7 @@ def test_search_scales_up_gpu_workers_and_trials_run_on_them(autoscaling_cluster
     c = autoscaling_cluster
     proc = c.run(
         sys.executable, RUN_SEARCH, "--address", c.address, "--model", "lenet5", "--data-dir", image_folder,
-        "--num-samples", 2, "--max-epochs", 2, "--grace-period", 2, "--gpus-per-trial", 0.5,
+        "--num-samples", 2, "--max-epochs", 2, "--grace-period", 2, "--gpus-per-trial", 0.5, "--train-on-cpu",
         "--storage-path", tmp_path, "--name", "mn",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
@@ -118,7 +118,7 @@ def test_ray_job_submit_with_working_dir(fixed_cluster, image_folder, tmp_path):
     proc = c.run(
         RAY, "job", "submit", "--address", c.dashboard_url, "--working-dir", ROOT, "--",
         "python", "run_search.py", "--model", "lenet5", "--data-dir", image_folder, "--smoke-test",
-        "--gpus-per-trial", 0.5, "--storage-path", tmp_path, "--name", "job",
+        "--gpus-per-trial", 0.5, "--train-on-cpu", "--storage-path", tmp_path, "--name", "job",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     assert "succeeded" in proc.stdout + proc.stderr

@@ -88,7 +88,9 @@ def test_fractional_gpus_pack_four_trials_on_one_gpu(tiny_arrays, tmp_path):
              runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})  # fmt: skip
     try:
         trainable = tune.with_resources(tune.with_parameters(probe, data=tiny_arrays), {"cpu": 0.5, "gpu": 0.25})
-        config = dict(model="lenet5", lr=1e-3, batch_size=16, max_epochs=1, seed=0, i=tune.grid_search([0, 1, 2, 3]))
+        # device "cpu": what --train-on-cpu sets; without it a trial holding a GPU share and no CUDA fails at once
+        config = dict(model="lenet5", lr=1e-3, batch_size=16, max_epochs=1, seed=0, device="cpu",
+                      i=tune.grid_search([0, 1, 2, 3]))  # fmt: skip
         results = tune.Tuner(
             trainable, param_space=config, run_config=tune.RunConfig(storage_path=str(tmp_path), name="gpus")
         ).fit()

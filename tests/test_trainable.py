@@ -1,7 +1,6 @@
-"""The training loop without Ray: metric keys, exact resume from a checkpoint, divergence, device set-up."""
+"""The training loop without Ray: metric keys, exact resume from a checkpoint, divergence, CPU device set-up."""
 
 import copy
-from unittest import mock
 
 import pytest
 import torch
@@ -119,19 +118,8 @@ def test_cpu_threads_follow_the_trial_cpus():
         torch.set_num_threads(before)
 
 
-def test_cuda_memory_capped_to_the_gpu_fraction():
-    """No CUDA here: the CUDA calls are mocked, the decisions are real."""
-    with (
-        mock.patch("torch.cuda.is_available", return_value=True),
-        mock.patch("torch.cuda.set_per_process_memory_fraction") as cap,
-    ):
-        dev = setup_device(cpus=2, gpu_fraction=0.25)
-        assert dev.type == "cuda"
-        cap.assert_called_once_with(0.25, dev)
-        cap.reset_mock()
-        setup_device(cpus=2, gpu_fraction=1.0)  # a whole GPU: no cap
-        cap.assert_not_called()
-    torch.set_num_threads(2)
+# The CUDA branches of setup_device (memory cap, device index, precision) are in tests/test_gpu.py, with only
+# torch._C faked.
 
 
 def test_lenet5_trains_at_the_stored_image_size(tmp_path):

@@ -24,6 +24,7 @@ import numpy as np
 
 from . import metrics as M
 from .augment_keys import Augment
+from .gpu_share import GPUUnavailableError, memory_cap
 from .keras_env import keras, tf
 from .models import build_model
 
@@ -34,6 +35,7 @@ SCHEDULES = ("constant", "step", "cosine", "onecycle")
 EVAL_BATCH = 512
 TF_DEVICES = {"cpu": "/CPU:0", "cuda": "/GPU:0", "gpu": "/GPU:0"}  # torch-style names report.py may pass
 MIXED_POLICY = "mixed_float16"  # fp16 + loss scaling runs on every CUDA GPU TF supports (bf16 needs Ampere+)
+PRECISION_OF_POLICY = {"mixed_float16": "fp16", "mixed_bfloat16": "bf16", "float32": "fp32"}  # metrics.PRECISION
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -45,6 +47,8 @@ def setup_tensorflow(cpus: float = 1, gpu_fraction: float = 0.0) -> str:
     "gpu" or "cpu". Ray does not isolate GPU memory: with 0.25 GPU the trial limits itself to 25% of it."""
     threads = max(1, int(cpus))
     gpus = tf.config.list_physical_devices("GPU")
+    if gpu_fraction > 0 and not gpus:
+        require_gpu(gpu_fraction)
     try:
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(threads)
@@ -59,12 +63,28 @@ def setup_tensorflow(cpus: float = 1, gpu_fraction: float = 0.0) -> str:
     return "gpu" if on_gpu else "cpu"
 
 
+def require_gpu(gpu_fraction: float) -> None:
+    """Called when TF lists no GPU for a trial holding `gpu_fraction` of one: raise GPUUnavailableError, naming
+    whether this TF has no GPU support at all (tensorflow-cpu) or sees no device."""
+    if not tf.sysconfig.get_build_info().get("is_cuda_build", False):
+        cause = f"TensorFlow {tf.__version__} has no GPU support (tensorflow-cpu)"
+        fix = "install tensorflow[and-cuda] on GPU nodes: pip install -r requirements-gpu.txt"
+    else:
+        cause = f"TensorFlow {tf.__version__} lists no GPU (no driver, CUDA libraries missing, or none visible)"
+        fix = "check nvidia-smi and CUDA_VISIBLE_DEVICES on the node"
+    raise GPUUnavailableError(
+        f"this trial holds {gpu_fraction:g} GPU but {cause}; {fix}, or run with --gpus-per-trial 0"
+    )
+
+
 def limit_gpu_memory(gpus: list, fraction: float) -> None:
-    """A share of one GPU: a logical device of fraction x its total memory. Whole GPUs: allocate on demand."""
+    """A share of one GPU: a logical device of (fraction x its total memory, minus the CUDA context's reserve).
+    Whole GPUs: allocate on demand."""
     for index, gpu in enumerate(gpus):
         total = gpu_total_memory_mb(index) if fraction < 1 else None
         if total:
-            limit = tf.config.LogicalDeviceConfiguration(memory_limit=int(total * fraction))
+            mib = int(total * memory_cap(fraction, total * 2**20))
+            limit = tf.config.LogicalDeviceConfiguration(memory_limit=mib)
             tf.config.set_logical_device_configuration(gpu, [limit])
         else:
             if fraction < 1:
@@ -275,6 +295,7 @@ class ReportEachEpoch(keras.callbacks.Callback):
             M.IMAGES_PER_S: self.images / max(train_seconds, 1e-9),
             M.EPOCH_SECONDS: time.perf_counter() - self._start,
             M.DIVERGED: diverged,
+            M.PRECISION: PRECISION_OF_POLICY.get(self.model.dtype_policy.name, self.model.dtype_policy.name),
         }
         self.report(result, {"model": self.model, "epoch": epoch + 1})
         if diverged:
@@ -375,5 +396,8 @@ def train_keras(config: dict, data: dict) -> None:
     # Tune reuses worker processes (reuse_actors): drop the previous trial's models and Keras state first (this
     # also resets the dtype policy, so it comes before the set-up).
     keras.backend.clear_session(free_memory=True)
-    setup_tensorflow(*resources)  # before TF builds anything
+    cpus, gpu_fraction = resources
+    if config.get("device") == "cpu":  # --train-on-cpu: a GPU share on purpose without a GPU (logical GPUs)
+        gpu_fraction = 0.0
+    setup_tensorflow(cpus, gpu_fraction)  # before TF builds anything
     run_trial(fit, save_checkpoint, load_checkpoint, config, data, device=config.get("device"))

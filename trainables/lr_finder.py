@@ -27,6 +27,7 @@ from torch_lr_finder import LRFinder, TrainDataLoaderIter
 
 from .augment import Augment, prepare_batch
 from .models import build_model
+from .torch_device import DTYPES, choose_precision
 from .torch_trainable import input_config, make_optimizer, norm_tensors, to_device_tensor
 
 START_LR, END_LR, NUM_ITER = 1e-7, 10.0, 100
@@ -99,9 +100,10 @@ def lr_range_test(
     generator.manual_seed(int(config.get("seed", 0)))
     batches = OnDeviceBatches(x, y, int(config["batch_size"]), mean, std, Augment.from_config(config), size, generator)
     amp = {}
-    if device.type == "cuda":  # bf16 autocast as in training; bf16 needs no loss scaling, so a disabled scaler
-        amp = dict(amp_backend="torch", amp_config={"device_type": "cuda", "dtype": torch.bfloat16},
-                   grad_scaler=torch.amp.GradScaler("cuda", enabled=False))  # fmt: skip
+    precision = choose_precision(device, config.get("precision"))
+    if precision.name != "fp32":  # the trial's autocast: bf16 on sm80+, fp16 with loss scaling on older GPUs
+        amp = dict(amp_backend="torch", amp_config={"device_type": device.type, "dtype": DTYPES[precision.name]},
+                   grad_scaler=precision.grad_scaler())  # fmt: skip
     finder = LRFinder(model, optimizer, criterion, device=device, **amp)
     with contextlib.redirect_stdout(io.StringIO()):  # its prints ("Stopping early", hints); we report ourselves
         finder.range_test(TrainDataLoaderIter(batches), start_lr=start_lr, end_lr=end_lr, num_iter=num_iter)

@@ -12,11 +12,12 @@ LR = "lr"
 IMAGES_PER_S = "images_per_s"  # training throughput of the epoch (augmentation + step), images/second
 EPOCH_SECONDS = "epoch_seconds"  # wall time of the epoch's training + validation, for overhead accounting
 DIVERGED = "diverged"  # True when the loss became NaN/inf; the trial stops after that report
+PRECISION = "precision"  # autocast dtype of the epoch's training and evaluation: "bf16", "fp16" or "fp32"
 
 NODE_ID = "node_id"  # not a metric: the Ray node of the trial, added by the Ray trainables (tune_trial.py)
 
 # The keys every per-epoch report of `fit` carries (tests check exactly these); Ray reports add NODE_ID.
-REPORT_KEYS = (TRAIN_LOSS, TRAIN_ACC, VAL_LOSS, VAL_ACC, EPOCH, LR, IMAGES_PER_S, EPOCH_SECONDS, DIVERGED)
+REPORT_KEYS = (TRAIN_LOSS, TRAIN_ACC, VAL_LOSS, VAL_ACC, EPOCH, LR, IMAGES_PER_S, EPOCH_SECONDS, DIVERGED, PRECISION)
 
 # What a diverged trial (NaN/inf training loss) reports: finite, so ASHA's rung cutoffs (np.nanpercentile over the
 # rung) and Optuna's TPE stay finite — an inf there made the cutoff +-inf and switched pruning off for that rung — and

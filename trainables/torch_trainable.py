@@ -15,7 +15,6 @@ import random
 import time
 import warnings
 from collections.abc import Callable
-from contextlib import nullcontext
 
 import numpy as np
 import torch
@@ -24,33 +23,23 @@ from torch import nn
 from . import metrics as M
 from .augment import Augment, EpochAugment, prepare_batch
 from .models import build_model
+from .torch_device import Precision, choose_precision, setup_device  # noqa: F401 (setup_device: its old home)
 
 CHECKPOINT_FILE = "checkpoint.pt"
 SCHEDULES = ("constant", "step", "cosine", "onecycle")
 OPTIMIZERS = ("adam", "sgd", "adamw")
-EVAL_BATCH = 1024  # evaluation has no grad and no optimizer state: large batches are cheaper per image
+CPU_EVAL_BATCH = 1024  # CPU evaluation: no memory cap, and larger batches are a little cheaper per image
+
+
+def eval_batch_size(device: torch.device, train_batch_size: int) -> int:
+    """On a GPU, evaluation batches are the trial's training batch: same inputs, but no gradients, no activations
+    kept for backward and no optimizer update, so evaluation never needs more memory than the training step that
+    the trial's GPU share (and `--gpus-per-trial auto`'s measurement) already covers. On a CPU: CPU_EVAL_BATCH."""
+    return int(train_batch_size) if device.type == "cuda" else max(CPU_EVAL_BATCH, int(train_batch_size))
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# device
-
-
-def setup_device(cpus: float = 1, gpu_fraction: float = 0.0, device: str | None = None) -> torch.device:
-    """Threads = the trial's CPUs; on CUDA cap this process's memory at its GPU share (Ray does not isolate it)."""
-    torch.set_num_threads(max(1, int(cpus)))
-    if device is None:
-        device = "cuda" if gpu_fraction > 0 and torch.cuda.is_available() else "cpu"
-    dev = torch.device(device)
-    if dev.type == "cuda":
-        if 0 < gpu_fraction < 1:
-            torch.cuda.set_per_process_memory_fraction(gpu_fraction, dev)
-        torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick the fastest kernels once
-    return dev
-
-
-def _autocast(device: torch.device):
-    # bf16 needs no loss scaling (unlike fp16) and is what Ampere+ tensor cores run fastest.
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+# device (the GPU's index, memory cap and autocast dtype live in torch_device.py)
 
 
 def to_device_tensor(array: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -156,11 +145,18 @@ def train_one_epoch(
     generator: torch.Generator,
     device: torch.device,
     size: int | None = None,
+    precision: Precision | None = None,
+    scaler: torch.amp.GradScaler | None = None,
+    max_steps: int | None = None,
 ) -> dict:
     """One pass over the training images `x` (an EpochAugment of the uint8 NCHW images on `device`) and labels
     `y`. Returns train_loss, train_acc, images, seconds.
 
-    `size`: resize every batch to size x size (pretrained models; see `input_config`)."""
+    `size`: resize every batch to size x size (pretrained models; see `input_config`). `precision`: autocast dtype
+    (default: the device's, `choose_precision`); `scaler`: its GradScaler (fp16 needs one enabled). `max_steps`:
+    stop after this many batches (memory probes and benchmarks; None = the whole epoch)."""
+    precision = precision or choose_precision(device)
+    scaler = scaler or precision.grad_scaler()
     model.train()
     n = len(x)
     bs = min(batch_size, n)
@@ -174,17 +170,20 @@ def train_one_epoch(
     # contiguous slice to normalise (and, for pretrained models, to resize / random-resized-crop).
     xs, ys = x(perm, generator), y[perm]
     per_batch = Augment(flip=False, crop_padding=0, cutout=0, crop_scale=augment.crop_scale)
-    for i in range(0, n - bs + 1, bs):  # full batches only: a last batch of 1 would break BatchNorm
+    for step, i in enumerate(range(0, n - bs + 1, bs)):  # full batches only: a batch of 1 would break BatchNorm
+        if max_steps is not None and step >= max_steps:
+            break
         xb = prepare_batch(xs[i : i + bs], mean, std, per_batch, generator, size)
         if channels_last:
             xb = xb.contiguous(memory_format=torch.channels_last)
         yb = ys[i : i + bs]
-        with _autocast(device):
+        with precision.autocast():
             logits = model(xb)
             loss = loss_fn(logits, yb)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        scaler.scale(loss).backward()  # disabled scaler (bf16, fp32): plain backward and step
+        scaler.step(optimizer)  # fp16: skips the step when a gradient overflowed, and lowers the scale
+        scaler.update()
         scheduler.step()
         # Accumulate on the device: no .item() per batch, so CUDA never waits for Python.
         loss_sum += loss.detach().float() * bs
@@ -202,25 +201,30 @@ def train_one_epoch(
 
 
 @torch.no_grad()
-def predict(model: nn.Module, x: torch.Tensor, *, mean, std, device, batch_size: int = EVAL_BATCH) -> torch.Tensor:
-    """Logits (float32, on `device`) for uint8 NCHW images `x`, in eval mode, without augmentation.
+def predict(
+    model: nn.Module, x: torch.Tensor, *, mean, std, device, batch_size: int = CPU_EVAL_BATCH,
+    precision: Precision | None = None,
+) -> torch.Tensor:  # fmt: skip
+    """Logits (float32, on `device`) for uint8 NCHW images `x`, in eval mode, without augmentation, `batch_size`
+    images at a time (a trial passes `eval_batch_size`).
 
     A pretrained model is fed as in training (`input_config`): resized to its resolution, ImageNet-normalised."""
     model.eval()
+    precision = precision or choose_precision(device)
     mean, std, size = input_config(model, mean, std)
     out = []
     for i in range(0, x.shape[0], batch_size):
         xb = prepare_batch(x[i : i + batch_size].to(device, non_blocking=True), mean, std, size=size)
         if device.type == "cuda":
             xb = xb.contiguous(memory_format=torch.channels_last)
-        with _autocast(device):
+        with precision.autocast():
             out.append(model(xb).float())
     return torch.cat(out)
 
 
-def evaluate(model, x, y, *, mean, std, device, loss_fn=None) -> dict:
+def evaluate(model, x, y, *, mean, std, device, loss_fn=None, batch_size: int = CPU_EVAL_BATCH, precision=None) -> dict:
     """Plain cross-entropy loss and accuracy (no label smoothing, so val_loss is comparable across trials)."""
-    logits = predict(model, x, mean=mean, std=std, device=device)
+    logits = predict(model, x, mean=mean, std=std, device=device, batch_size=batch_size, precision=precision)
     y = y.to(logits.device)
     loss = nn.functional.cross_entropy(logits, y) if loss_fn is None else loss_fn(logits, y)
     return {M.VAL_LOSS: loss.item(), M.VAL_ACC: (logits.argmax(1) == y).float().mean().item()}
@@ -238,6 +242,7 @@ def fit(
     device: torch.device,
     checkpoint: dict | None = None,
     max_epochs: int | None = None,
+    max_steps: int | None = None,
 ) -> nn.Module:
     """Train `config["model"]` on data["x_train"] and validate on data["x_val"] for epochs 1..max_epochs.
 
@@ -245,8 +250,10 @@ def fit(
     stop, so a retrain of a trial that ran 12 epochs of a 40-epoch cosine reproduces those 12 epochs exactly.
 
     After each epoch calls `report(metrics, state)` where `state` is a checkpoint dict (model, optimizer,
-    scheduler, epoch, generator and global RNG states) holding the live tensors: save or copy it inside the
-    callback. Starts after `checkpoint["epoch"]` when resuming. Stops early if the loss diverges.
+    scheduler, GradScaler, epoch, generator and global RNG states) holding the live tensors: save or copy it inside
+    the callback. Starts after `checkpoint["epoch"]` when resuming. Stops early if the loss diverges. Autocast follows
+    the GPU generation (`choose_precision`; config "precision" forces one); each report names it. `max_steps`:
+    batches per epoch (memory probes, benchmarks; None = all).
     """
     horizon = int(config["max_epochs"])
     max_epochs = int(max_epochs or horizon)
@@ -273,6 +280,9 @@ def fit(
     loss_fn = nn.CrossEntropyLoss(label_smoothing=float(config.get("label_smoothing", 0.0)))
     augment = Augment.from_config(config)
     train_images = EpochAugment(x_train, augment, mean)  # padded once here, augmented afresh each epoch
+    precision = choose_precision(device, config.get("precision"))
+    scaler = precision.grad_scaler()
+    eval_batch = eval_batch_size(device, batch_size)
 
     start_epoch = 0
     if checkpoint is not None:
@@ -282,6 +292,10 @@ def fit(
         generator.set_state(checkpoint["rng"])  # a CPU ByteTensor for CPU and CUDA generators alike
         if "global_rng" in checkpoint:  # checkpoints from before it was saved: the generator only
             set_global_rng_state(checkpoint["global_rng"], device)
+        # fp16: the loss scale and growth tracker, so a resumed run scales as an uninterrupted one. Empty (a disabled
+        # scaler: bf16 or fp32) or absent (older checkpoints): nothing to restore; torch refuses an empty dict.
+        if checkpoint.get("scaler"):
+            scaler.load_state_dict(checkpoint["scaler"])
         start_epoch = int(checkpoint["epoch"])
 
     for epoch in range(start_epoch + 1, max_epochs + 1):
@@ -291,10 +305,15 @@ def fit(
         train = train_one_epoch(
             model, optimizer, scheduler, train_images, y_train, batch_size=batch_size, mean=mean, std=std,
             augment=augment, loss_fn=loss_fn, generator=generator, device=device, size=size,
+            precision=precision, scaler=scaler, max_steps=max_steps,
         )  # fmt: skip
         diverged = not math.isfinite(train[M.TRAIN_LOSS])
         # ASHA and Optuna must see a bad result, not a crash (M.diverged_metrics: large but finite).
-        val = M.diverged_metrics() if diverged else evaluate(model, x_val, y_val, mean=mean, std=std, device=device)
+        if diverged:
+            val = M.diverged_metrics()
+        else:
+            val = evaluate(model, x_val, y_val, mean=mean, std=std, device=device, batch_size=eval_batch,
+                           precision=precision)  # fmt: skip
         result = {
             M.TRAIN_LOSS: train[M.TRAIN_LOSS],
             M.TRAIN_ACC: train[M.TRAIN_ACC],
@@ -304,6 +323,7 @@ def fit(
             M.IMAGES_PER_S: train["images"] / max(train["seconds"], 1e-9),
             M.EPOCH_SECONDS: time.perf_counter() - t0,
             M.DIVERGED: diverged,
+            M.PRECISION: precision.name,
         }
         state = {
             "model": model.state_dict(),
@@ -312,6 +332,7 @@ def fit(
             "epoch": epoch,
             "rng": generator.get_state(),
             "global_rng": global_rng_state(device),  # dropout draws from torch's global RNG, not `generator`
+            "scaler": scaler.state_dict(),  # {} when disabled (bf16, fp32)
         }
         report(result, state)
         if diverged:

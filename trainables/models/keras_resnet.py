@@ -14,10 +14,10 @@ STEMS = ("cifar", "imagenet")
 STAGES = ((64, 1), (128, 2), (256, 2), (512, 2))  # (channels, stride of the first Block), two Blocks per stage
 
 
-def batch_norm() -> layers.BatchNormalization:
+def batch_norm(dtype=None) -> layers.BatchNormalization:
     """torch's BatchNorm2d defaults (momentum 0.1 = Keras 0.9, eps 1e-5). Keras' own 0.99 moves the inference
     statistics so slowly that after the few hundred steps of a short trial validation runs on stale statistics."""
-    return layers.BatchNormalization(momentum=0.9, epsilon=1e-5)
+    return layers.BatchNormalization(momentum=0.9, epsilon=1e-5, dtype=dtype)
 
 
 @keras.saving.register_keras_serializable(package="cifar_tune")
@@ -28,21 +28,26 @@ class Block(layers.Layer):
     def __init__(self, filters: int, stride: int = 1, **kwargs):
         super().__init__(**kwargs)
         self.filters, self.stride = int(filters), int(stride)
-        conv = dict(kernel_size=3, padding="same", use_bias=False, kernel_initializer="he_normal")
+        # Sub-layers take the Block's dtype policy, not the process's global one: a model trained under
+        # mixed_float16 (GPU) and loaded where the global policy is float32 (a CPU machine) would otherwise add a
+        # float32 branch to a float16 shortcut and fail (tests/test_gpu.py).
+        dtype = self.dtype_policy
+        conv = dict(kernel_size=3, padding="same", use_bias=False, kernel_initializer="he_normal", dtype=dtype)
         self.conv1 = layers.Conv2D(self.filters, strides=self.stride, **conv)
-        self.bn1 = batch_norm()
+        self.bn1 = batch_norm(dtype)
         self.conv2 = layers.Conv2D(self.filters, strides=1, **conv)
-        self.bn2 = batch_norm()
+        self.bn2 = batch_norm(dtype)
         self.projection = None  # decided in build(), once the input's channel count is known
 
     def build(self, input_shape):
         if self.stride != 1 or input_shape[-1] != self.filters:
             self.projection = keras.Sequential(
                 [
-                    layers.Conv2D(self.filters, 1, strides=self.stride, use_bias=False, kernel_initializer="he_normal"),
-                    batch_norm(),
+                    layers.Conv2D(self.filters, 1, strides=self.stride, use_bias=False, kernel_initializer="he_normal",
+                                  dtype=self.dtype_policy),
+                    batch_norm(self.dtype_policy),
                 ]
-            )
+            )  # fmt: skip
             self.projection.build(input_shape)
         self.conv1.build(input_shape)
         out_shape = self.conv1.compute_output_shape(input_shape)
