@@ -36,6 +36,8 @@ class StopSignals:
         return self
 
     def __exit__(self, *exc) -> None:
+        if self.received is not None:
+            return  # stopping: a second signal during the summary or Ray's shutdown still ends the process at once
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         logging.getLogger("ray.tune.tune").removeFilter(self._drop_tune_noise)
