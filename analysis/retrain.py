@@ -41,13 +41,10 @@ class TorchFramework:
     name = "torch"
     weights_file = "model.pth"
 
-    def __init__(self, device: str | None = None):
-        import torch
-
+    def __init__(self, device: str | None = None, threads: int = 1):
         from trainables.torch_trainable import setup_device
 
-        self.device = setup_device(cpus=torch.get_num_threads(), gpu_fraction=1.0 if device != "cpu" else 0.0,
-                                   device=device)  # fmt: skip
+        self.device = setup_device(cpus=threads, gpu_fraction=1.0 if device != "cpu" else 0.0, device=device)
 
     def fit(self, config: dict, data: dict, epochs: int, on_epoch: Callable[[dict], None]) -> Run:
         from trainables.torch_trainable import fit
@@ -112,12 +109,10 @@ class KerasFramework:
     name = "keras"
     weights_file = "model.keras"
 
-    def __init__(self, device: str | None = None):
-        import os
-
+    def __init__(self, device: str | None = None, threads: int = 1):
         from trainables.keras_trainable import setup_tensorflow
 
-        self.device = setup_tensorflow(cpus=os.cpu_count() or 1, gpu_fraction=0.0 if device == "cpu" else 1.0)
+        self.device = setup_tensorflow(cpus=threads, gpu_fraction=0.0 if device == "cpu" else 1.0)
 
     def fit(self, config: dict, data: dict, epochs: int, on_epoch: Callable[[dict], None]) -> Run:
         from trainables.keras_trainable import fit
@@ -159,7 +154,17 @@ class KerasFramework:
 FRAMEWORKS = {"torch": TorchFramework, "keras": KerasFramework}
 
 
-def get_framework(name: str, device: str | None = None):
+def get_framework(name: str, device: str | None = None, threads: int = 1):
+    """`threads`: CPU threads of the retrain (torch intra-op / TF intra- and inter-op)."""
     if name not in FRAMEWORKS:
         raise ValueError(f"no report support for framework {name!r}; known: {', '.join(FRAMEWORKS)}")
-    return FRAMEWORKS[name](device)
+    return FRAMEWORKS[name](device, threads)
+
+
+def default_threads() -> int:
+    """The cores the 1-minute load average leaves free, at least 1. Oversubscribed cores are what hurts: on 2 busy
+    cores (load 2.8-12) LeNet-5 ran 5-23x slower with 2 threads than with 1 (docs/first-run.md, bench/threads.py)."""
+    import os
+
+    cores = os.cpu_count() or 1
+    return max(1, min(cores, int(cores - os.getloadavg()[0] + 0.5)))
