@@ -66,7 +66,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         type=int,
         default=None,
         help="CPU threads of the retrain (default: the cores the 1-minute load average leaves free, at least 1; "
-        "2 threads on 2 busy cores ran 5-23x slower than 1)",
+        "2 threads on 2 busy cores ran 4.5-23x slower than 1)",
     )
     g.add_argument("--data-dir", default=None, help="the data, if not where the experiment found it")
     g.add_argument(
@@ -253,7 +253,9 @@ def report_markdown(exp, args, m, weights, fw, config, dataset, imp, imp_note) -
         )
         lines += [
             "## Beside the original write-up",
-            f"Original: {ORIGINAL_NOTE[model]}" + ("" if same else " (this run's stem differs: compare with care)") + ".",
+            f"Original: {ORIGINAL_NOTE[model]}"
+            + ("" if same else " (this run's stem differs: compare with care)")
+            + ".",
             "",
             "| | test accuracy |",
             "|---|---|",
@@ -285,8 +287,8 @@ def test_set_lines(m) -> list[str]:
     """The section head: how the model(s) were made, and with several seeds the per-seed table and which was saved."""
     seeds = m["seeds"]
     if not m["retrained"]:
-        return ["## Test set (evaluated once)",
-                f"The best trial's own last checkpoint (epoch {seeds[0]['kept_epoch']}), not retrained.", ""]  # fmt: skip
+        own = f"The best trial's own last checkpoint (epoch {seeds[0]['kept_epoch']}), not retrained."
+        return ["## Test set (evaluated once)", own, ""]
     kept = "keeping the weights of the epoch with the lowest validation loss"
     if len(seeds) == 1:
         return ["## Test set (evaluated once)",

@@ -163,7 +163,8 @@ def get_framework(name: str, device: str | None = None, threads: int = 1):
 
 def default_threads() -> int:
     """The cores the 1-minute load average leaves free, at least 1. Oversubscribed cores are what hurts: on 2 busy
-    cores (load 2.8-12) LeNet-5 ran 5-23x slower with 2 threads than with 1 (docs/first-run.md, bench/threads.py)."""
+    cores (1-min load 2.8-12) LeNet-5 epochs ran 4.5-23x slower with 2 threads than with 1 (bench/threads.py,
+    docs/first-run.md)."""
     import os
 
     cores = os.cpu_count() or 1
