@@ -24,7 +24,6 @@ from pathlib import Path
 import pyarrow.fs as pafs
 
 from analysis.experiment import EXPERIMENT_FILE, exists, filesystem, join, read_json, write_json
-from analysis.trials import list_experiments
 
 # May differ from the experiment's saved arguments: where and on what it runs, how failures are retried.
 CHANGEABLE = {"resume", "name", "storage_path", "address", "num_cpus", "local_gpus", "cache_dir", "max_failures"}
@@ -89,6 +88,8 @@ def _started(info: dict) -> str:
 
 def choose_experiment(storage_path: str, name: str | None) -> tuple[str, str]:
     """(name, a line saying what is resumed). No name: the most recently started unfinished experiment."""
+    from analysis.trials import list_experiments  # imports pandas: only when resuming
+
     names = list_experiments(storage_path)
     if name is not None:
         if name not in names:
