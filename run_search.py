@@ -6,8 +6,12 @@
     # seconds-long check on a tiny subset, 2 trials x 2 epochs
     python run_search.py --model lenet5 --data-dir DIR --smoke-test
 
-    # continue an interrupted experiment (finished trials are not re-run)
-    python run_search.py --resume --name lenet5-20261121-120000
+    # continue an interrupted experiment (finished trials are not re-run): the latest unfinished one, or NAME
+    python run_search.py --resume
+    python run_search.py --resume --name lenet5-20261121-120000 --max-failures 2
+
+    # before `ray up cluster.yaml`: what the launcher needs here (boto3, credentials, region, ssh), one line each
+    python run_search.py --check-cluster cluster.yaml
 
     # on a Ray cluster, 4 trials per GPU; or as many as fit, measured on a GPU first (docs/gpu.md)
     python run_search.py --model resnet18 --data-dir DIR --address auto --gpus-per-trial 0.25
@@ -65,15 +69,32 @@ def gpus_arg(value: str) -> float | str:
         raise argparse.ArgumentTypeError(f"expected a number or 'auto', got {value!r}") from None
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """The epilog as written; each option's default appended unless it is None/False or the help names it."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        hidden = action.default is None or action.default is False or action.default == argparse.SUPPRESS
+        if hidden or "default" in text or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def help_epilog() -> str:
+    from trainables.models import MODELS
+
+    models = "\n".join(f"  {name:<21} {spec.description} [{spec.framework}]" for name, spec in MODELS.items())
+    examples = __doc__.split("\n\n", 1)[1].split("\nResults:")[0]
+    return f"models (--model):\n{models}\n\nexamples:\n{examples}"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=HelpFormatter, epilog=help_epilog())
     g = p.add_argument_group("model and data")
-    g.add_argument("--model", default="lenet5", help="a registered model (default lenet5)")
+    g.add_argument("--model", default="lenet5", help="one of the models listed below")
     g.add_argument("--data-dir", default="data", help="image folder (train/<class>/, test/<class>/) or CIFAR-10 root")
     g.add_argument(
-        "--cache-dir", default=None, help="decoded-array cache (default $CIFAR_TUNE_CACHE or ~/.cache/cifar-tune)"
+        "--cache-dir", default=None, help="decoded-array cache (default: $CIFAR_TUNE_CACHE or ~/.cache/cifar-tune)"
     )
     g.add_argument("--seed", type=int, default=0, help="train/val split, sampler and trial seed")
     g.add_argument(
@@ -170,7 +191,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="run the LR range test, then search lr in [suggested/10, suggested*3]",
     )
     g = p.add_argument_group("resources")
-    g.add_argument("--cpus-per-trial", type=float, default=1)
+    g.add_argument("--cpus-per-trial", type=float, default=1, help="CPUs per trial; its torch threads too")
     g.add_argument(
         "--gpus-per-trial",
         type=gpus_arg,
@@ -183,13 +204,21 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="trials train on the CPU even when they hold a GPU share: testing GPU scheduling on logical GPUs "
         "(implied by --local-gpus)",
     )
-    g.add_argument("--max-concurrent", type=int, default=None, help="cap on trials running at once")
+    g.add_argument(
+        "--max-concurrent",
+        type=int,
+        default=None,
+        help="cap on trials running at once (default: as many as the CPUs/GPUs fit)",
+    )
     g.add_argument("--max-failures", type=int, default=0, help="retries of a failed trial, from its last checkpoint")
     g = p.add_argument_group("experiment and cluster")
     g.add_argument("--storage-path", default="experiments", help="local folder or s3:// / gs:// URI")
-    g.add_argument("--name", default=None, help="experiment name (default <model>-<timestamp>)")
+    g.add_argument("--name", default=None, help="experiment name (default: <model>-<timestamp>)")
     g.add_argument(
-        "--resume", action="store_true", help="continue the experiment --name (its saved arguments are used)"
+        "--resume",
+        action="store_true",
+        help="continue --name, or else the latest unfinished experiment, with its saved arguments; only "
+        "--max-failures and cluster/resource flags (--address, --num-cpus, --local-gpus) may differ",
     )
     g.add_argument(
         "--address",
@@ -203,7 +232,24 @@ def parse_args(argv=None) -> argparse.Namespace:
         default=None,
         help="logical GPUs of the local instance (testing scheduling without CUDA)",
     )
-    return p.parse_args(argv)  # fmt: skip
+    g.add_argument(
+        "--check-cluster",
+        default=None,
+        metavar="CLUSTER_YAML",
+        help="check what `ray up CLUSTER_YAML` needs on this machine (boto3, credentials, region, ssh), then exit",
+    )
+    return p  # fmt: skip
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
+
+
+def given_flags(argv=None) -> set[str]:
+    """The options this command line sets itself (not left at their defaults): --resume compares only those."""
+    parser, unset = build_parser(), object()
+    parser.set_defaults(**{dest: unset for dest in vars(parser.parse_args(argv))})
+    return {dest for dest, value in vars(parser.parse_args(argv)).items() if value is not unset}
 
 
 def fill_defaults(args) -> None:
@@ -241,8 +287,6 @@ def check_args(args) -> None:
         pass
     elif args.gpus_per_trial < 0 or (args.gpus_per_trial > 1 and args.gpus_per_trial != int(args.gpus_per_trial)):
         raise UsageError("--gpus-per-trial must be a fraction of one GPU (0.25, 0.5) or a whole number of GPUs")
-    if args.resume and not args.name:
-        raise UsageError("--resume needs --name NAME of the experiment to continue")
     for name in ("patience", "subset"):
         if getattr(args, name, None) is not None and getattr(args, name) < 1:
             raise UsageError(f"--{name} must be at least 1 (got {getattr(args, name)})")
@@ -645,19 +689,19 @@ def experiment_info(args, dataset, space: dict) -> dict:
     }
 
 
-def restore_args(args) -> argparse.Namespace:
-    """--resume: take the experiment's own arguments, keeping only this call's cluster/resource options."""
-    from analysis.experiment import EXPERIMENT_FILE, exists, join, read_json
+def restore_args(args, given: set[str]) -> argparse.Namespace:
+    """--resume: pick the experiment, refuse changed search flags, take its saved arguments (search_driver.resume)."""
+    from analysis.experiment import EXPERIMENT_FILE, join, read_json
+    from search_driver import resume
 
-    path = join(args.storage_path, args.name)
-    info_path = join(path, EXPERIMENT_FILE)
-    if not exists(info_path):
-        raise UsageError(f"no experiment {args.name!r} to resume: {info_path} does not exist")
-    saved = read_json(info_path)["args"]
-    keep = {"resume", "address", "num_cpus", "local_gpus", "storage_path", "max_failures"}
-    for key, value in saved.items():
-        if key not in keep:
+    args.name, line = resume.choose_experiment(args.storage_path, args.name)
+    info = read_json(join(args.storage_path, args.name, EXPERIMENT_FILE))
+    resume.check_flags(info["args"], args, given)
+    for key, value in info["args"].items():
+        if key not in resume.CHANGEABLE:
             setattr(args, key, value)
+    args.max_failures = resume.effective_max_failures(info, args, given)
+    print(line, flush=True)
     return args
 
 
@@ -696,6 +740,28 @@ def print_summary(results, args, path: str) -> None:
     print(f"\nExperiment: {path}\nReport: python report.py --experiment {path}")
 
 
+def print_interrupted(args, path: str | None, stop) -> None:
+    """What an interrupt kept, and the command that continues it."""
+    import signal
+
+    from analysis.experiment import normalize_storage_path
+    from search_driver.resume import progress
+
+    how = signal.Signals(stop.received).name if stop.received else "SIGINT"
+    p = progress(path) if path else None
+    if p is None:
+        print(f"\ninterrupted ({how}) before the search started; nothing to resume", file=sys.stderr)
+        return
+    cmd = f"python run_search.py --resume --name {args.name}"
+    if args.storage_path != normalize_storage_path("experiments"):
+        cmd += f" --storage-path {args.storage_path}"
+    if args.address:
+        cmd += f" --address {args.address}"
+    print(f"\ninterrupted ({how}): {p.finished} of {p.num_samples} trials finished, {p.trials - p.finished - p.errored}"
+          f" stopped mid-way or pending; everything so far is kept in {path}\nresume with: {cmd}",
+          file=sys.stderr, flush=True)  # fmt: skip
+
+
 def run_lr_finder(args, data: dict, config: dict, path: str) -> dict:
     """The LR range test on the first config, in this process (CUDA if this machine has it); plot into `path`."""
     import io
@@ -729,15 +795,22 @@ def run_lr_finder(args, data: dict, config: dict, path: str) -> dict:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.check_cluster:
+        from search_driver import cluster_preflight
+
+        return cluster_preflight.main(args.check_cluster)
     from analysis.experiment import EXPERIMENT_FILE, join, normalize_storage_path, write_json
+    from search_driver import resume
     from search_driver.data import load_search_data
+    from search_driver.interrupts import StopSignals
     from trainables.data import DataError
     from trainables.models import UnknownModelError
 
+    stop, path = StopSignals(), None
     try:
         args.storage_path = normalize_storage_path(args.storage_path)
         if args.resume:
-            restore_args(args)
+            restore_args(args, given_flags(argv))
         apply_smoke_test(args)
         fill_defaults(args)
         check_args(args)
@@ -795,27 +868,34 @@ def main(argv=None) -> int:
         check_one_gpu_per_trial(args)
         packing = None if args.resume else prepare_gpus(args, space, defaults, constants, dataset.search_arrays())
         trainable = make_trainable(args, dataset.search_arrays())
-        if args.resume:
-            if not tune.Tuner.can_restore(path):
-                raise UsageError(f"{path} has no Tune experiment state to resume from")
-            tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
-        else:
-            info = experiment_info(args, dataset, space)
-            if finder:
-                info["lr_finder"] = finder
-            if packing:
-                info["gpu_packing"] = packing
-            write_json(join(path, EXPERIMENT_FILE), info)
-            tuner = build_tuner(args, trainable, {**space, **constants}, defaults, args.storage_path)
-        results = tuner.fit()
+        with stop:  # Ctrl-C / SIGTERM: Tune stops gracefully, we say so (search_driver/interrupts.py)
+            if args.resume:
+                if not tune.Tuner.can_restore(path):
+                    raise UsageError(f"{path} has no Tune experiment state to resume from")
+                tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
+                resume.set_max_failures(tuner, args.max_failures)
+                resume.record(path, resume={"at": time.time(), "max_failures": args.max_failures})
+            else:
+                info = experiment_info(args, dataset, space)
+                if finder:
+                    info["lr_finder"] = finder
+                if packing:
+                    info["gpu_packing"] = packing
+                write_json(join(path, EXPERIMENT_FILE), info)
+                tuner = build_tuner(args, trainable, {**space, **constants}, defaults, args.storage_path)
+            results = tuner.fit()
+        if stop.received:
+            print_interrupted(args, path, stop)
+            return stop.exit_code
+        resume.record(path, finished_at=time.time())
         print_summary(results, args, path)
         return 0
-    except (UsageError, UnknownModelError, DataError) as e:
+    except (UsageError, UnknownModelError, DataError, resume.ResumeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"\ninterrupted; continue with: python run_search.py --resume --name {args.name}", file=sys.stderr)
-        return 130
+        print_interrupted(args, path, stop)
+        return stop.exit_code
 
 
 if __name__ == "__main__":

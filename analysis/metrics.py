@@ -83,11 +83,28 @@ def _fmt(v) -> str:
     return f"{v:.4f}" if isinstance(v, float) else str(v)
 
 
+ONE_VS_REST_NOTE = (
+    "Per class, one-vs-rest: tp/fp/fn/tn count that class against all others; specificity = tn / (tn + fp). "
+    "The macro row averages the classes, the weighted row weighs them by support."
+)
+
+
+def headline(m: dict) -> str:
+    """Overall accuracy; with several seeds their mean ± std first, then the saved model's own figures."""
+    seeds = m.get("seeds", [])
+    if len(seeds) > 1:
+        saved = f"saved model (seed {m['saved_seed']}): accuracy {m['accuracy']:.4f}"
+        mean = f"test accuracy over {len(seeds)} seeds {m['mean']:.4f} ± {m['std']:.4f}"
+        return f"{mean}; {saved}, top-5 {m['top5_accuracy']:.4f}"
+    return f"accuracy **{m['accuracy']:.4f}**, top-5 accuracy {m['top5_accuracy']:.4f}"
+
+
 def metrics_markdown(m: dict) -> str:
     head = ["class", *PER_CLASS_KEYS]
     lines = [
-        f"accuracy **{m['accuracy']:.4f}**, top-5 accuracy {m['top5_accuracy']:.4f}"
-        + (f", over {len(m['seeds'])} seeds {m['mean']:.4f} ± {m['std']:.4f}" if len(m.get("seeds", [])) > 1 else ""),
+        headline(m),
+        "",
+        ONE_VS_REST_NOTE,
         "",
         "| " + " | ".join(head) + " |",
         "|" + "---|" * len(head),
@@ -105,14 +122,21 @@ def metrics_csv(m: dict) -> str:
 
 
 def metrics_text(m: dict) -> str:
-    """The original project's plain form: counts and rates, per class and overall (macro)."""
-    out = [f"accuracy: {m['accuracy']:.4f}", f"top-5 accuracy: {m['top5_accuracy']:.4f}", ""]
+    """The original project's plain form: counts and rates, per class (one-vs-rest) and overall (macro)."""
+    seeds = m.get("seeds", [])
+    out = [f"accuracy (overall): {m['accuracy']:.4f}", f"top-5 accuracy: {m['top5_accuracy']:.4f}"]
+    if len(seeds) > 1:
+        each = ", ".join(f"seed {s['seed']}: {s['accuracy']:.4f}" for s in seeds)
+        out += [f"accuracy over {len(seeds)} seeds: {m['mean']:.4f} ± {m['std']:.4f} ({each}); "
+                f"the figures here are the saved model's, seed {m['saved_seed']}"]  # fmt: skip
+    out += ["", "per class: one-vs-rest (the class against all others)", ""]
     for name, v in m["per_class"].items():
         acc = (v["tp"] + v["tn"]) / max(v["tp"] + v["tn"] + v["fp"] + v["fn"], 1)
         out += [
             f"class {name}",
             f"TP: {v['tp']}", f"TN: {v['tn']}", f"FP: {v['fp']}", f"FN: {v['fn']}",
-            f"accuracy: {acc:.4f}", f"precision: {v['precision']:.4f}", f"recall: {v['recall']:.4f}",
+            f"one-vs-rest accuracy ((TP+TN)/all, not the overall accuracy): {acc:.4f}",
+            f"precision: {v['precision']:.4f}", f"recall: {v['recall']:.4f}",
             f"specificity: {v['specificity']:.4f}", f"F1: {v['f1']:.4f}", "",
         ]  # fmt: skip
     macro = m["macro"]

@@ -41,15 +41,14 @@ class TorchFramework:
     name = "torch"
     weights_file = "model.pth"
 
-    def __init__(self, device: str | None = None):
+    def __init__(self, device: str | None = None, threads: int = 1):
         import torch
 
         from trainables.torch_trainable import setup_device
 
         if device is None:  # report.py without --device: the GPU when there is one
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.device = setup_device(cpus=torch.get_num_threads(), gpu_fraction=1.0 if device != "cpu" else 0.0,
-                                   device=device)  # fmt: skip
+        self.device = setup_device(cpus=threads, gpu_fraction=1.0 if device != "cpu" else 0.0, device=device)
 
     def fit(self, config: dict, data: dict, epochs: int, on_epoch: Callable[[dict], None]) -> Run:
         from trainables.torch_trainable import fit
@@ -118,14 +117,12 @@ class KerasFramework:
     name = "keras"
     weights_file = "model.keras"
 
-    def __init__(self, device: str | None = None):
-        import os
-
+    def __init__(self, device: str | None = None, threads: int = 1):
         from trainables.keras_trainable import setup_tensorflow, tf
 
         # without --device: the GPU when TF lists one; --device cuda/gpu on a machine without: one-line error
         use_gpu = device != "cpu" and (device is not None or bool(tf.config.list_physical_devices("GPU")))
-        self.device = setup_tensorflow(cpus=os.cpu_count() or 1, gpu_fraction=1.0 if use_gpu else 0.0)
+        self.device = setup_tensorflow(cpus=threads, gpu_fraction=1.0 if use_gpu else 0.0)
 
     def fit(self, config: dict, data: dict, epochs: int, on_epoch: Callable[[dict], None]) -> Run:
         from trainables.keras_trainable import fit
@@ -167,7 +164,18 @@ class KerasFramework:
 FRAMEWORKS = {"torch": TorchFramework, "keras": KerasFramework}
 
 
-def get_framework(name: str, device: str | None = None):
+def get_framework(name: str, device: str | None = None, threads: int = 1):
+    """`threads`: CPU threads of the retrain (torch intra-op / TF intra- and inter-op)."""
     if name not in FRAMEWORKS:
         raise ValueError(f"no report support for framework {name!r}; known: {', '.join(FRAMEWORKS)}")
-    return FRAMEWORKS[name](device)
+    return FRAMEWORKS[name](device, threads)
+
+
+def default_threads() -> int:
+    """The cores the 1-minute load average leaves free, at least 1. Oversubscribed cores are what hurts: on 2 busy
+    cores (1-min load 2.8-12) LeNet-5 epochs ran 4.5-23x slower with 2 threads than with 1 (bench/threads.py,
+    docs/first-run.md)."""
+    import os
+
+    cores = os.cpu_count() or 1
+    return max(1, min(cores, int(cores - os.getloadavg()[0] + 0.5)))

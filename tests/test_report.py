@@ -55,6 +55,11 @@ def test_metrics_equal_sklearn(n_classes):
     csv_rows = metrics_csv(m).strip().splitlines()
     assert len(csv_rows) == 1 + n_classes + 2  # header, classes, macro, weighted
     assert "TP: " in metrics_text(m) and "specificity: " in metrics_text(m)
+    # per-class (TP+TN)/all is labelled as one-vs-rest, never a bare "accuracy:" under the overall one
+    lines = metrics_text(m).splitlines()
+    assert lines[0].startswith("accuracy (overall): ")
+    assert not [ln for ln in lines[1:] if ln.startswith("accuracy:")]
+    assert sum(ln.startswith("one-vs-rest accuracy") for ln in lines) == n_classes
 
 
 def make_fake_experiment(storage, name, started_at):
@@ -130,10 +135,22 @@ def test_report_end_to_end_with_seeds(smoke_experiment, tmp_path):
     assert len(m["seeds"]) == 2 and [s["seed"] for s in m["seeds"]] == [0, 1]
     assert m["mean"] == pytest.approx(np.mean([s["accuracy"] for s in m["seeds"]]))
     assert m["retrained"] is True and 1 <= m["seeds"][0]["kept_epoch"] <= 2
-    assert "test accuracy" in proc.stdout
+    assert f"± {m['std']:.4f} over 2 seeds (saved model: seed {m['saved_seed']}" in proc.stdout
     report = (out / "report.md").read_text()
     assert "0.534" in report and "stopped early" in report  # the original's figures beside ours
     assert "18 test images (the whole test split)" in report
+    # --seeds 2: mean ± std headline, a row per seed, which seed's model was saved and why
+    assert f"test accuracy **{m['mean']:.4f} ± {m['std']:.4f}** (mean ± sample std over 2 seeds)" in report
+    seed_rows = [ln for ln in report.splitlines() if ln.startswith(("| 0 |", "| 1 |"))]
+    assert len(seed_rows) == 2 and sum(ln.rstrip().endswith("| yes |") for ln in seed_rows) == 1
+    saved = min(m["seeds"], key=lambda s: s["val_loss"])["seed"]
+    assert m["saved_seed"] == saved and f"Saved model: seed {saved}, the lowest validation loss" in report
+    assert "evaluated once)" in report and "(evaluated once)" not in report
+    # only accuracy beside the original: its other figures' definitions are not ours (and the numbers show it)
+    assert "| | test accuracy |" in report and "0.559" in report and "0.948" in report
+    assert "| original | 0.534 |" in report and "specificity |" not in report.split("## Beside")[1].split("\n\n")[1]
+    text = (out / "metrics.txt").read_text()
+    assert "one-vs-rest accuracy" in text and "accuracy over 2 seeds" in text and f"seed {saved}" in text
     config = json.loads((out / "best_config.json").read_text())
     model = build_model("lenet5", num_classes=3, **config)
     model.load_state_dict(torch.load(out / "model.pth", weights_only=True))  # loadable as the note says

@@ -1,0 +1,190 @@
+"""`--resume`: which experiment (the latest unfinished one when no --name is given), which flags may change, and
+how a new --max-failures reaches a restored experiment.
+
+Unfinished: run_search.py records `finished_at` in experiment.json when Tune's run ends on its own (all trials
+done or stopped, or the time budget spent). An experiment without it, whose newest Tune snapshot
+(experiment_state-*.json) lists a trial that is pending, running or paused, or fewer trials than --num-samples,
+is unfinished: the driver was interrupted or killed. Errored trials count as ended (an explicit
+`--resume --name NAME` still retries them).
+
+Flags on resume: Tune restores the experiment as it was pickled (searcher, scheduler, stopper, run config), so only
+what does not define the search may change. --max-failures: Ray offers no way to change it on restore (each trial
+keeps the limit it was created with), so a Tune callback sets every trial's limit to the new value; failures count
+per trial over the whole experiment, before and after the resume. --time-budget: Tune restores the budget that was
+left from its snapshot and offers no way to replace it, so a different value is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow.fs as pafs
+
+from analysis.experiment import EXPERIMENT_FILE, exists, filesystem, join, read_json, write_json
+
+# May differ from the experiment's saved arguments: where and on what it runs, how failures are retried.
+CHANGEABLE = {"resume", "name", "storage_path", "address", "num_cpus", "local_gpus", "cache_dir", "max_failures"}
+PATH_FLAGS = {"data_dir", "weights"}  # compared as resolved paths
+NOT_RESUMABLE_WHY = {
+    "time_budget": "Tune restores the budget left from its snapshot and cannot replace it",
+}
+ENDED = {"TERMINATED", "ERROR"}
+
+
+class ResumeError(Exception):
+    """--resume cannot go ahead: one line saying why and what to do."""
+
+
+@dataclass
+class Progress:
+    trials: int  # in the Tune snapshot
+    finished: int  # TERMINATED
+    errored: int
+    num_samples: int
+    marked_finished: bool  # run_search recorded finished_at
+
+    @property
+    def unfinished(self) -> bool:
+        return not self.marked_finished and (
+            self.trials < self.num_samples or self.finished + self.errored < self.trials
+        )
+
+
+def tune_state(path: str) -> dict | None:
+    """The newest experiment_state-*.json of an experiment folder (local or URI), or None if Tune wrote none."""
+    fs, root = filesystem(path)
+    try:
+        infos = fs.get_file_info(pafs.FileSelector(root, recursive=False))
+    except (FileNotFoundError, OSError):
+        return None
+    states = sorted(
+        i.path for i in infos if i.base_name.startswith("experiment_state-") and i.base_name.endswith(".json")
+    )
+    if not states:
+        return None
+    with fs.open_input_stream(states[-1]) as f:
+        return json.loads(f.read().decode())
+
+
+def progress(path: str, info: dict | None = None) -> Progress | None:
+    """Trials finished / errored / in the snapshot, or None without a Tune snapshot (nothing to resume)."""
+    state = tune_state(path)
+    if state is None:
+        return None
+    info = info or read_json(join(path, EXPERIMENT_FILE))
+    statuses = [json.loads(t)["status"] for t, _ in state["trial_data"]]
+    return Progress(
+        trials=len(statuses), finished=statuses.count("TERMINATED"), errored=statuses.count("ERROR"),
+        num_samples=int(info["args"]["num_samples"]), marked_finished="finished_at" in info,
+    )  # fmt: skip
+
+
+def _started(info: dict) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(info.get("started_at", 0)))
+
+
+def choose_experiment(storage_path: str, name: str | None) -> tuple[str, str]:
+    """(name, a line saying what is resumed). No name: the most recently started unfinished experiment."""
+    from analysis.trials import list_experiments  # imports pandas: only when resuming
+
+    names = list_experiments(storage_path)
+    if name is not None:
+        if name not in names:
+            known = ", ".join(names[-10:]) or "none"
+            raise ResumeError(f"no experiment {name!r} to resume under {storage_path}; experiments there: {known}")
+        candidates = [name]
+    else:
+        if not names:
+            raise ResumeError(
+                f"no experiments under {storage_path} to resume; start one with run_search.py --model ..."
+            )
+        candidates = sorted(names, key=lambda n: _info(storage_path, n).get("started_at", 0), reverse=True)
+    for n in candidates:
+        info = _info(storage_path, n)
+        p = progress(join(storage_path, n), info)
+        if name is not None or (p is not None and p.unfinished):
+            done = f"{p.finished} of {p.num_samples} trials finished" if p else "no Tune state yet"
+            return n, f"resuming {n} (started {_started(info)}, {done})"
+    raise ResumeError(
+        f"no unfinished experiment under {storage_path} (latest: {candidates[0]}, finished); "
+        "to continue a finished one anyway: --resume --name NAME"
+    )
+
+
+def _info(storage_path: str, name: str) -> dict:
+    return read_json(join(storage_path, name, EXPERIMENT_FILE))
+
+
+def check_flags(saved: dict, args, given: set[str]) -> None:
+    """Flags given on the command line that differ from the experiment's own: one line naming them all."""
+    fixed, budget = [], []
+    for dest in sorted(given - CHANGEABLE):
+        new, old = getattr(args, dest, None), saved.get(dest)
+        if _same(dest, new, old):
+            continue
+        flag = "--" + dest.replace("_", "-")
+        (budget if dest in NOT_RESUMABLE_WHY else fixed).append(f"{flag} {old} (given: {new})")
+    if fixed or budget:
+        why = "; ".join(f"{d.replace('_', '-')}: {w}" for d, w in NOT_RESUMABLE_WHY.items() if budget)
+        raise ResumeError(
+            f"cannot change on resume, the experiment was started with: {', '.join(fixed + budget)}"
+            + (f" ({why})" if why else "")
+            + "; drop them (the saved values are used), or start a new experiment with another --name"
+        )
+
+
+def _same(dest: str, new, old) -> bool:
+    if dest in PATH_FLAGS and new is not None and old is not None:
+        return Path(str(new)).expanduser().resolve() == Path(str(old)).expanduser().resolve()
+    return new == old
+
+
+def effective_max_failures(info: dict, args, given: set[str]) -> int:
+    """This call's --max-failures if given, else the last one used on this experiment."""
+    if "max_failures" in given:
+        return args.max_failures
+    resumes = info.get("resumes") or []
+    return int(resumes[-1]["max_failures"] if resumes else info["args"].get("max_failures", 0))
+
+
+def record(path: str, **fields) -> None:
+    """Add fields to experiment.json (finished_at) or append to its `resumes` list (resume=dict)."""
+    info_path = join(path, EXPERIMENT_FILE)
+    if not exists(info_path):
+        return
+    info = read_json(info_path)
+    resume = fields.pop("resume", None)
+    if resume is not None:
+        info.setdefault("resumes", []).append(resume)
+        info.pop("finished_at", None)  # running again: finished only when this run ends
+    info.update(fields)
+    write_json(info_path, info)
+
+
+def set_max_failures(tuner, max_failures: int) -> None:
+    """Make a restored Tuner retry each failed trial up to `max_failures` times (counted over the experiment)."""
+    from ray import tune
+
+    # Tuner.restore keeps the pickled RunConfig; its callbacks are the only hook into the restored run.
+    local = getattr(tuner, "_local_tuner", None)
+    if local is None:  # Ray Client mode (ray://): the Tuner runs remotely
+        raise ResumeError("--max-failures on resume needs a direct cluster address, not ray://")
+    run_config = local.get_run_config()
+    run_config.failure_config = tune.FailureConfig(max_failures=max_failures)
+    run_config.callbacks = [*(run_config.callbacks or []), _max_failures_callback(max_failures)]
+
+
+def _max_failures_callback(max_failures: int):
+    from ray import tune
+
+    class MaxFailures(tune.Callback):
+        """Trials carry their own limit (set when created, restored from the snapshot): set it on every step."""
+
+        def on_step_begin(self, iteration, trials, **info):
+            for trial in trials:
+                trial.max_failures = max_failures
+
+    return MaxFailures()

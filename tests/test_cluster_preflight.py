@@ -1,0 +1,100 @@
+"""`run_search.py --check-cluster cluster.yaml` (issue 16.3): one line per missing piece, no traceback, exit 2;
+"ready" and exit 0 when nothing is missing. Runs in subprocesses with a controlled environment: a PYTHONPATH shim
+whose boto3 fails to import, and AWS settings pointing nowhere (no network call is made)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import yaml
+from conftest import ROOT
+
+NO_AWS = {
+    "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent/credentials",
+    "AWS_CONFIG_FILE": "/nonexistent/config",
+    "AWS_EC2_METADATA_DISABLED": "true",  # no instance-role lookup (this is not a cloud VM)
+}
+
+
+def preflight(cluster, tmp_path, extra_env=None, shim=False):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")} | NO_AWS | (extra_env or {})
+    if shim:  # `import boto3` fails as on a fresh install of requirements.txt
+        d = tmp_path / "shim"
+        d.mkdir(exist_ok=True)
+        (d / "boto3.py").write_text("raise ImportError('No module named boto3')\n")
+        env["PYTHONPATH"] = f"{d}{os.pathsep}{env.get('PYTHONPATH', '')}"
+    t = time.time()
+    proc = subprocess.run([sys.executable, str(ROOT / "run_search.py"), "--check-cluster", str(cluster)],
+                          capture_output=True, text=True, timeout=60, cwd=ROOT, env=env)  # fmt: skip
+    proc.seconds = time.time() - t
+    assert "Traceback" not in proc.stdout + proc.stderr
+    return proc
+
+
+def missing(proc) -> list[str]:
+    return [ln for ln in proc.stdout.splitlines() if ln.startswith("missing:")]
+
+
+def test_without_boto3_or_credentials(tmp_path):
+    proc = preflight(ROOT / "cluster.yaml", tmp_path, shim=True)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    lines = missing(proc)
+    assert any("boto3" in ln and "requirements-cluster.txt" in ln for ln in lines), proc.stdout
+    assert any("credentials" in ln for ln in lines)
+    assert "ok: region us-west-2" in proc.stdout  # cluster.yaml sets it
+    assert proc.stdout.rstrip().splitlines()[-1].endswith("then: ray up " + str(ROOT / "cluster.yaml"))
+
+
+def test_credentials_missing_then_found(tmp_path):
+    proc = preflight(ROOT / "cluster.yaml", tmp_path)
+    assert any("AWS credentials: none found" in ln for ln in missing(proc)), proc.stdout
+    assert "ok: boto3" in proc.stdout
+    found = preflight(
+        ROOT / "cluster.yaml", tmp_path, {"AWS_ACCESS_KEY_ID": "AKIAEXAMPLE", "AWS_SECRET_ACCESS_KEY": "x"}
+    )
+    assert "ok: AWS credentials from env" in found.stdout, found.stdout
+    assert not any("credentials" in ln for ln in missing(found))
+
+
+def test_region_key_and_tokens_are_checked(tmp_path):
+    config = yaml.safe_load((ROOT / "cluster.yaml").read_text())
+    del config["provider"]["region"]
+    config["auth"]["ssh_private_key"] = str(tmp_path / "absent.pem")
+    config["file_mounts"]["~/.ray/auth_token"] = "~/absent_token_for_test"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(config))
+    lines = missing(preflight(bad, tmp_path))
+    assert any("provider.region" in ln for ln in lines), lines
+    assert any("absent.pem" in ln for ln in lines)
+    assert any("absent_token_for_test" in ln for ln in lines)
+
+
+def test_ready_when_nothing_is_missing(tmp_path):
+    config = yaml.safe_load((ROOT / "cluster.yaml").read_text())
+    config["file_mounts"] = {}  # no token file to depend on
+    key = tmp_path / "key.pem"
+    key.write_text("k")
+    config["auth"]["ssh_private_key"] = str(key)
+    tools = tmp_path / "bin"  # ssh and rsync as this test's own stand-ins, whatever the machine has
+    tools.mkdir()
+    for tool in ("ssh", "rsync"):
+        (tools / tool).write_text("#!/bin/sh\n")
+        (tools / tool).chmod(0o755)
+    ok = tmp_path / "ok.yaml"
+    ok.write_text(yaml.safe_dump(config))
+    env = {
+        "AWS_ACCESS_KEY_ID": "AKIAEXAMPLE",
+        "AWS_SECRET_ACCESS_KEY": "x",
+        "PATH": f"{tools}{os.pathsep}/usr/bin:/bin",
+    }
+    proc = preflight(ok, tmp_path, env)
+    assert proc.returncode == 0 and proc.stdout.rstrip().endswith(f"ready: ray up {ok}"), proc.stdout
+    assert proc.seconds < 30
+
+
+def test_unusable_cluster_file_is_one_line(tmp_path):
+    proc = preflight(tmp_path / "nope.yaml", tmp_path)
+    assert proc.returncode == 2 and proc.stdout.strip() == f"error: no cluster file {tmp_path / 'nope.yaml'}"
