@@ -1,7 +1,7 @@
 """Start or resume a hyperparameter search: Optuna (TPE) proposes configs, ASHA stops bad trials early, Ray Tune runs them.
 
-    # LeNet-5 on an image folder (or a CIFAR-10 root with cifar-10-batches-py/), 8 trials of up to 10 epochs
-    python run_search.py --model lenet5 --data-dir ../shared/data/cifar10 --num-samples 8 --max-epochs 10
+    # LeNet-5 on an image folder (or a CIFAR-10 root with cifar-10-batches-py/): as many trials as 15 minutes allow
+    python run_search.py --model lenet5 --data-dir ../shared/data/cifar10 --time-budget 15
 
     # seconds-long check on a tiny subset, 2 trials x 2 epochs
     python run_search.py --model lenet5 --data-dir DIR --smoke-test
