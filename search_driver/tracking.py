@@ -208,5 +208,5 @@ def watch_hint(args, path: str) -> str:
         lines.append(f"watch: optuna-dashboard {os.path.join(path, STUDY_FILE)}")
     lines.append(f"watch: tensorboard --logdir {path}")
     if getattr(args, "mlflow", None):
-        lines.append(f"watch: mlflow ui --backend-store-uri {args.mlflow}  (if a file or sqlite store)")
+        lines.append(f"watch: mlflow ui --backend-store-uri {args.mlflow}")  # the UI: the full mlflow package
     return "\n".join(lines)
