@@ -13,7 +13,8 @@
     python report.py --samples-only --data-dir ../shared/data/cifar10
 
 Writes results/<experiment>/: metrics.json/.md/.csv/.txt, best_config.json, model.pth (or model.keras), the plots
-learning_curves, best_trial, confusion_matrix, hyperparameters, param_importance, samples (.png), and report.md.
+learning_curves, best_trial, confusion_matrix, hyperparameters, param_importance, samples (.png), report.md, and
+report.html (the same content in one self-contained file: images embedded, no network).
 Outputs appear only when complete: they are written to a temporary folder that replaces the old one at the end.
 """
 
@@ -96,9 +97,8 @@ def load_data(exp, args):
 
 def evaluate_runs(exp, args, dataset, fw) -> tuple[list, list[dict]]:
     """Retrain (one per seed) or load the checkpoint; returns the runs and each one's test metrics."""
-    from tqdm import tqdm
-
     from analysis.metrics import classification_metrics
+    from analysis.progress import bar, step
     from analysis.retrain import Run
 
     config = exp.best_config
@@ -117,15 +117,16 @@ def evaluate_runs(exp, args, dataset, fw) -> tuple[list, list[dict]]:
         epochs = args.epochs or int(exp.curves[exp.best_id]["training_iteration"].max())
         for k in range(args.seeds):
             seed = int(config.get("seed", 0)) + k
-            with tqdm(total=epochs, desc=f"retrain seed {seed}", unit="epoch", file=sys.stderr) as bar:
+            with bar(epochs, f"retrain seed {seed}", "epoch") as progress:
 
-                def on_epoch(r, bar=bar):
-                    bar.update(1)
-                    bar.set_postfix(val_loss=f"{r['val_loss']:.3f}", val_acc=f"{r['val_acc']:.3f}")
+                def on_epoch(r, progress=progress):
+                    progress.set_postfix(val_loss=f"{r['val_loss']:.3f}", val_acc=f"{r['val_acc']:.3f}")
+                    progress.update(1)
 
                 runs.append(fw.fit({**config, "seed": seed}, data, epochs, on_epoch))
     results = []
-    for run in tqdm(runs, desc="test set", unit="model", file=sys.stderr):
+    step(f"evaluating on the test set ({len(dataset.y_test)} images, {len(runs)} model{'s' * (len(runs) > 1)})")
+    for run in runs:
         scores = fw.scores(run.model, dataset.x_test, data, config)
         results.append(classification_metrics(dataset.y_test, scores, dataset.classes) | {"_pred": scores.argmax(1)})
     return runs, results
@@ -134,6 +135,8 @@ def evaluate_runs(exp, args, dataset, fw) -> tuple[list, list[dict]]:
 def write_report(exp, args, dataset, fw, runs, results, out: Path) -> None:
     from analysis import importance, plots
     from analysis.metrics import metrics_csv, metrics_markdown, metrics_text
+    from analysis.progress import step
+    from analysis.report_html import report_html
 
     config = exp.best_config
     data = dataset.search_arrays()
@@ -157,6 +160,7 @@ def write_report(exp, args, dataset, fw, runs, results, out: Path) -> None:
     (out / "best_config.json").write_text(json.dumps(best_config, indent=2, default=str))
     weights = fw.save(runs[0].model, out)
 
+    step("drawing the plots")
     args_ = exp.info["args"]
     rungs = plots.asha_rungs(args_["grace_period"], args_["reduction_factor"], args_["max_epochs"])
     plots.learning_curves(exp.curves, exp.best_id, exp.metric, rungs, out / "learning_curves.png")
@@ -165,11 +169,13 @@ def write_report(exp, args, dataset, fw, runs, results, out: Path) -> None:
     finals = exp.final_results()
     space = exp.info["search_space"]
     plots.hyperparameters(finals, space, exp.metric, exp.best_id, out / "hyperparameters.png")
+    step("hyperparameter importance (Optuna fANOVA)")
     rung = rungs[0] if rungs else args_["max_epochs"]
     imp, note = importance.importances(rung_results(exp, rung), space, exp.metric, exp.mode, f"at epoch {rung}")
     plots.param_importance(imp, note, out / "param_importance.png")
     plots.prediction_samples(dataset.x_test, dataset.y_test, pred, dataset.classes, out / "samples.png")
     (out / "report.md").write_text(report_markdown(exp, args, main, weights, fw, config, dataset, imp, note))
+    (out / "report.html").write_text(report_html((out / "report.md").read_text(), out))  # same content, one file
 
 
 def rung_results(exp, epoch: int):
@@ -286,19 +292,26 @@ def main(argv=None) -> int:
 
             if not torch.cuda.is_available():
                 raise ReportError("--device cuda asked, but torch sees no CUDA GPU; use --device cpu")
+        from analysis.progress import restart_clock, step
         from analysis.retrain import get_framework
 
         t0 = time.time()
+        restart_clock()
         path = resolve_experiment(args.experiment, args.storage_path)
+        step(f"reading the experiment {path}")
         exp = load_experiment(path)
         print(f"experiment {path}: best trial {exp.best_id} by {exp.metric} ({exp.mode})", file=sys.stderr)
+        step(f"loading the data ({exp.info['data']['path']})")
         dataset = load_data(exp, args)
+        step(f"{'loading the best checkpoint' if args.no_retrain else 'retraining the best config'} "
+             f"({exp.info.get('framework', 'torch')})")  # fmt: skip
         fw = get_framework(exp.info.get("framework", "torch"), args.device)
         runs, results = evaluate_runs(exp, args, dataset, fw)
 
         out = Path(args.out) / Path(exp.path.rstrip("/")).name
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+        step("writing metrics, the model and the report")
         write_report(exp, args, dataset, fw, runs, results, tmp)
         if out.exists():
             shutil.rmtree(out)
