@@ -7,7 +7,7 @@
 
 Ray's full per-trial table stays in the experiment's files (progress.csv, result.json); run_search.py sets Tune's
 own output to silent (RunConfig(verbose=0)) and passes this callback. A status line is printed every
-`status_every_s`, when a trial ends, and at the end.
+`status_every_s` (also during long epochs), when a trial ends, and at the end.
 """
 
 from __future__ import annotations
@@ -47,10 +47,11 @@ class CompactConsole(Callback):
         self._start = time.time()
         self._last_status = 0.0
         self._best = None  # (value, trial id, epoch): the best metric at any epoch of any trial
+        self._last_text = ""
 
     def __getstate__(self):  # Tuner.restore unpickles the callbacks: the clock and the best restart with it
         state = self.__dict__.copy()
-        state.update(_best=None, _last_status=0.0)
+        state.update(_best=None, _last_status=0.0, _last_text="")
         return state
 
     # ---- output
@@ -88,7 +89,8 @@ class CompactConsole(Callback):
     def _maybe_status(self, trials, force: bool = False, **ended) -> None:
         if force or time.time() - self._last_status >= self.status_every_s:
             self._last_status = time.time()
-            self._print(self.status(trials, **ended))
+            self._last_text = self.status(trials, **ended)
+            self._print(self._last_text)
 
     # ---- Tune's hooks
 
@@ -134,8 +136,13 @@ class CompactConsole(Callback):
                     f"{trial.path}/error.txt")  # fmt: skip
         self._maybe_status(trials, force=True, ended=trial, as_status="ERROR")
 
+    def on_step_end(self, iteration, trials, **info):
+        self._maybe_status(trials)  # a heartbeat during long epochs
+
     def on_experiment_end(self, trials, **info):
-        self._maybe_status(trials, force=True)
+        text = self.status(trials)
+        if text.split(" ", 1)[1] != self._last_text.split(" ", 1)[-1]:  # not the last line again (clock aside)
+            self._print(text)
 
 
 def quiet_ray_output() -> None:
