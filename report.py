@@ -16,7 +16,8 @@
     python report.py --samples-only --data-dir ../shared/data/cifar10
 
 Writes results/<experiment>/: metrics.json/.md/.csv/.txt, best_config.json, model.pth (or model.keras), the plots
-learning_curves, best_trial, confusion_matrix, hyperparameters, param_importance, samples (.png), and report.md.
+learning_curves, best_trial, confusion_matrix, hyperparameters, param_importance, samples (.png), report.md, and
+report.html (the same content in one self-contained file: images embedded, no network).
 Outputs appear only when complete: they are written to a temporary folder that replaces the old one at the end.
 """
 
@@ -122,9 +123,8 @@ def load_data(exp, args):
 
 def evaluate_runs(exp, args, dataset, fw) -> tuple[list, list[dict]]:
     """Retrain (one per seed) or load the checkpoint; returns the runs and each one's test metrics."""
-    from tqdm import tqdm
-
     from analysis.metrics import classification_metrics
+    from analysis.progress import bar, step
     from analysis.retrain import Run
     from trainables import metrics as M
 
@@ -150,16 +150,17 @@ def evaluate_runs(exp, args, dataset, fw) -> tuple[list, list[dict]]:
             config = {**config, "max_epochs": args.epochs}
         for k in range(args.seeds):
             seed = int(config.get("seed", 0)) + k
-            with tqdm(total=epochs, desc=f"retrain seed {seed}", unit="epoch", file=sys.stderr) as bar:
+            with bar(epochs, f"retrain seed {seed}", "epoch") as progress:
 
-                def on_epoch(r, bar=bar):
-                    bar.update(1)
-                    bar.set_postfix(val_loss=f"{r[M.VAL_LOSS]:.3f}", val_acc=f"{r[M.VAL_ACC]:.3f}",
-                                    images_per_s=f"{r[M.IMAGES_PER_S]:.0f}")  # fmt: skip
+                def on_epoch(r, progress=progress):
+                    progress.set_postfix(val_loss=f"{r[M.VAL_LOSS]:.3f}", val_acc=f"{r[M.VAL_ACC]:.3f}",
+                                         images_per_s=f"{r[M.IMAGES_PER_S]:.0f}")  # fmt: skip
+                    progress.update(1)
 
                 runs.append(fw.fit({**config, "seed": seed}, data, epochs, on_epoch))
     results = []
-    for run in tqdm(runs, desc="test set", unit="model", file=sys.stderr):
+    step(f"evaluating on the test set ({len(dataset.y_test)} images, {len(runs)} model{'s' * (len(runs) > 1)})")
+    for run in runs:
         scores = fw.scores(run.model, dataset.x_test, data, config)
         results.append(classification_metrics(dataset.y_test, scores, dataset.classes) | {"_pred": scores.argmax(1)})
     return runs, results
@@ -169,6 +170,8 @@ def write_report(exp, args, dataset, fw, runs, results, out: Path) -> None:
     from analysis import importance, plots
     from analysis.metrics import metrics_csv, metrics_markdown, metrics_text
     from analysis.trials import asha_rungs
+    from analysis.progress import step
+    from analysis.report_html import report_html
 
     config = exp.best_config
     data = dataset.search_arrays()
@@ -197,6 +200,7 @@ def write_report(exp, args, dataset, fw, runs, results, out: Path) -> None:
     (out / "best_config.json").write_text(json.dumps(best_config, indent=2, default=str))
     weights = fw.save(run.model, out)
 
+    step("drawing the plots")
     args_ = exp.info["args"]
     rungs = asha_rungs(args_["grace_period"], args_["reduction_factor"], args_["max_epochs"])
     if args_.get("scheduler", "asha") != "asha":
@@ -212,11 +216,13 @@ def write_report(exp, args, dataset, fw, runs, results, out: Path) -> None:
     plots.hyperparameters(at_rung, space, exp.metric, exp.best_id, rung, out / "hyperparameters.png")
     when = f"best by epoch {rung}"
     imp, note = importance.importances(at_rung, space, exp.metric, exp.mode, when)
+    step(f"hyperparameter importance (Optuna fANOVA, at epoch {rung})")
     plots.param_importance(imp, note, out / "param_importance.png")
     plots.prediction_samples(dataset.x_test, dataset.y_test, pred, dataset.classes, out / "samples.png")
     (out / "report.md").write_text(
         report_markdown(exp, args, main, weights, fw, config, dataset, imp, note, rung, len(at_rung))
     )
+    (out / "report.html").write_text(report_html((out / "report.md").read_text(), out))  # same content, one file
 
 
 def search_line(info: dict, s: dict, metric: str, mode: str) -> str:
@@ -409,24 +415,31 @@ def main(argv=None) -> int:
 
             if not torch.cuda.is_available():
                 raise ReportError("--device cuda asked, but torch sees no CUDA GPU; use --device cpu")
+        from analysis.progress import restart_clock, step
         from analysis.retrain import get_framework
 
         t0 = time.time()
+        restart_clock()
         path = resolve_experiment(args.experiment, args.storage_path)
+        step(f"reading the experiment {path}")
         exp = load_experiment(path)
         print(f"experiment {path}: best trial {exp.best_id} by {exp.metric} ({exp.mode})", file=sys.stderr)
+        step(f"loading the data ({exp.info['data']['path']})")
         dataset = load_data(exp, args)
         from analysis.retrain import default_threads
 
         threads = args.threads or default_threads()
         print(f"retrain: {threads} CPU thread(s) of {os.cpu_count()} cores (1-min load {os.getloadavg()[0]:.1f}; "
               "--threads N to change)", file=sys.stderr)  # fmt: skip
+        step(f"{'loading the best checkpoint' if args.no_retrain else 'retraining the best config'} "
+             f"({exp.info.get('framework', 'torch')})")  # fmt: skip
         fw = get_framework(exp.info.get("framework", "torch"), args.device, threads)
         runs, results = evaluate_runs(exp, args, dataset, fw)
 
         out = Path(args.out) / Path(exp.path.rstrip("/")).name
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+        step("writing metrics, the model and the report")
         write_report(exp, args, dataset, fw, runs, results, tmp)
         if out.exists():
             shutil.rmtree(out)

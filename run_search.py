@@ -211,6 +211,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="cap on trials running at once (default: as many as the CPUs/GPUs fit)",
     )
     g.add_argument("--max-failures", type=int, default=0, help="retries of a failed trial, from its last checkpoint")
+    g = p.add_argument_group("tracking (Optuna dashboard and TensorBoard need no flag: see docs/live.md)")
+    g.add_argument(
+        "--mlflow",
+        default=None,
+        metavar="URI",
+        help="log every trial to MLflow, e.g. sqlite:///mlflow.db, file:///tmp/mlruns or http://host:5000",
+    )
     g = p.add_argument_group("experiment and cluster")
     g.add_argument("--storage-path", default="experiments", help="local folder or s3:// / gs:// URI")
     g.add_argument("--name", default=None, help="experiment name (default: <model>-<timestamp>)")
@@ -613,12 +620,14 @@ def build_tuner(args, trainable, param_space: dict, defaults: dict, storage: str
     from ray.tune.search import BasicVariantGenerator
     from ray.tune.search.optuna import OptunaSearch
 
+    from search_driver import console, tracking
     from trainables.metrics import SEARCH_METRICS
 
     mode = SEARCH_METRICS[args.metric]
     first = None if args.no_default_trial else [defaults]
     if args.searcher == "optuna":
-        searcher = OptunaSearch(sampler=make_sampler(args), points_to_evaluate=first)
+        study = tracking.optuna_study(storage, args.name)  # a journal file optuna-dashboard reads live
+        searcher = OptunaSearch(sampler=make_sampler(args), points_to_evaluate=first, **study)
     else:  # the baseline of bench/search_efficiency.py: independent random draws from the same space
         searcher = BasicVariantGenerator(random_state=args.seed, points_to_evaluate=first)
     if args.scheduler == "asha":
@@ -647,7 +656,9 @@ def build_tuner(args, trainable, param_space: dict, defaults: dict, storage: str
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             failure_config=tune.FailureConfig(max_failures=args.max_failures),
             stop=make_stopper(args),
-            verbose=1,
+            # Tune's own output (a table with a column per config key) off: our console fits 120 columns
+            verbose=0,
+            callbacks=[console.console_callback(args, param_space), *tracking.tracking_callbacks(args, param_space)],
         ),
     )  # fmt: skip
 
@@ -736,7 +747,7 @@ def print_summary(results, args, path: str) -> None:
     cols = ["trial_id", M.VAL_ACC, M.VAL_LOSS, M.EPOCH, *cfg_cols]
     table = df[cols].head(5).rename(columns=lambda c: c.removeprefix("config/"))
     print(f"\nBest trials by {args.metric} (best epoch of each), {len(df)} trials, {results.num_errors} errors:")
-    print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}", line_width=120))  # wraps, 120 columns
     print(f"\nExperiment: {path}\nReport: python report.py --experiment {path}")
 
 
@@ -863,6 +874,9 @@ def main(argv=None) -> int:
             space["lr"], defaults["lr"] = tune.loguniform(low, high), finder["suggested_lr"]
             print(f"searching lr in [{low:.3g}, {high:.3g}] (log-uniform), first trial at {defaults['lr']:.3g}")
 
+        from search_driver.console import quiet_ray_output
+
+        quiet_ray_output()  # our console (build_tuner's callbacks) instead of Ray's wide table
         start_ray(args)
         check_resources(args)
         check_one_gpu_per_trial(args)
@@ -883,6 +897,9 @@ def main(argv=None) -> int:
                     info["gpu_packing"] = packing
                 write_json(join(path, EXPERIMENT_FILE), info)
                 tuner = build_tuner(args, trainable, {**space, **constants}, defaults, args.storage_path)
+            from search_driver.tracking import watch_hint
+
+            print(watch_hint(args, path), flush=True)
             results = tuner.fit()
         if stop.received:
             print_interrupted(args, path, stop)

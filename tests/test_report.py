@@ -19,7 +19,7 @@ from analysis.metrics import PER_CLASS_KEYS, classification_metrics, metrics_csv
 from analysis.trials import ReportError, resolve_experiment
 
 OUTPUTS = ["metrics.json", "metrics.md", "metrics.csv", "metrics.txt", "best_config.json", "model.pth", "report.md",
-           "learning_curves.png", "best_trial.png", "confusion_matrix.png", "hyperparameters.png",
+           "report.html", "learning_curves.png", "best_trial.png", "confusion_matrix.png", "hyperparameters.png",
            "param_importance.png", "samples.png"]  # fmt: skip
 
 
@@ -136,6 +136,10 @@ def test_report_end_to_end_with_seeds(smoke_experiment, tmp_path):
     assert m["mean"] == pytest.approx(np.mean([s["accuracy"] for s in m["seeds"]]))
     assert m["retrained"] is True and 1 <= m["seeds"][0]["kept_epoch"] <= 2
     assert f"± {m['std']:.4f} over 2 seeds (saved model: seed {m['saved_seed']}" in proc.stdout
+    assert "test accuracy" in proc.stdout
+    # progress in a pipe (as in a log file): a line per retrain epoch and per step, no tqdm carriage returns
+    assert "\r" not in proc.stderr and "retrain seed 1: 2/2 epoch, val_loss=" in proc.stderr
+    assert "] drawing the plots" in proc.stderr and "] hyperparameter importance" in proc.stderr
     report = (out / "report.md").read_text()
     assert "0.534" in report and "stopped early" in report  # the original's figures beside ours
     assert "18 test images (the whole test split)" in report
@@ -281,3 +285,45 @@ def test_report_evaluates_the_whole_test_set_of_a_subset_search(image_folder):
     assert report.test_set_line(ds) == "18 test images (the whole test split), 32x32."
     cut = report.load_data(exp, SimpleNamespace(data_dir=None, cache_dir=None, test_subset=6))
     assert report.test_set_line(cut) == "6 of the 18 test images (a stratified subset, `--test-subset 6`), 32x32."
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# report.html in a real browser (Debian's chromium; .ci/run installs it)
+
+
+@pytest.mark.slow
+def test_report_html_in_headless_chromium(smoke_experiment, tmp_path):
+    import re
+
+    import browser
+
+    assert browser.available(), f"no {browser.CHROMIUM}: apt-get install chromium (as .ci/run does)"
+    proc = run_report("--experiment", "tiny", "--storage-path", smoke_experiment, "--out", tmp_path, "--no-retrain")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = tmp_path / "tiny"
+    md, page = (out / "report.md").read_text(), (out / "report.html").read_text()
+    # everything report.md holds: its headings, its images (embedded), its numbers and code
+    images = re.findall(r"!\[[^]]*\]\(([^)]+)\)", md)
+    assert len(images) == 6 and page.count('<img src="data:image/png;base64,') == len(images)
+    for heading in re.findall(r"^#+ (.+)$", re.sub(r"```.*?```", "", md, flags=re.S), re.M):  # not code comments
+        assert f">{heading}</h" in page, heading
+    m = json.loads((out / "metrics.json").read_text())
+    assert f"{m['accuracy']:.4f}" in page and "build_model(" in page and '"lr":' in page.replace("&quot;", '"')
+    assert "http://" not in page and "https://" not in page  # nothing fetched: opens offline
+    for width, height in ((390, 844), (1280, 800)):  # a phone, a laptop
+        found = browser.measure(out / "report.html", width, height, tmp_path)
+        assert found["images"] == len(images) and found["decoded"] == len(images), found["undecoded"]
+        assert found["scrollWidth"] <= found["clientWidth"] == width, found
+        assert found["overflowing"] == [] and found["external"] == [], found
+        assert all(0 < w <= width for w in found["imgWidths"]), found["imgWidths"]
+
+
+def test_the_browser_probe_sees_overflow_and_broken_images(tmp_path):
+    """The probe above can fail: a fixed-width block and an undecodable image are caught."""
+    import browser
+
+    page = tmp_path / "bad.html"
+    page.write_text('<!doctype html><html><body><div style="width:700px">wide</div>'
+                    '<img alt="broken" src="data:image/png;base64,AAAA"></body></html>')  # fmt: skip
+    found = browser.measure(page, 390, 600, tmp_path)
+    assert found["scrollWidth"] > 390 and found["overflowing"] and found["undecoded"] == ["broken"]

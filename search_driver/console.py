@@ -1,0 +1,167 @@
+"""The search's console: short lines that fit 120 columns, instead of Ray's table with a column per config key.
+
+    [00:12] start trial_3f2a9c1d  lr=0.0021 batch_size=64 optimizer=adamw dropout=0.435
+    [00:15] trial_3f2a9c1d epoch  2/20  val_loss 0.9932  val_acc 0.6667  train_loss 1.0414  4066 img/s
+    [00:30] trials 2 running, 5 done, 0 errors, 3 not started (of 10) | best val_loss 0.9932 (trial_3f2a9c1d,
+            epoch 2) | 12.4 min left of 15
+
+Ray's full per-trial table stays in the experiment's files (progress.csv, result.json); run_search.py sets Tune's
+own output to silent (RunConfig(verbose=0)) and passes this callback. A status line is printed every
+`status_every_s` (also during long epochs), when a trial ends, and at the end.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import sys
+import textwrap
+import time
+
+from ray.tune import Callback
+
+WIDTH = 120
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def _clock(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"[{h}:{m:02d}:{s:02d}]" if h else f"[{m:02d}:{s:02d}]"
+
+
+class CompactConsole(Callback):
+    """A Tune callback printing one line per trial start, epoch and end, and a status line now and then."""
+
+    def __init__(self, metric: str, mode: str, searched: list[str], max_epochs: int, num_samples: int,
+                 time_budget_s: float | None = None, status_every_s: float = 30, width: int = WIDTH):  # fmt: skip
+        self.metric, self.mode, self.searched = metric, mode, list(searched)
+        self.max_epochs, self.num_samples = max_epochs, num_samples
+        self.time_budget_s, self.status_every_s, self.width = time_budget_s, status_every_s, width
+        self._start = time.time()
+        self._last_status = 0.0
+        self._best = None  # (value, trial id, epoch): the best metric at any epoch of any trial
+        self._last_text = ""
+
+    def __getstate__(self):  # Tuner.restore unpickles the callbacks: the clock and the best restart with it
+        state = self.__dict__.copy()
+        state.update(_best=None, _last_status=0.0, _last_text="")
+        return state
+
+    # ---- output
+
+    def _print(self, text: str, indent: int = 8) -> None:
+        lines = textwrap.wrap(text, self.width, subsequent_indent=" " * indent, break_on_hyphens=False)
+        print("\n".join(lines), file=sys.stdout, flush=True)
+
+    def _now(self) -> str:
+        return _clock(time.time() - self._start)
+
+    def _better(self, value: float, than: float) -> bool:
+        return value < than if self.mode == "min" else value > than
+
+    def status(self, trials, ended=None, as_status: str = "TERMINATED") -> str:
+        """`ended`: a trial Tune reports as ending, whose status Tune sets only after the callbacks."""
+        counts = {}
+        for t in trials:
+            status = as_status if t is ended else t.status
+            counts[status] = counts.get(status, 0) + 1
+        running = counts.get("RUNNING", 0) + counts.get("PAUSED", 0)
+        waiting = counts.get("PENDING", 0) + max(0, self.num_samples - len(trials))
+        parts = [
+            f"{self._now()} trials {running} running, {counts.get('TERMINATED', 0)} done, "
+            f"{counts.get('ERROR', 0)} errors, {waiting} not started (of {self.num_samples})"
+        ]
+        if self._best is not None:
+            value, tid, epoch = self._best
+            parts.append(f"best {self.metric} {value:.4f} (trial_{tid}, epoch {epoch})")
+        if self.time_budget_s:
+            left = max(0.0, self.time_budget_s - (time.time() - self._start))
+            parts.append(f"{left / 60:.1f} min left of {self.time_budget_s / 60:g}")
+        return " | ".join(parts)
+
+    def _maybe_status(self, trials, force: bool = False, **ended) -> None:
+        if force or time.time() - self._last_status >= self.status_every_s:
+            self._last_status = time.time()
+            self._last_text = self.status(trials, **ended)
+            self._print(self._last_text)
+
+    # ---- Tune's hooks
+
+    def setup(self, stop=None, num_samples=None, total_num_samples=None, **info):
+        self._start = time.time()
+        self._last_status = self._start  # the first status line after status_every_s
+        budget = f", time budget {self.time_budget_s / 60:g} min" if self.time_budget_s else ""
+        self._print(
+            f"search: up to {self.num_samples} trials of up to {self.max_epochs} epochs on {self.metric} "
+            f"({self.mode}){budget}; searched: {', '.join(self.searched)}"
+        )
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        params = " ".join(f"{k}={_fmt(trial.config[k])}" for k in self.searched if k in trial.config)
+        self._print(f"{self._now()} start trial_{trial.trial_id}  {params}")
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        value, epoch = result.get(self.metric), result.get("epoch", result.get("training_iteration"))
+        if isinstance(value, float) and not math.isnan(value):
+            if self._best is None or self._better(value, self._best[0]):
+                self._best = (value, trial.trial_id, epoch)
+        shown = [f"{k} {result[k]:.4f}" for k in ("val_loss", "val_acc", "train_loss") if k in result]
+        speed = f"  {result['images_per_s']:.0f} img/s" if "images_per_s" in result else ""
+        diverged = "  DIVERGED" if result.get("diverged") else ""
+        self._print(
+            f"{self._now()} trial_{trial.trial_id} epoch {epoch:>2}/{self.max_epochs}  {'  '.join(shown)}"
+            f"{speed}{diverged}"
+        )
+        self._maybe_status(trials)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        last = trial.last_result or {}
+        epochs = last.get("epoch", last.get("training_iteration", 0))
+        why = "all epochs" if epochs >= self.max_epochs else "stopped early"
+        value = last.get(self.metric)
+        shown = f", last {self.metric} {value:.4f}" if isinstance(value, float) else ""
+        self._print(f"{self._now()} trial_{trial.trial_id} done after {epochs} epochs ({why}){shown}")
+        self._maybe_status(trials, force=True, ended=trial)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        epochs = (trial.last_result or {}).get("epoch", 0)
+        self._print(f"{self._now()} trial_{trial.trial_id} FAILED after {epochs} epochs; its error: "
+                    f"{trial.path}/error.txt")  # fmt: skip
+        self._maybe_status(trials, force=True, ended=trial, as_status="ERROR")
+
+    def on_step_end(self, iteration, trials, **info):
+        self._maybe_status(trials)  # a heartbeat during long epochs
+
+    def on_experiment_end(self, trials, **info):
+        text = self.status(trials)
+        if text.split(" ", 1)[1] != self._last_text.split(" ", 1)[-1]:  # not the last line again (clock aside)
+            self._print(text)
+
+
+def quiet_ray_output() -> None:
+    """Call in the driver before ray.init and Tuner.fit (also on --resume).
+
+    Tune's new output engine prints its experiment box and a TensorBoard hint (of a temporary folder) even at
+    verbose=0; its legacy reporter at verbose=0 prints nothing. Ray's notice that a fresh local instance uses
+    token authentication is a 200-column line of no use to a search on this machine.
+    """
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
+
+
+def console_callback(args, param_space: dict) -> CompactConsole:
+    from ray.tune.search.sample import Domain
+
+    from trainables.metrics import SEARCH_METRICS
+
+    searched = [k for k, v in param_space.items() if isinstance(v, Domain)]
+    budget = getattr(args, "time_budget", None)
+    return CompactConsole(args.metric, SEARCH_METRICS[args.metric], searched, args.max_epochs, args.num_samples,
+                          time_budget_s=budget * 60 if budget else None)  # fmt: skip

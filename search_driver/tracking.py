@@ -1,0 +1,212 @@
+"""Live views of a running search: the Optuna study in a journal file (optuna-dashboard), TensorBoard hparams,
+and MLflow runs (opt-in). run_search.py's build_tuner takes these with one call each.
+
+    optuna-dashboard experiments/NAME/optuna_study.log
+    tensorboard --logdir experiments/NAME
+    python run_search.py ... --mlflow sqlite:///mlflow.db   # then: mlflow ui --backend-store-uri sqlite:///mlflow.db
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from ray.tune.logger import TBXLoggerCallback
+
+STUDY_FILE = "optuna_study.log"  # Optuna journal, in the experiment folder
+
+
+def optuna_study(storage_path: str, name: str) -> dict:
+    """OptunaSearch(storage=..., study_name=...) keywords: the study lives in a journal file in the experiment
+    folder, so optuna-dashboard can read it while the search writes it.
+
+    A journal file, not SQLite: SQLite locks under parallel writers (optuna #820). Only the driver writes here,
+    readers (the dashboard) take no lock. The storage pickles as its file path (Tuner.restore reopens the same file
+    and replays it), so --resume continues the same study. Remote storage (s3://, gs://): {} (the study stays in
+    memory, as before), since the journal needs a local file.
+    """
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    from analysis.experiment import is_uri
+
+    if is_uri(storage_path):
+        return {}
+    folder = os.path.join(storage_path, name)
+    os.makedirs(folder, exist_ok=True)
+    return {"storage": JournalStorage(JournalFileBackend(os.path.join(folder, STUDY_FILE))), "study_name": name}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# TensorBoard
+
+
+_HPARAMS_TAGS = ("_hparams_/experiment", "_hparams_/session_start_info", "_hparams_/session_end_info")
+
+
+def _hparams_summary(tag: str, **plugin_data):
+    """A Summary holding one HParams plugin record (the protos TensorBoard's hparams plugin reads)."""
+    from tensorboardX.proto.plugin_hparams_pb2 import HParamsPluginData
+    from tensorboardX.proto.summary_pb2 import Summary, SummaryMetadata
+
+    content = HParamsPluginData(version=0, **plugin_data).SerializeToString()
+    meta = SummaryMetadata(plugin_data=SummaryMetadata.PluginData(plugin_name="hparams", content=content))
+    return Summary(value=[Summary.Value(tag=tag, metadata=meta)])
+
+
+def hparams_experiment(searched: dict, metrics) -> object:
+    """The experiment record: each searched key with its domain (choices, or the range), the metric tags."""
+    from google.protobuf.struct_pb2 import ListValue
+    from tensorboardX.proto.api_pb2 import DataType, Experiment, HParamInfo, Interval, MetricInfo, MetricName
+
+    infos = []
+    for key, spec in searched.items():
+        if spec["type"] == "choice":
+            values = list(spec["values"])
+            kind = {bool: "DATA_TYPE_BOOL", str: "DATA_TYPE_STRING"}.get(type(values[0]), "DATA_TYPE_FLOAT64")
+            domain = ListValue()
+            domain.extend([v if isinstance(v, bool | str) else float(v) for v in values])
+            infos.append(HParamInfo(name=key, type=DataType.Value(kind), domain_discrete=domain))
+        else:
+            interval = Interval(min_value=float(spec["lower"]), max_value=float(spec["upper"]))
+            infos.append(HParamInfo(name=key, type=DataType.Value("DATA_TYPE_FLOAT64"), domain_interval=interval))
+    exp = Experiment(hparam_infos=infos, metric_infos=[MetricInfo(name=MetricName(tag=m)) for m in metrics])
+    return _hparams_summary(_HPARAMS_TAGS[0], experiment=exp)
+
+
+def hparams_session_start(config: dict, searched: dict, group: str):
+    from tensorboardX.proto.plugin_hparams_pb2 import SessionStartInfo
+
+    ssi = SessionStartInfo(group_name=group, start_time_secs=time.time())
+    for key in searched:
+        v = config.get(key)
+        if isinstance(v, bool):
+            ssi.hparams[key].bool_value = v
+        elif isinstance(v, int | float):
+            ssi.hparams[key].number_value = float(v)
+        elif v is not None:
+            ssi.hparams[key].string_value = str(v)
+    return _hparams_summary(_HPARAMS_TAGS[1], session_start_info=ssi)
+
+
+def hparams_session_end(failed: bool):
+    from tensorboardX.proto.api_pb2 import Status
+    from tensorboardX.proto.plugin_hparams_pb2 import SessionEndInfo
+
+    status = Status.Value("STATUS_FAILURE" if failed else "STATUS_SUCCESS")
+    return _hparams_summary(_HPARAMS_TAGS[2], session_end_info=SessionEndInfo(status=status, end_time_secs=time.time()))
+
+
+class HParamsTBXCallback(TBXLoggerCallback):
+    """Tune's TensorBoard logger, plus HParams written when a trial STARTS, so TensorBoard's HPARAMS tab (table,
+    parallel coordinates, scatter) lists running trials too; their metric values are the per-epoch scalars of the
+    same event file (ray/tune/val_loss, ...).
+
+    Being a TBXLoggerCallback, it replaces Tune's default one (one event file per trial, not two). Tune's own
+    end-of-trial hparams are skipped: they named every config key, and wrote nothing in our searches (checked on
+    Ray 2.60: no hparams record in the trials' event files).
+    """
+
+    METRICS = tuple(f"ray/tune/{m}" for m in ("val_loss", "val_acc", "train_loss", "train_acc", "epoch"))
+
+    def __init__(self, searched: dict):
+        super().__init__()
+        self._searched = {k: v for k, v in searched.items() if v.get("type") != "constant"}
+
+    def log_trial_start(self, trial):
+        super().log_trial_start(trial)
+        writer = self._trial_writer[trial].file_writer
+        writer.add_summary(hparams_experiment(self._searched, self.METRICS))
+        writer.add_summary(hparams_session_start(trial.config, self._searched, trial.trial_id))
+        writer.flush()
+
+    def log_trial_end(self, trial, failed: bool = False):
+        if trial in self._trial_writer:
+            self._trial_writer[trial].file_writer.add_summary(hparams_session_end(failed))
+        super().log_trial_end(trial, failed)
+
+    def _try_log_hparams(self, trial, result):
+        pass  # written at the start instead (see the class docstring)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# MLflow
+
+
+from ray.air.integrations.mlflow import MLflowLoggerCallback  # noqa: E402  (mlflow itself loads on setup())
+
+
+class BestCheckpointMLflow(MLflowLoggerCallback):
+    """Ray's MLflow callback (one run per trial: its config as params, every epoch's metrics), plus the trial's
+    best checkpoint: at each checkpoint that improves the trial's best `metric`, it is uploaded as the run's
+    `best_checkpoint/` artifact, tagged with its epoch. (Ray's own save_artifact uploads the driver's trial
+    folder, which holds no checkpoint: the trials write those straight to storage.)"""
+
+    def __init__(self, uri: str, experiment: str, metric: str, mode: str):
+        super().__init__(tracking_uri=uri, experiment_name=experiment, tags={"experiment": experiment})
+        self.metric, self.mode = metric, mode
+
+    def setup(self, *args, **kwargs):
+        self._create_experiment()
+        super().setup(*args, **kwargs)
+        self._best = {}
+
+    def _create_experiment(self) -> None:
+        """A SQLite store keeps its artifacts in ./mlruns of the working directory unless the experiment names a
+        place: put them next to the database (mlartifacts/, where `mlflow server` would keep them)."""
+        if not self.tracking_uri.startswith("sqlite:///"):
+            return
+        import mlflow
+
+        client = mlflow.MlflowClient(self.tracking_uri)
+        if client.get_experiment_by_name(self.experiment_name) is None:
+            db = Path(self.tracking_uri.removeprefix("sqlite:///")).resolve()
+            client.create_experiment(self.experiment_name, artifact_location=(db.parent / "mlartifacts").as_uri())
+
+    def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
+        value = (trial.last_result or {}).get(self.metric)
+        if value is None or trial not in self._trial_runs:
+            return
+        best = self._best.get(trial.trial_id)
+        if best is not None and not (value < best if self.mode == "min" else value > best):
+            return
+        self._best[trial.trial_id] = value
+        client = self.mlflow_util._get_client()
+        run_id = self._trial_runs[trial]
+        with checkpoint.as_directory() as d:
+            client.log_artifacts(run_id, d, artifact_path="best_checkpoint")
+        client.set_tag(run_id, "best_checkpoint_epoch", str(trial.last_result.get("epoch")))
+        client.set_tag(run_id, f"best_{self.metric}", f"{value:.6g}")
+
+
+def searched_keys(param_space: dict) -> dict:
+    """describe() of the keys Tune samples (its Domains), not the constants."""
+    from ray.tune.search.sample import Domain
+
+    from search_spaces import describe
+
+    return describe({k: v for k, v in param_space.items() if isinstance(v, Domain)})
+
+
+def tracking_callbacks(args, param_space: dict) -> list:
+    """The callbacks build_tuner passes to RunConfig: TensorBoard with hparams, MLflow if --mlflow URI."""
+    from trainables.metrics import SEARCH_METRICS
+
+    callbacks = [HParamsTBXCallback(searched_keys(param_space))]
+    if getattr(args, "mlflow", None):
+        callbacks.append(BestCheckpointMLflow(args.mlflow, args.name, args.metric, SEARCH_METRICS[args.metric]))
+    return callbacks
+
+
+def watch_hint(args, path: str) -> str:
+    """The commands that show this search live, printed when it starts."""
+    from analysis.experiment import is_uri
+
+    lines = []
+    if args.searcher == "optuna" and not is_uri(path):
+        lines.append(f"watch: optuna-dashboard {os.path.join(path, STUDY_FILE)}")
+    lines.append(f"watch: tensorboard --logdir {path}")
+    if getattr(args, "mlflow", None):
+        lines.append(f"watch: mlflow ui --backend-store-uri {args.mlflow}")  # the UI: the full mlflow package
+    return "\n".join(lines)

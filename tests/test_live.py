@@ -1,0 +1,161 @@
+"""Live views of a real search: optuna-dashboard's API lists its trials, TensorBoard's event files carry hparams,
+--mlflow logs runs to a real SQLite store, the console fits 120 columns, and --resume keeps the Optuna study."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import time
+from types import SimpleNamespace
+
+import pytest
+from test_search import run_cli
+
+from search_driver.console import CompactConsole
+from search_driver.tracking import STUDY_FILE
+
+WIDTH = 120
+
+
+@pytest.fixture(scope="module")
+def live_search(image_folder, tmp_path_factory):
+    """One smoke search (2 trials x 2 epochs) with every view on."""
+    storage = tmp_path_factory.mktemp("live")
+    db = storage / "mlflow.db"
+    proc = run_cli("--model", "lenet5", "--data-dir", image_folder, "--smoke-test", "--storage-path", storage,
+                   "--name", "live", "--num-cpus", 2, "--mlflow", f"sqlite:///{db}")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return SimpleNamespace(exp=storage / "live", db=db, proc=proc)
+
+
+def trial_ids(exp) -> set[str]:
+    return {d.name.removeprefix("trial_") for d in exp.glob("trial_*") if d.is_dir()}
+
+
+def long_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if len(line) > WIDTH]
+
+
+@pytest.mark.slow
+def test_console_fits_120_columns(live_search):
+    out, err = live_search.proc.stdout, live_search.proc.stderr
+    assert long_lines(out) == [] and long_lines(err) == []
+    assert "Trial status" not in out and "╭" not in out  # not Ray's table
+    for tid in trial_ids(live_search.exp):
+        assert f"start trial_{tid}" in out and f"trial_{tid} epoch  2/2" in out and f"trial_{tid} done" in out
+    assert "2 done, 0 errors" in out and "best val_loss" in out
+    assert f"optuna-dashboard {live_search.exp / STUDY_FILE}" in out
+
+
+@pytest.mark.slow
+def test_optuna_dashboard_lists_the_finished_trials(live_search):
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+    from optuna_dashboard import wsgi
+    from werkzeug.test import Client
+
+    client = Client(wsgi(JournalStorage(JournalFileBackend(str(live_search.exp / STUDY_FILE)))))
+    studies = client.get("/api/studies").get_json()["study_summaries"]
+    assert [s["study_name"] for s in studies] == ["live"]
+    study = client.get(f"/api/studies/{studies[0]['study_id']}").get_json()
+    assert [t["state"] for t in study["trials"]] == ["Complete", "Complete"]
+    # the trials' values are the ones Tune recorded (last val_loss of each trial)
+    last = set()
+    for d in live_search.exp.glob("trial_*/result.json"):
+        last.add(round(json.loads(d.read_text().splitlines()[-1])["val_loss"], 6))
+    assert {round(t["values"][0], 6) for t in study["trials"]} == last
+    assert {"lr", "batch_size"} <= {p["name"] for p in study["union_search_space"]}
+    assert study["has_intermediate_values"]  # per-epoch values: the dashboard's history and pruning views
+
+
+@pytest.mark.slow
+def test_tensorboard_event_files_carry_hparams(live_search):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    for tid in trial_ids(live_search.exp):
+        acc = EventAccumulator(str(live_search.exp / f"trial_{tid}"))
+        acc.Reload()
+        content = acc.PluginTagToContent("hparams")
+        assert set(content) == {"_hparams_/experiment", "_hparams_/session_start_info", "_hparams_/session_end_info"}
+        exp = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
+        names = [h.name for h in exp.hparam_infos]
+        assert "lr" in names and "model" not in names and "seed" not in names  # searched keys, not constants
+        assert "ray/tune/val_loss" in [m.name.tag for m in exp.metric_infos]
+        assert "ray/tune/val_loss" in acc.Tags()["scalars"]  # the metric's values the hparams table shows
+        start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"])
+        params = json.loads((live_search.exp / f"trial_{tid}" / "params.json").read_text())
+        assert start.session_start_info.hparams["lr"].number_value == pytest.approx(params["lr"])
+        end = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_end_info"])
+        assert end.session_end_info.status == 1  # STATUS_SUCCESS
+
+
+@pytest.mark.slow
+def test_mlflow_logs_every_trial(live_search):
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{live_search.db}")
+    exp = client.get_experiment_by_name("live")
+    assert exp.artifact_location.startswith((live_search.db.parent / "mlartifacts").as_uri())
+    runs = client.search_runs([exp.experiment_id])
+    assert len(runs) == 2 and {r.info.status for r in runs} == {"FINISHED"}
+    for run in runs:
+        assert {"lr", "batch_size", "optimizer"} <= set(run.data.params)
+        assert len(client.get_metric_history(run.info.run_id, "val_loss")) == 2  # one per epoch
+        assert [a.path for a in client.list_artifacts(run.info.run_id, "best_checkpoint")] == [
+            "best_checkpoint/checkpoint.pt"
+        ]
+        assert run.data.tags["best_checkpoint_epoch"] in ("1", "2")
+
+
+@pytest.mark.slow
+def test_resume_keeps_the_optuna_study(live_search):
+    study = live_search.exp / STUDY_FILE
+    before = study.read_bytes()
+    proc = run_cli("--resume", "--name", "live", "--storage-path", live_search.exp.parent, "--num-cpus", 2)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert long_lines(proc.stdout) == [] and long_lines(proc.stderr) == []
+    assert study.read_bytes().startswith(before)  # the same journal, continued (not a new study)
+
+
+def test_a_pickled_searcher_continues_the_same_journal(tmp_path):
+    """Tuner.restore unpickles the searcher: its journal storage must reopen the file and go on writing it."""
+    import optuna
+    from ray import tune
+    from ray.tune.search.optuna import OptunaSearch
+
+    from search_driver.tracking import optuna_study
+
+    searcher = OptunaSearch(**optuna_study(str(tmp_path), "s"), seed=0)
+    searcher.set_search_properties("loss", "min", {"x": tune.uniform(0, 1)})
+    searcher.on_trial_complete("a", {"loss": searcher.suggest("a")["x"]})
+    restored = pickle.loads(pickle.dumps(searcher))
+    restored.on_trial_complete("b", {"loss": restored.suggest("b")["x"]})
+    study = optuna.load_study(study_name="s", storage=optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(tmp_path / "s" / STUDY_FILE))))  # fmt: skip
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
+
+
+def fake_trial(tid, status, config=None, last=None):
+    return SimpleNamespace(trial_id=tid, status=status, config=config or {}, last_result=last or {}, path=f"/x/{tid}")
+
+
+def test_console_lines_fit_and_show_time_left(capsys):
+    keys = [f"a_rather_long_hyperparameter_name_{i}" for i in range(12)]
+    console = CompactConsole("val_loss", "min", keys, max_epochs=20, num_samples=16, time_budget_s=600)
+    console.setup()
+    console._start = time.time() - 150  # 2.5 min into a 10 min budget
+    trial = fake_trial("3f2a9c1d", "RUNNING", config={k: 0.000123456 for k in keys})
+    others = [trial, fake_trial("00000001", "TERMINATED"), fake_trial("00000002", "ERROR")]
+    console.on_trial_start(0, others, trial)
+    console.on_trial_result(0, others, trial, {"val_loss": 0.9, "val_acc": 0.6, "train_loss": 1.0, "epoch": 3})
+    console.on_trial_result(0, others, trial, {"val_loss": 1.2, "val_acc": 0.5, "train_loss": 0.8, "epoch": 4})
+    console.on_trial_complete(0, others, trial)
+    out = capsys.readouterr().out
+    assert long_lines(out) == []
+    unwrapped = out.replace("\n        ", " ").splitlines()  # continuation lines are indented by 8
+    assert "a_rather_long_hyperparameter_name_11=0.0001235" in unwrapped[1]
+    status = unwrapped[-1]
+    # the ending trial counts as done; 13 of 16 not created yet; best at any epoch; time left of the budget
+    assert "0 running, 2 done, 1 errors, 13 not started (of 16)" in status
+    assert "best val_loss 0.9000 (trial_3f2a9c1d, epoch 3)" in status and "7.5 min left of 10" in status
