@@ -169,9 +169,9 @@ def evaluate_runs(exp, args, dataset, fw) -> tuple[list, list[dict]]:
 def write_report(exp, args, dataset, fw, runs, results, out: Path) -> None:
     from analysis import importance, plots
     from analysis.metrics import metrics_csv, metrics_markdown, metrics_text
-    from analysis.trials import asha_rungs
     from analysis.progress import step
     from analysis.report_html import report_html
+    from analysis.trials import asha_rungs
 
     config = exp.best_config
     data = dataset.search_arrays()
