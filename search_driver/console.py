@@ -73,10 +73,11 @@ class CompactConsole(Callback):
             status = as_status if t is ended else t.status
             counts[status] = counts.get(status, 0) + 1
         running = counts.get("RUNNING", 0) + counts.get("PAUSED", 0)
-        waiting = counts.get("PENDING", 0) + max(0, self.num_samples - len(trials))
+        capped = self.num_samples > 0  # -1: no cap (a time budget decides how many)
+        waiting = counts.get("PENDING", 0) + (max(0, self.num_samples - len(trials)) if capped else 0)
         parts = [
             f"{self._now()} trials {running} running, {counts.get('TERMINATED', 0)} done, "
-            f"{counts.get('ERROR', 0)} errors, {waiting} not started (of {self.num_samples})"
+            f"{counts.get('ERROR', 0)} errors, {waiting} not started" + (f" (of {self.num_samples})" if capped else "")
         ]
         if self._best is not None:
             value, tid, epoch = self._best
@@ -99,7 +100,7 @@ class CompactConsole(Callback):
         self._last_status = self._start  # the first status line after status_every_s
         budget = f", time budget {self.time_budget_s / 60:g} min" if self.time_budget_s else ""
         self._print(
-            f"search: up to {self.num_samples} trials of up to {self.max_epochs} epochs on {self.metric} "
+            f"search: {f'up to {self.num_samples}' if self.num_samples > 0 else 'as many'} trials of up to {self.max_epochs} epochs on {self.metric} "
             f"({self.mode}){budget}; searched: {', '.join(self.searched)}"
         )
 
