@@ -42,7 +42,8 @@ def test_console_fits_120_columns(live_search):
     assert long_lines(out) == [] and long_lines(err) == []
     assert "Trial status" not in out and "╭" not in out  # not Ray's table
     for tid in trial_ids(live_search.exp):
-        assert f"start trial_{tid}" in out and f"trial_{tid} epoch  2/2" in out and f"trial_{tid} done" in out
+        # ASHA may stop the second trial after its first epoch (grace period 1)
+        assert f"start trial_{tid}" in out and f"trial_{tid} epoch  1/2" in out and f"trial_{tid} done" in out
     assert "2 done, 0 errors" in out and "best val_loss" in out
     assert f"optuna-dashboard {live_search.exp / STUDY_FILE}" in out
 
