@@ -101,8 +101,9 @@ def test_mlflow_logs_every_trial(live_search):
     runs = client.search_runs([exp.experiment_id])
     assert len(runs) == 2 and {r.info.status for r in runs} == {"FINISHED"}
     for run in runs:
-        assert {"lr", "batch_size", "optimizer"} <= set(run.data.params)
-        assert len(client.get_metric_history(run.info.run_id, "val_loss")) == 2  # one per epoch
+        assert {"lr", "batch_size", "weight_decay"} <= set(run.data.params)
+        # one per epoch: 2, or 1 for a trial ASHA stopped after its first
+        assert len(client.get_metric_history(run.info.run_id, "val_loss")) in (1, 2)
         assert [a.path for a in client.list_artifacts(run.info.run_id, "best_checkpoint")] == [
             "best_checkpoint/checkpoint.pt"
         ]
