@@ -62,16 +62,19 @@ def usage_snippet(onnx_file: str) -> str:
     """Predict one image with nothing but onnxruntime, Pillow and numpy, from the results folder."""
     return "\n".join([
         "import json",
-        "import numpy as np, onnxruntime as ort",
+        "",
+        "import numpy as np",
+        "import onnxruntime as ort",
         "from PIL import Image",
-        "card = json.load(open('model_card.json'))",
-        "side = card['input']['size']",
-        "image = Image.open('my_image.jpg').convert('RGB').resize((side, side), Image.BILINEAR)",
-        f"session = ort.InferenceSession('{onnx_file}', providers=['CPUExecutionProvider'])",
+        "",
+        'card = json.load(open("model_card.json"))',
+        'side = card["input"]["size"]',
+        'image = Image.open("my_image.jpg").convert("RGB").resize((side, side), Image.BILINEAR)',
+        f'session = ort.InferenceSession("{onnx_file}", providers=["CPUExecutionProvider"])',
         "batch = np.asarray(image, dtype=np.uint8)[None]  # (1, side, side, 3) uint8 RGB",
         "probs = session.run(None, {session.get_inputs()[0].name: batch})[0][0]",
         "for i in np.argsort(-probs)[:3]:",
-        "    print(card['classes'][i], round(float(probs[i]), 4))",
+        '    print(card["classes"][i], round(float(probs[i]), 4))',
     ])  # fmt: skip
 
 

@@ -149,7 +149,7 @@ def _cuda_available(backend: str) -> bool:
 def resolve_backend(card: dict, backend: str, device: str) -> tuple[str, str]:
     """(backend, device). auto: ONNX Runtime when the card has an ONNX file (fastest here, see docs/predict.md) and,
     for --device cuda, a CUDA build of onnxruntime; else the framework's own export."""
-    files = card["files"]
+    files = {k: f for k, f in card["files"].items() if f.get("path")}  # a failed converter leaves {"error": ...}
     native = "torch" if card["framework"] == "torch" else "savedmodel"
     if backend == "auto":
         candidates = [b for b in ("onnx", native) if RUNNERS[b][0] in files]
@@ -163,7 +163,7 @@ def resolve_backend(card: dict, backend: str, device: str) -> tuple[str, str]:
         backend = candidates[0]
     key = RUNNERS[backend][0] if backend in RUNNERS else None
     if key not in files:
-        have = ", ".join(b for b, (k, _) in RUNNERS.items() if k in files)
+        have = ", ".join(b for b, (k, _) in RUNNERS.items() if k in files) or "none"
         raise PredictError(f"--backend {backend}: this model has no such export (it has: {have})")
     if device == "auto":
         device = "cuda" if gpu_driver_present() and _cuda_available(backend) else "cpu"

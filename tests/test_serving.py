@@ -273,6 +273,8 @@ def test_backend_choice_and_gpu_requests(lenet, monkeypatch):
     assert resolve_backend(card, "torch", "cpu") == ("torch", "cpu")
     with pytest.raises(Exception, match="no such export"):
         resolve_backend(card, "savedmodel", "cpu")
+    no_onnx = {**card, "files": {**card["files"], "onnx": {"path": None, "error": "not exported: converter failed"}}}
+    assert resolve_backend(no_onnx, "auto", "cpu") == ("torch", "cpu")  # a Keras model whose ONNX conversion failed
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(Exception, match="--device cuda: the onnx backend sees no CUDA GPU"):
         resolve_backend(card, "auto", "cuda")
