@@ -15,9 +15,15 @@
     # look at the data: 8 training images per class, saved to results/samples_<data>.png
     python report.py --samples-only --data-dir ../shared/data/cifar10
 
+    # export (and check) the model of a report written before this existed; then predict with it
+    python report.py --export-only results/lenet5-20261121-120000
+    python predict.py --model results/lenet5-20261121-120000 my_images/
+
 Writes results/<experiment>/: metrics.json/.md/.csv/.txt, best_config.json, model.pth (or model.keras), the plots
 learning_curves, best_trial, confusion_matrix, hyperparameters, param_importance, samples (.png), report.md, and
-report.html (the same content in one self-contained file: images embedded, no network).
+report.html (the same content in one self-contained file: images embedded, no network); then the model exported with
+its preprocessing inside and checked (serving/export.py): model.pt2 + model.onnx (torch) or model_inference.keras +
+model_savedmodel/ + model.onnx (Keras), described by model_card.json.
 Outputs appear only when complete: they are written to a temporary folder that replaces the old one at the end.
 """
 
@@ -80,6 +86,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         metavar="N",
         help="evaluate on N test images, stratified (default: the whole test set)",
     )
+    g = p.add_argument_group("export (serving/export.py)")
+    g.add_argument("--export-only", metavar="RESULTS_DIR", default=None, help="only export a report folder's model")
+    g.add_argument("--no-export", action="store_true", help="skip the export after the report")
     g = p.add_argument_group("data samples only")
     g.add_argument("--samples-only", action="store_true", help="only draw N training images per class of --data-dir")
     g.add_argument("--samples-per-class", type=int, default=8, help="images per class in the grid (default: 8)")
@@ -398,12 +407,18 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     from analysis.trials import ReportError as TrialsError
     from analysis.trials import load_experiment, resolve_experiment
+    from serving.export import ExportError, export_existing, export_model
     from trainables.data import DataError
 
     tmp = None
     try:
         if args.samples_only:
             return samples_only(args)
+        if args.export_only:
+            experiment = None if args.experiment == "latest" else args.experiment
+            export_existing(args.export_only, storage_path=args.storage_path, experiment=experiment,
+                            data_dir=args.data_dir, cache_dir=args.cache_dir)  # fmt: skip
+            return 0
         if args.seeds < 1 or (args.epochs is not None and args.epochs < 1):
             raise ReportError("--seeds and --epochs must be at least 1")
         if args.test_subset is not None and args.test_subset < 1:
@@ -446,6 +461,10 @@ def main(argv=None) -> int:
         tmp.rename(out)
         tmp = None
         m = json.loads((out / "metrics.json").read_text())
+        if not args.no_export:  # after the report is in place: a failed export check loses no result
+            saved = [s["seed"] for s in m["seeds"]].index(m["saved_seed"])  # the model write_report saved
+            export_model(out, framework=fw.name, model=runs[saved].model, dataset=dataset, config=exp.best_config,
+                         info=exp.info, metrics=m)  # fmt: skip
         if len(m["seeds"]) > 1:
             head = (f"test accuracy {m['mean']:.4f} ± {m['std']:.4f} over {len(m['seeds'])} seeds (saved model: seed "
                     f"{m['saved_seed']}, {m['accuracy']:.4f}, macro F1 {m['macro']['f1']:.4f})")  # fmt: skip
@@ -455,6 +474,9 @@ def main(argv=None) -> int:
         return 0
     except (ReportError, TrialsError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except ExportError as e:
+        print(f"error: export: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("\ninterrupted; no report written", file=sys.stderr)

@@ -20,7 +20,7 @@ from analysis.trials import ReportError, resolve_experiment
 
 OUTPUTS = ["metrics.json", "metrics.md", "metrics.csv", "metrics.txt", "best_config.json", "model.pth", "report.md",
            "report.html", "learning_curves.png", "best_trial.png", "confusion_matrix.png", "hyperparameters.png",
-           "param_importance.png", "samples.png"]  # fmt: skip
+           "param_importance.png", "samples.png", "model_card.json", "model.onnx"]  # fmt: skip
 
 
 @pytest.mark.parametrize("n_classes", [3, 10])
@@ -168,6 +168,21 @@ def test_report_no_retrain_uses_the_checkpoint(smoke_experiment, tmp_path):
     m = check_outputs(tmp_path / "tiny")
     assert m["retrained"] is False and len(m["seeds"]) == 1
     assert "retrain seed" not in proc.stderr
+    assert "exported model.onnx: top-1 agreement 100%" in proc.stderr
+    assert "## Using the exported model" in (tmp_path / "tiny" / "report.md").read_text()
+
+    # --export-only: the model of an existing report folder (e.g. one written before exports existed)
+    exported = ["model_card.json", "model.onnx", "model.pt2"]
+    for name in exported:
+        (tmp_path / "tiny" / name).unlink()
+    proc = run_report("--export-only", tmp_path / "tiny", "--storage-path", smoke_experiment)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert all((tmp_path / "tiny" / name).exists() for name in exported)
+    card = json.loads((tmp_path / "tiny" / "model_card.json").read_text())
+    assert card["check"]["passed"] and card["test_metrics"]["accuracy"] == m["accuracy"]
+    assert card["data"]["num_test"] == 18 and card["files"]["onnx"]["check"]["images"] == 18
+    assert (tmp_path / "tiny" / "report.md").read_text().count("## Using the exported model") == 1
+    assert "not a report folder" in one_line(run_report("--export-only", tmp_path))
 
 
 def test_interrupted_report_leaves_no_output(smoke_experiment, tmp_path, monkeypatch):
@@ -249,6 +264,9 @@ def test_report_of_a_keras_experiment(image_folder, tmp_path):
     assert (out / "model.keras").exists() and not (out / "model.pth").exists()
     check_outputs(out, weights="model.keras")
     assert "keras.saving.load_model" in (out / "report.md").read_text()
+    card = json.loads((out / "model_card.json").read_text())  # the registry's Keras ResNet-18, exported and checked
+    assert set(card["files"]) == {"keras", "savedmodel", "onnx"} and card["check"]["passed"]
+    assert (out / "model_savedmodel" / "saved_model.pb").exists() and (out / "model_inference.keras").exists()
 
 
 def test_pretrained_model_is_saved_with_its_imagenet_input(tiny_arrays, tmp_path, monkeypatch):

@@ -1,0 +1,1 @@
+"""Using the winner: export with preprocessing inside, model card, prediction."""

@@ -1,0 +1,218 @@
+"""Export a report's model with its preprocessing inside, check every file against the training framework, and
+write model_card.json. Called by report.py after a report (and by `report.py --export-only RESULTS_DIR`).
+
+Every exported file takes uint8 RGB images in NHWC layout, (N, S, S, 3) for any N, at the stored size S (the side
+the data loader resized the training images to), and returns float32 softmax probabilities (N, classes); the
+normalisation, a pretrained model's resize to its resolution and the softmax are inside. NHWC because it is what
+image decoders give (`np.asarray(PIL.Image)`) and Keras' own layout, so both frameworks' files take the same input.
+
+- torch: model.pt2 (torch.export) and model.onnx (torch.onnx, dynamo exporter)       -> serving/export_torch.py
+- Keras: model_inference.keras, model_savedmodel/ (model.export) and model.onnx (tf2onnx) -> serving/export_keras.py
+
+The check: each file is reloaded from disk and run on up to CHECK_IMAGES real test images (evenly spaced over the
+test split) next to the framework's own predict, float32 on the CPU. Top-1 agreement must be 100% and every
+probability within TOLERANCE; otherwise ExportError (one line) and the exported files are removed.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from . import model_card
+from .predict import DECODE_NOTE
+
+CHECK_IMAGES = 1000
+TOLERANCE = 1e-4
+CHECK_BATCH = 250
+FORMATS = {"torch_export": "torch.export ExportedProgram (.pt2)", "onnx": "ONNX", "keras": "Keras 3 (.keras)",
+           "savedmodel": "TensorFlow SavedModel (Keras model.export), endpoint 'serve'"}  # fmt: skip
+
+
+class ExportError(Exception):
+    """The export failed or disagrees with the framework: one line."""
+
+
+def check_images(x_test: np.ndarray, n: int = CHECK_IMAGES) -> np.ndarray:
+    """Up to n test images (NCHW uint8), evenly spaced, so every class of a class-sorted test split is in."""
+    idx = np.unique(np.linspace(0, len(x_test) - 1, min(n, len(x_test))).round().astype(int))
+    return np.ascontiguousarray(x_test[idx])
+
+
+def compare(name: str, framework: str, expected: np.ndarray, got: np.ndarray) -> dict:
+    """Top-1 agreement and max |Δp| of `got` against the framework's `expected` probabilities; ExportError when
+    either misses its target."""
+    if got.shape != expected.shape:
+        raise ExportError(f"{name} returns shape {got.shape}, {framework} {expected.shape}")
+    agree = float((got.argmax(1) == expected.argmax(1)).mean())
+    diff = float(np.abs(got.astype(np.float64) - expected).max())
+    result = {"images": len(got), "top1_agreement": agree, "max_abs_diff": diff, "tolerance": TOLERANCE,
+              "against": f"{framework} predict, float32, CPU", "passed": agree == 1.0 and diff <= TOLERANCE}  # fmt: skip
+    if not result["passed"]:
+        raise ExportError(f"{name} disagrees with {framework} on {len(got)} test images: top-1 agreement "
+                          f"{agree:.2%} (need 100%), max |Δp| {diff:.1e} (need <= {TOLERANCE:g})")  # fmt: skip
+    return result
+
+
+def _export_torch(model, mean, std, side: int, x_check: np.ndarray, out_dir: Path, onnx_runner):
+    from . import export_torch as T
+
+    model = T.on_cpu(model)
+    expected = T.reference(model, x_check, mean, std)
+    wrapper, resize_to = T.wrap(model, mean, std)
+    paths = T.export(wrapper, side, out_dir)
+    nhwc = np.ascontiguousarray(x_check.transpose(0, 2, 3, 1))
+    runs = {"torch_export": lambda p: T.run_program(p, nhwc, CHECK_BATCH), "onnx": lambda p: onnx_runner(p, nhwc)}
+    files = {k: {"check": compare(paths[k].name, "torch", expected, runs[k](paths[k]))} for k in paths}
+    meta = {"mean": wrapper.mean.flatten().tolist(), "std": wrapper.std.flatten().tolist(), "resize_to": resize_to}
+    return paths, files, meta, None, T.load_note
+
+
+def _export_keras(model, mean, std, side: int, x_check: np.ndarray, out_dir: Path, onnx_runner):
+    from . import export_keras as K
+
+    expected = K.reference(model, x_check, mean, std)
+    paths, onnx_error = K.export(K.wrap(model, mean, std, side), out_dir)
+    nhwc = np.ascontiguousarray(x_check.transpose(0, 2, 3, 1))
+    runs = {"keras": lambda p: K.run_keras(p, nhwc, CHECK_BATCH), "onnx": lambda p: onnx_runner(p, nhwc),
+            "savedmodel": lambda p: K.run_savedmodel(p, nhwc, CHECK_BATCH)}  # fmt: skip
+    files = {k: {"check": compare(paths[k].name, "keras", expected, runs[k](paths[k]))} for k in paths}
+    meta = {"mean": list(mean), "std": list(std), "resize_to": None}
+    return paths, files, meta, onnx_error, K.load_note
+
+
+def _run_onnx(path: Path, x_nhwc: np.ndarray) -> np.ndarray:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return np.concatenate([session.run(None, {name: x_nhwc[i : i + CHECK_BATCH]})[0]
+                           for i in range(0, len(x_nhwc), CHECK_BATCH)])  # fmt: skip
+
+
+def _remove(paths) -> None:
+    for p in paths:
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        elif p.exists():
+            p.unlink()
+
+
+def export_model(out_dir: Path, *, framework: str, model, dataset, config: dict, info: dict, metrics: dict,
+                 n_check: int = CHECK_IMAGES, quiet: bool = False) -> dict:  # fmt: skip
+    """Export `model` (trained on `dataset`) into out_dir, check every file, write model_card.json; returns the card.
+    Raises ExportError (files removed) when an export fails or disagrees with the framework."""
+    out_dir = Path(out_dir)
+    side = int(dataset.x_test.shape[-1])
+    x_check = check_images(dataset.x_test, n_check)
+    mean, std = tuple(dataset.mean), tuple(dataset.std)
+    exporter = _export_torch if framework == "torch" else _export_keras
+    written = [out_dir / n for n in ("model.pt2", "model.onnx", "model_inference.keras", "model_savedmodel")]
+    try:
+        paths, files, meta, onnx_error, note = exporter(model, mean, std, side, x_check, out_dir, _run_onnx)
+    except ExportError:
+        _remove(written)
+        raise
+    except Exception as e:  # the exporters' own errors (unsupported op, converter bug): one line, not a traceback
+        _remove(written)
+        raise ExportError(
+            f"{framework} export failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        ) from e
+    for key, path in paths.items():
+        files[key].update(
+            path=path.name, format=FORMATS[key], sha256=model_card.sha256(path), load=note(key, path.name)
+        )
+    if onnx_error:
+        files["onnx"] = {"path": None, "error": f"not exported: {onnx_error}"}
+    card = model_card.build_card(
+        name=out_dir.name, framework=framework, model=config["model"], classes=dataset.classes, side=side,
+        mean=meta["mean"], std=meta["std"], resize_to=meta["resize_to"], decode_note=DECODE_NOTE, files=files,
+        metrics=metrics, config=config, info=info, fingerprint=model_card.data_fingerprint(dataset),
+    )  # fmt: skip
+    model_card.write_card(out_dir, card)
+    if not quiet:
+        for key, f in files.items():
+            if "check" in f:
+                c = f["check"]
+                print(f"exported {f['path']}: top-1 agreement {c['top1_agreement']:.0%} with {framework} on "
+                      f"{c['images']} test images, max |Δp| {c['max_abs_diff']:.1e}", file=sys.stderr)  # fmt: skip
+            else:
+                print(f"warning: {key}: {f['error']}", file=sys.stderr)
+    _append_to_report(out_dir, card)
+    return card
+
+
+def _append_to_report(out_dir: Path, card: dict) -> None:
+    report = out_dir / "report.md"
+    if not report.exists():
+        return
+    text = report.read_text().split("\n## Using the exported model\n")[0].rstrip("\n")  # re-export replaces it
+    files = ", ".join(f"`{f['path']}`" for f in card["files"].values() if f.get("path"))
+    checks = [f["check"] for f in card["files"].values() if "check" in f]
+    side, n = card["input"]["size"], len(card["classes"])
+    lines = [
+        "",
+        "## Using the exported model",
+        f"{files} take uint8 RGB images, NHWC (N, {side}, {side}, 3), and return the probabilities of the {n} classes; "
+        + ("normalisation and resize are inside. " if card["preprocessing_inside"]["resize_to"] else "normalisation is inside. ")
+        + f"Each was checked against {card['framework']} on {checks[0]['images']} test images: top-1 agreement 100%, "
+        f"max |Δp| {max(c['max_abs_diff'] for c in checks):.1e}. Classes, input and versions: `model_card.json`.",
+        "```",
+        f"python predict.py --model {out_dir} IMAGE_OR_FOLDER... [--csv predictions.csv]",
+        "```",
+    ]  # fmt: skip
+    report.write_text(text + "\n" + "\n".join(lines) + "\n")
+    if (out_dir / "report.html").exists():  # the same content in one file: written again with the new section
+        from analysis.report_html import report_html
+
+        (out_dir / "report.html").write_text(report_html(report.read_text(), out_dir))
+
+
+def export_existing(results_dir: str, *, storage_path: str = "experiments", experiment: str | None = None,
+                    data_dir: str | None = None, cache_dir: str | None = None) -> dict:  # fmt: skip
+    """`report.py --export-only RESULTS_DIR`: export the model of a report folder written before (model.pth or
+    model.keras + best_config.json + metrics.json). The check needs the test images, so the experiment the report
+    came from is found by the folder's name under `storage_path` (or `experiment`, a name or path)."""
+    from analysis.experiment import EXPERIMENT_FILE, join, read_json
+    from analysis.trials import ReportError, resolve_experiment
+    from trainables.data import load_dataset
+
+    d = Path(results_dir)
+    needed = [d / "best_config.json", d / "metrics.json"]
+    missing = [p.name for p in needed if not p.exists()]
+    if not d.is_dir() or missing:
+        raise ExportError(f"{d} is not a report folder (missing {', '.join(missing) or 'the folder'}); run report.py")
+    config = json.loads((d / "best_config.json").read_text())
+    classes = config.pop("classes", None)
+    config.pop("input", None)
+    try:
+        path = resolve_experiment(experiment or d.name, storage_path)
+    except ReportError as e:
+        raise ExportError(
+            f"{e}; --export-only checks on the experiment's test images: pass --experiment PATH"
+        ) from None
+    info = read_json(join(path, EXPERIMENT_FILE))
+    src = info["data"]
+    dataset = load_dataset(data_dir or src["path"], seed=info["split_seed"], image_size=src.get("image_size", 32),
+                           cache_dir=cache_dir, subset=src.get("subset"))  # fmt: skip
+    if classes is not None and list(classes) != list(dataset.classes):
+        raise ExportError(f"{d} was trained on classes {classes}, but {src['path']} has {dataset.classes}")
+    framework = info.get("framework", "torch")
+    if framework == "torch":
+        from .export_torch import load_trained
+
+        weights = d / "model.pth"
+        model = load_trained(weights, config, dataset.num_classes) if weights.exists() else None
+    else:
+        from .export_keras import load_trained
+
+        weights = d / "model.keras"
+        model = load_trained(weights) if weights.exists() else None
+    if model is None:
+        raise ExportError(f"{d} has no {weights.name}; run report.py on the experiment again")
+    metrics = json.loads((d / "metrics.json").read_text())
+    return export_model(d, framework=framework, model=model, dataset=dataset, config=config, info=info, metrics=metrics)
