@@ -256,6 +256,20 @@ def kept_val_loss(run) -> float:
     return float(losses[-1]) if losses else float("inf")
 
 
+def first_trial_line(exp) -> str | None:
+    """Whether the search beat the config it started from (analysis/trials.versus_first_trial)."""
+    from analysis.trials import best_report, versus_first_trial
+
+    search = exp.info.get("search") or {}
+    first = search.get("first_trial_config")
+    if first is None and search.get("first_trial") == "the space's DEFAULTS":  # recorded before the config was
+        from search_spaces import get_space
+
+        first = get_space(exp.info["model"])[1]
+    best = {t: float(best_report(df, exp.metric, exp.mode)[exp.metric]) for t, df in exp.curves.items() if len(df)}
+    return versus_first_trial(exp.configs, best, first, exp.metric, exp.mode)
+
+
 def report_markdown(exp, args, m, weights, fw, config, dataset, imp, imp_note, rung, rung_trials) -> str:
     s = exp.summary()
     best = exp.best_row
@@ -272,6 +286,7 @@ def report_markdown(exp, args, m, weights, fw, config, dataset, imp, imp_note, r
         f"- best trial `{exp.best_id}` (lowest {exp.metric} reached at any epoch): {exp.metric} "
         f"{best[exp.metric]:.4f} at epoch {int(best['training_iteration'])} of the "
         f"{int(exp.curves[exp.best_id]['training_iteration'].max())} it ran (val_acc {best['val_acc']:.4f})",
+        *([f"- {verdict}"] if (verdict := first_trial_line(exp)) else []),
         f"- code {info.get('git_sha') or 'unknown'}; packages {', '.join(f'{k} {v}' for k, v in info['packages'].items())}",
         "",
         "## Best config",

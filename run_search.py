@@ -37,6 +37,7 @@ import os
 import re
 import socket
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -48,11 +49,12 @@ LR_FIND_PLOT = "lr_find.png"  # in the experiment folder
 
 
 DEFAULT_NUM_SAMPLES = 16  # without --time-budget
-# ASHA's first rung at max_epochs / GRACE_DIVISOR and 1/DEFAULT_REDUCTION_FACTOR promoted per rung: chosen by the rank
-# correlation between a trial's val_loss at each epoch and its best over the whole run (docs/search.md,
-# bench/search_efficiency.py prints it): at 1/8 of the epochs the ranking already agrees well with the final one.
-GRACE_DIVISOR = 8
-DEFAULT_REDUCTION_FACTOR = 3
+# ASHA's first rung at max_epochs / GRACE_DIVISOR and 1/DEFAULT_REDUCTION_FACTOR promoted per rung: chosen by
+# replaying Ray's ASHA on FIFO learning curves (bench/asha_replay.py, docs/search.md): on LeNet5's cosine space,
+# grace 1 of 20 with factor 4 used 0.25-0.33 of FIFO's trial-epochs and kept FIFO's best trial in 92-96% of start
+# orders; grace 2 with factor 3 used 0.38-0.40 and kept it in 58-100%.
+GRACE_DIVISOR = 20
+DEFAULT_REDUCTION_FACTOR = 4
 
 
 class UsageError(Exception):
@@ -732,6 +734,8 @@ def error_causes(results) -> dict[str, int]:
 
 
 def print_summary(results, args, path: str) -> None:
+    from analysis.experiment import EXPERIMENT_FILE, join, read_json
+    from analysis.trials import versus_first_trial
     from trainables import metrics as M
 
     for cause, n in error_causes(results).items():
@@ -748,6 +752,12 @@ def print_summary(results, args, path: str) -> None:
     table = df[cols].head(5).rename(columns=lambda c: c.removeprefix("config/"))
     print(f"\nBest trials by {args.metric} (best epoch of each), {len(df)} trials, {results.num_errors} errors:")
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}", line_width=120))  # wraps, 120 columns
+    first = (read_json(join(path, EXPERIMENT_FILE)).get("search") or {}).get("first_trial_config")
+    configs = {r.trial_id: {k.removeprefix("config/"): r[k] for k in df.columns if k.startswith("config/")}
+               for _, r in df.iterrows()}  # fmt: skip
+    line = versus_first_trial(configs, dict(zip(df.trial_id, df[args.metric], strict=True)), first, args.metric, mode)
+    if line:
+        print(textwrap.fill(line[0].upper() + line[1:], 120))
     print(f"\nExperiment: {path}\nReport: python report.py --experiment {path}")
 
 
@@ -895,6 +905,8 @@ def main(argv=None) -> int:
                     info["lr_finder"] = finder
                 if packing:
                     info["gpu_packing"] = packing
+                if not args.no_default_trial:  # so the summary and the report can say whether the search beat it
+                    info["search"]["first_trial_config"] = defaults
                 write_json(join(path, EXPERIMENT_FILE), info)
                 tuner = build_tuner(args, trainable, {**space, **constants}, defaults, args.storage_path)
             from search_driver.tracking import watch_hint

@@ -185,3 +185,25 @@ def asha_rungs(grace_period: int, reduction_factor: int, max_t: int) -> list[int
         rungs.append(r)
         r *= reduction_factor
     return rungs
+
+
+def versus_first_trial(configs: dict[str, dict], best: dict[str, float], first: dict | None, metric: str,
+                       mode: str) -> str | None:  # fmt: skip
+    """Did the search beat the config it started from? One line comparing the first trial (the space's DEFAULTS,
+    found by its config) with the best trial the searcher proposed, each at its best epoch; None without one."""
+    if not first or len(best) < 2:
+        return None
+
+    def same(a, b) -> bool:
+        return math.isclose(a, b, rel_tol=1e-9) if isinstance(a, float) or isinstance(b, float) else a == b
+
+    first_ids = [t for t, c in configs.items() if t in best and all(k in c and same(c[k], v) for k, v in first.items())]
+    if not first_ids:
+        return None
+    d = first_ids[0]
+    pick = min if mode == "min" else max
+    other = pick((t for t in best if t != d), key=lambda t: best[t])
+    better = best[other] < best[d] if mode == "min" else best[other] > best[d]
+    verdict = "the search beat its starting point" if better else "the search did not beat its starting point"
+    return (f"{verdict}: best proposed trial {other} {metric} {best[other]:.4f} vs {best[d]:.4f} for the first "
+            f"trial {d} (the space's DEFAULTS), a difference of {abs(best[other] - best[d]):.4f}")  # fmt: skip

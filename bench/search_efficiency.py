@@ -14,6 +14,9 @@ Rank correlation (from the FIFO runs, where every trial trains every epoch): Spe
 val_loss at epoch e and its best val_loss over the whole run, for each e; this is what decides where ASHA's first
 rung may sit (run_search.GRACE_DIVISOR).
 
+ASHA replay: Ray's ASHAScheduler fed the FIFO runs' curves for other grace periods and reduction factors
+(bench/asha_replay.py), which is how run_search.GRACE_DIVISOR and DEFAULT_REDUCTION_FACTOR were chosen.
+
 Overhead (of the FIFO run, where every trial trains every epoch): 1 - (sum of the trials' own epoch time, from
 their epoch_seconds reports) / (tuner.fit() wall time x concurrent trial slots).
 """
@@ -30,6 +33,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+import asha_replay  # noqa: E402  (bench/, beside this file)
 
 import run_search  # noqa: E402
 from analysis.experiment import join, write_json  # noqa: E402
@@ -164,6 +169,11 @@ def main(argv=None) -> int:
               f"above DEFAULTS trained alone for {bench.max_epochs} epochs")  # fmt: skip
         print("Spearman rho, val_loss at epoch e vs the run's best (FIFO trials, mean over seeds):")
         print("  " + "  ".join(f"e{e}:{v:.2f}" for e, v in out["rank_correlation"].items()))
+        # what other grace periods / reduction factors would have cost and found on the same FIFO curves
+        fifo = [join(storage, f"fifo-random-seed{s}") for s in seeds]
+        out["asha_replay"] = asha_replay.grid(fifo, [1, 2, 3], [3, 4], slots=by["FIFO + random", 0]["slots"])
+        print("Ray's ASHA replayed on the FIFO curves (bench/asha_replay.py; random search, 50 start orders per seed):")
+        asha_replay.print_grid(out["asha_replay"])
     if bench.json:
         Path(bench.json).write_text(json.dumps(out, indent=2))
     return 0

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT
 
+from search_spaces import get_space
 from trainables import metrics as M
 
 pytestmark = pytest.mark.slow
@@ -52,6 +53,9 @@ def test_smoke_test_end_to_end(image_folder, tmp_path):
     first = next(iter(results.values()))[0]
     assert first["config"]["model"] == "lenet5"
     assert "Best trials by val_loss" in proc.stdout
+    # the first trial is the space's DEFAULTS; the summary says whether the searcher's proposal beat it
+    assert info["search"]["first_trial_config"]["lr"] == get_space("lenet5")[1]["lr"]
+    assert "beat its starting point: best proposed trial" in proc.stdout.replace("\n", " ")
 
 
 def test_resume_does_not_rerun_finished_trials(image_folder, tmp_path):

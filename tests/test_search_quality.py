@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from test_search import run_cli
 
-from analysis.trials import best_report, best_trial_id
+from analysis.trials import best_report, best_trial_id, versus_first_trial
 from trainables import metrics as M
 
 
@@ -31,6 +31,20 @@ def test_best_is_the_lowest_value_at_any_epoch_not_the_last():
     assert best_trial_id(curves, M.VAL_ACC, "max") == "a"
     curves["c"] = curve([float("nan"), float("inf")])  # never finite: never best, never a crash
     assert best_trial_id(curves, M.VAL_LOSS, "min") == "a"
+
+
+def test_the_summary_says_whether_the_search_beat_its_first_trial():
+    first = {"lr": 0.05, "batch_size": 128}
+    configs = {"d": {"lr": 0.05, "batch_size": 128, "model": "lenet5"}, "p": {"lr": 0.03, "batch_size": 128},
+               "q": {"lr": 0.1, "batch_size": 64}}  # fmt: skip
+    beat = versus_first_trial(configs, {"d": 0.82, "p": 0.79, "q": 0.9}, first, M.VAL_LOSS, "min")
+    assert beat.startswith("the search beat its starting point: best proposed trial p val_loss 0.7900 vs 0.8200")
+    lost = versus_first_trial(configs, {"d": 0.78, "p": 0.79, "q": 0.9}, first, M.VAL_LOSS, "min")
+    assert lost.startswith("the search did not beat its starting point: best proposed trial p")
+    assert versus_first_trial(configs, {"d": 0.7, "p": 0.6}, first, M.VAL_ACC, "max").startswith("the search did not")
+    # no first trial (--no-default-trial), or it is not among the trials: nothing to say
+    assert versus_first_trial(configs, {"p": 0.79, "q": 0.9}, first, M.VAL_LOSS, "min") is None
+    assert versus_first_trial(configs, {"d": 0.82, "p": 0.79}, None, M.VAL_LOSS, "min") is None
 
 
 def test_retrain_keeps_the_trials_schedule_horizon(tiny_arrays):
