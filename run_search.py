@@ -49,11 +49,13 @@ LR_FIND_PLOT = "lr_find.png"  # in the experiment folder
 
 
 DEFAULT_NUM_SAMPLES = 16  # without --time-budget
-# ASHA's first rung at max_epochs / GRACE_DIVISOR and 1/DEFAULT_REDUCTION_FACTOR promoted per rung: chosen by
-# replaying Ray's ASHA on FIFO learning curves (bench/asha_replay.py, docs/search.md): on LeNet5's cosine space,
-# grace 1 of 20 with factor 4 used 0.25-0.33 of FIFO's trial-epochs and kept FIFO's best trial in 92-96% of start
-# orders; grace 2 with factor 3 used 0.38-0.40 and kept it in 58-100%.
+# ASHA's first rung at max_epochs / GRACE_DIVISOR but not before epoch MIN_GRACE, and 1/DEFAULT_REDUCTION_FACTOR
+# promoted per rung: chosen by replaying Ray's ASHA on FIFO learning curves (bench/asha_replay.py, docs/search.md).
+# Across two sets of 3 FIFO runs (16 LeNet5 configs x 20 epochs), a first rung at epoch 1 used the fewest
+# trial-epochs (0.25-0.33 of FIFO's) but kept FIFO's best trial in only 31-96% of start orders, and one real search
+# with it stopped 11 of 16 trials after epoch 1 and ended 6.2 points below FIFO's best; epoch 2 kept it in 58-67%.
 GRACE_DIVISOR = 20
+MIN_GRACE = 2
 DEFAULT_REDUCTION_FACTOR = 4
 
 
@@ -161,7 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--grace-period",
         type=int,
         default=None,
-        help=f"epochs every trial gets before ASHA may stop it (default: max-epochs / {GRACE_DIVISOR}, at least 1)",
+        help=f"epochs every trial gets before ASHA may stop it (default: max-epochs / {GRACE_DIVISOR}, at least "
+        f"{MIN_GRACE} when max-epochs allows)",
     )
     g.add_argument(
         "--reduction-factor",
@@ -272,7 +275,8 @@ def fill_defaults(args) -> None:
     if args.max_epochs is None:
         args.max_epochs = get_max_epochs(args.model)
     if args.grace_period is None:
-        args.grace_period = max(1, args.max_epochs // GRACE_DIVISOR)
+        # at least MIN_GRACE epochs, except in runs too short for it (a 2- or 3-epoch smoke test keeps a rung at 1)
+        args.grace_period = max(1, min(MIN_GRACE, args.max_epochs // 2), args.max_epochs // GRACE_DIVISOR)
 
 
 def check_args(args) -> None:
