@@ -134,7 +134,7 @@ def evaluate_runs(exp, args, dataset, fw) -> tuple[list, list[dict]]:
     """Retrain (one per seed) or load the checkpoint; returns the runs and each one's test metrics."""
     from analysis.metrics import classification_metrics
     from analysis.progress import bar, step
-    from analysis.retrain import Run
+    from analysis.retrain import Run, retrain
     from trainables import metrics as M
 
     config = exp.best_config
@@ -166,11 +166,11 @@ def evaluate_runs(exp, args, dataset, fw) -> tuple[list, list[dict]]:
                                          images_per_s=f"{r[M.IMAGES_PER_S]:.0f}")  # fmt: skip
                     progress.update(1)
 
-                runs.append(fw.fit({**config, "seed": seed}, data, epochs, on_epoch))
+                runs.append(retrain(fw, {**config, "seed": seed}, data, epochs, on_epoch))
     results = []
     step(f"evaluating on the test set ({len(dataset.y_test)} images, {len(runs)} model{'s' * (len(runs) > 1)})")
     for run in runs:
-        scores = fw.scores(run.model, dataset.x_test, data, config)
+        scores = fw.predict(run.model, dataset.x_test, data, config)
         results.append(classification_metrics(dataset.y_test, scores, dataset.classes) | {"_pred": scores.argmax(1)})
     return runs, results
 
@@ -207,7 +207,7 @@ def write_report(exp, args, dataset, fw, runs, results, out: Path) -> None:
     best_config = {**config, "seed": main["saved_seed"], "input": fw.input_spec(run.model, data),
                    "classes": dataset.classes}  # fmt: skip
     (out / "best_config.json").write_text(json.dumps(best_config, indent=2, default=str))
-    weights = fw.save(run.model, out)
+    weights = fw.save_model(run.model, out)
 
     step("drawing the plots")
     args_ = exp.info["args"]
@@ -446,7 +446,7 @@ def main(argv=None) -> int:
             if not torch.cuda.is_available():
                 raise ReportError("--device cuda asked, but torch sees no CUDA GPU; use --device cpu")
         from analysis.progress import restart_clock, step
-        from analysis.retrain import get_framework
+        from analysis.retrain import local_framework
 
         t0 = time.time()
         restart_clock()
@@ -463,7 +463,7 @@ def main(argv=None) -> int:
               "--threads N to change)", file=sys.stderr)  # fmt: skip
         step(f"{'loading the best checkpoint' if args.no_retrain else 'retraining the best config'} "
              f"({exp.info.get('framework', 'torch')})")  # fmt: skip
-        fw = get_framework(exp.info.get("framework", "torch"), args.device, threads)
+        fw = local_framework(exp.info.get("framework", "torch"), args.device, threads)
         runs, results = evaluate_runs(exp, args, dataset, fw)
 
         out = Path(args.out) / Path(exp.path.rstrip("/")).name

@@ -280,6 +280,7 @@ def fill_defaults(args) -> None:
 
 
 def check_args(args) -> None:
+    from trainables.framework import framework_of
     from trainables.models import get_spec
 
     get_spec(args.model)  # UnknownModelError names the known models
@@ -303,8 +304,8 @@ def check_args(args) -> None:
     for name in ("patience", "subset"):
         if getattr(args, name, None) is not None and getattr(args, name) < 1:
             raise UsageError(f"--{name} must be at least 1 (got {getattr(args, name)})")
-    if (args.lr_find or args.lr_range_from_finder) and get_spec(args.model).framework != "torch":
-        raise UsageError(f"the LR range test needs a torch model; {args.model} is {get_spec(args.model).framework}")
+    if (args.lr_find or args.lr_range_from_finder) and not framework_of(args.model).supports_lr_find:
+        raise UsageError(f"the LR range test needs a torch model; {args.model} is {framework_of(args.model).name}")
     if args.lr_find and args.resume:
         raise UsageError("--lr-find starts no search: use it without --resume")
     for name in ("resolution", "image_size"):
@@ -533,16 +534,16 @@ def prepare_gpus(args, space: dict, defaults: dict, constants: dict, data: dict)
     """Before the search, on a GPU of the cluster: `auto` measures and picks the packing (returned, for
     experiment.json); a number checks that the trials' framework can use the GPU there."""
     from search_driver import gpu_packing
-    from trainables.models import get_spec
+    from trainables.framework import framework_of
 
     if args.train_on_cpu or args.gpus_per_trial == 0:
         return None
-    framework = get_spec(args.model).framework
+    fw = framework_of(args.model)
     try:
-        gpu_packing.check_gpu_usable(framework, 1 if args.gpus_per_trial == "auto" else args.gpus_per_trial)
+        gpu_packing.check_gpu_usable(fw.name, 1 if args.gpus_per_trial == "auto" else args.gpus_per_trial)
         if args.gpus_per_trial != "auto":
             return None
-        if framework != "torch":
+        if not fw.measures_gpu_packing:
             raise UsageError(f"--gpus-per-trial auto measures torch models; give {args.model} a number (0.25, 0.5)")
         print("gpus-per-trial auto: measuring the largest config on a GPU...", flush=True)
         info = gpu_packing.auto_packing(space, defaults, constants, data)
@@ -560,18 +561,11 @@ def _describe(need: dict) -> str:
 def make_trainable(args, data_arrays: dict):
     from ray import tune
 
-    from trainables.models import get_spec
+    from trainables.tune_trial import train_trial  # one trainable: the model's framework does the rest
 
-    spec = get_spec(args.model)
-    if spec.framework == "torch":
-        from trainables.torch_trainable import train_torch as fn
-    elif spec.framework == "keras":  # imports TensorFlow: only Keras searches pay for it
-        from trainables.keras_trainable import train_keras as fn
-    else:
-        raise UsageError(f"model {args.model!r} needs the {spec.framework} trainable, which is not available")
     # with_parameters puts the arrays in the object store once; every trial reads the same copy.
     resources = {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial}
-    return tune.with_resources(tune.with_parameters(fn, data=data_arrays), resources)
+    return tune.with_resources(tune.with_parameters(train_trial, data=data_arrays), resources)
 
 
 def make_stopper(args):
@@ -676,13 +670,13 @@ def build_tuner(args, trainable, param_space: dict, defaults: dict, storage: str
 def experiment_info(args, dataset, space: dict) -> dict:
     from analysis.experiment import git_sha, package_versions
     from search_spaces import describe
+    from trainables.framework import framework_of
     from trainables.metrics import SEARCH_METRICS
-    from trainables.models import get_spec
 
     return {
         "name": args.name,
         "model": args.model,
-        "framework": get_spec(args.model).framework,
+        "framework": framework_of(args.model).name,
         "metric": args.metric,
         "mode": SEARCH_METRICS[args.metric],
         "started_at": time.time(),
@@ -795,7 +789,7 @@ def run_lr_finder(args, data: dict, config: dict, path: str) -> dict:
 
     from analysis.experiment import filesystem, join
     from trainables.lr_finder import NUM_ITER, LRFindError, lr_range_test
-    from trainables.torch_trainable import setup_device
+    from trainables.torch_device import setup_device
 
     device = setup_device(cpus=args.num_cpus or os.cpu_count() or 1, gpu_fraction=float(torch.cuda.is_available()))
     iters = SMOKE_LR_FIND_ITERS if args.smoke_test else NUM_ITER

@@ -133,18 +133,11 @@ def measure_space(space: dict, defaults: dict, constants: dict, data: dict) -> d
 
 def probe_usable_gpu(framework: str, share: float) -> str | None:
     """In a process holding a GPU: None if `framework` can use it, else the one-line GPUUnavailableError message."""
+    from trainables.framework import get_framework
     from trainables.gpu_share import GPUUnavailableError
 
     try:
-        if framework == "torch":
-            from trainables.torch_device import require_cuda
-
-            require_cuda(share)
-        else:
-            from trainables.keras_trainable import require_gpu, tf
-
-            if not tf.config.list_physical_devices("GPU"):
-                require_gpu(share)
+        get_framework(framework).require_gpu(share)
     except GPUUnavailableError as e:
         return str(e)
     return None

@@ -1,6 +1,6 @@
 """One search-space module per model: `SPACE` (Tune domains, with the reasons for each range), `DEFAULTS` (the first
 config tried) and `MAX_EPOCHS` (every trial's schedule horizon and ASHA's max_t unless --max-epochs says otherwise).
-`get_space(model)` finds them; `describe(space)` makes them JSON for experiment.json."""
+`get_space(model)` finds them through the model registry (trainables/models); `describe(space)` makes them JSON for experiment.json."""
 
 from __future__ import annotations
 
@@ -8,28 +8,27 @@ import importlib
 
 from ray.tune.search import sample
 
-# model name -> module in this package (several models may share one space)
-SPACE_MODULES = {
-    "lenet5": "lenet5",
-    "resnet18": "resnet18",
-    "resnet18_pretrained": "resnet18_pretrained",
-    "keras_resnet18": "keras_resnet18",
-}
+from trainables.models import MODELS, UnknownModelError, get_spec
+
+
+def _module(model: str):
+    """The space module registered for `model` (trainables/models: ModelSpec.space)."""
+    try:
+        spec = get_spec(model)
+    except UnknownModelError as e:
+        raise KeyError(f"no search space for model {model!r}; known: {', '.join(MODELS)}") from e
+    return importlib.import_module(f"{__name__}.{spec.space}")
 
 
 def get_space(model: str) -> tuple[dict, dict]:
     """(space, defaults) for `model`."""
-    if model not in SPACE_MODULES:
-        raise KeyError(f"no search space for model {model!r}; known: {', '.join(SPACE_MODULES)}")
-    module = importlib.import_module(f"{__name__}.{SPACE_MODULES[model]}")
+    module = _module(model)
     return dict(module.SPACE), dict(module.DEFAULTS)
 
 
 def get_max_epochs(model: str) -> int:
     """The model's default epochs per trial (its space module's MAX_EPOCHS)."""
-    if model not in SPACE_MODULES:
-        raise KeyError(f"no search space for model {model!r}; known: {', '.join(SPACE_MODULES)}")
-    return int(importlib.import_module(f"{__name__}.{SPACE_MODULES[model]}").MAX_EPOCHS)
+    return int(_module(model).MAX_EPOCHS)
 
 
 def describe(space: dict) -> dict:

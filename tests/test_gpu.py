@@ -189,12 +189,12 @@ def test_lr_finder_uses_the_trials_precision(tiny_arrays):
 
 
 def test_model_pth_holds_cpu_tensors_and_the_load_note_loads_a_gpu_written_file(tmp_path, monkeypatch):
-    from analysis.retrain import TorchFramework
+    from analysis.retrain import local_framework
     from trainables.models import build_model
 
-    fw = TorchFramework(device="cpu")
+    fw = local_framework("torch", "cpu")
     model = build_model("lenet5", 3, dropout=0.0)
-    name = fw.save(model, tmp_path)
+    name = fw.save_model(model, tmp_path)
     saved = torch.load(tmp_path / name, weights_only=True)
     assert all(t.device.type == "cpu" for t in saved.values())
     # What a GPU machine's torch.save writes: storages tagged "cuda:0" (torch/serialization.py location_tag).

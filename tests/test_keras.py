@@ -203,12 +203,13 @@ def test_every_optimizer_and_schedule(optimizer, schedule):
 
 @pytest.mark.slow
 def test_ray_trainable_resumes_from_its_checkpoint_and_checkpoints_each_epoch(trained, tiny_arrays, monkeypatch):
-    """train_keras's Ray glue, without a cluster: tune.get_checkpoint gives the epoch-1 checkpoint, tune.report
+    """train_trial's Ray glue (Keras), without a cluster: tune.get_checkpoint gives the epoch-1 checkpoint, tune.report
     receives the rest (each with a checkpoint)."""
     monkeypatch.delenv("TUNE_FUNCTION_THREAD_TIMEOUT_S", raising=False)
     from ray import tune
 
-    from trainables.keras_trainable import load_checkpoint, train_keras
+    from trainables.keras_trainable import load_checkpoint
+    from trainables.tune_trial import train_trial
 
     checkpoint_dir = str(trained[2])
     reported = []
@@ -224,7 +225,7 @@ def test_ray_trainable_resumes_from_its_checkpoint_and_checkpoints_each_epoch(tr
         mock.patch.object(tune, "report", side_effect=fake_report),
         mock.patch("trainables.keras_trainable.setup_tensorflow") as setup,
     ):
-        train_keras({**BASE, "max_epochs": 3}, tiny_arrays)
+        train_trial({**BASE, "max_epochs": 3}, tiny_arrays)
     setup.assert_called_once_with(1.0, 0.0)
     assert os.environ["TUNE_FUNCTION_THREAD_TIMEOUT_S"] == "60"  # a reused worker waits for Keras to wind down
     assert [(m[M.EPOCH], epoch) for m, epoch in reported] == [(2, 2), (3, 3)]

@@ -272,11 +272,11 @@ def test_report_of_a_keras_experiment(image_folder, tmp_path):
 def test_pretrained_model_is_saved_with_its_imagenet_input(tiny_arrays, tmp_path, monkeypatch):
     import torch
 
-    from analysis.retrain import TorchFramework
+    from analysis.retrain import local_framework
     from trainables.models import build_model
     from trainables.torch_trainable import save_checkpoint
 
-    fw = TorchFramework("cpu")
+    fw = local_framework("torch", "cpu")
     model = build_model("resnet18_pretrained", num_classes=3, resolution=48)  # the tests' seeded TORCH_HOME
     spec = fw.input_spec(model, tiny_arrays)
     assert spec["input_size"] == 48 and spec["mean"] == pytest.approx([0.485, 0.456, 0.406])

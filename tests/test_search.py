@@ -75,7 +75,7 @@ def test_fractional_gpus_pack_four_trials_on_one_gpu(tiny_arrays, tmp_path):
     import ray
     from ray import tune
 
-    from trainables.torch_trainable import train_torch
+    from trainables.tune_trial import train_trial
 
     barrier = tmp_path / "barrier"
     barrier.mkdir()
@@ -86,7 +86,7 @@ def test_fractional_gpus_pack_four_trials_on_one_gpu(tiny_arrays, tmp_path):
         while len(list(barrier.iterdir())) < 4 and time.time() < deadline:
             time.sleep(0.1)
         assert len(list(barrier.iterdir())) == 4, "trials were not co-scheduled"
-        train_torch(config, data)
+        train_trial(config, data)
 
     ray.init(address="local", num_cpus=2, num_gpus=1, include_dashboard=False,
              runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})  # fmt: skip

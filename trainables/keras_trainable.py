@@ -1,18 +1,17 @@
-"""The Keras (TensorFlow) training loop, with the torch trainable's contract: `fit` / `predict` / checkpoints /
-`save_model` for report.py, `train_keras` for the search. Same config keys, same metric names (trainables/metrics).
+"""The Keras (TensorFlow) training loop, with the torch loop's contract (`fit` / `predict` / checkpoints /
+`save_model`), behind `trainables/framework.py`'s KerasFramework for the search trial and report.py. Same config
+keys, same metric names (trainables/metrics).
 
 - `setup_tensorflow`: threads = the trial's CPUs; on a GPU share, cap TF's memory (it takes the whole GPU by
   default) and train in mixed precision. Must run before TF executes anything in the process.
 - `fit`: one `model.fit` over a tf.data stream of epochs; a Keras callback validates and reports after each epoch.
   Shuffling and augmentation are stateless functions of (seed, epoch, step), so a resumed run sees the same batches
   as an uninterrupted one and the checkpoint needs only the model, its optimizer and the epoch.
-- `train_keras`: the Ray Tune function trainable (checkpoint per epoch, resume from `tune.get_checkpoint()`).
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import subprocess
 import time
@@ -282,23 +281,15 @@ class ReportEachEpoch(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         train_seconds = time.perf_counter() - self._start
-        loss = float(logs["loss"])
-        diverged = not math.isfinite(loss)
-        # A diverged trial must give ASHA/Optuna a bad result, not a crash (M.diverged_metrics: large but finite).
-        val = M.diverged_metrics() if diverged else self.validate(self.model)
-        result = {
-            M.TRAIN_LOSS: loss,
-            M.TRAIN_ACC: float(logs["acc"]),
-            **val,
-            M.EPOCH: epoch + 1,  # Keras counts from 0
-            M.LR: float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)),
-            M.IMAGES_PER_S: self.images / max(train_seconds, 1e-9),
-            M.EPOCH_SECONDS: time.perf_counter() - self._start,
-            M.DIVERGED: diverged,
-            M.PRECISION: PRECISION_OF_POLICY.get(self.model.dtype_policy.name, self.model.dtype_policy.name),
-        }
+        result = M.epoch_result(
+            train_loss=float(logs["loss"]), train_acc=float(logs["acc"]), validate=lambda: self.validate(self.model),
+            epoch=epoch + 1,  # Keras counts from 0
+            lr=float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)), images=self.images,
+            train_seconds=train_seconds, started=self._start,
+            precision=PRECISION_OF_POLICY.get(self.model.dtype_policy.name, self.model.dtype_policy.name),
+        )  # fmt: skip
         self.report(result, {"model": self.model, "epoch": epoch + 1})
-        if diverged:
+        if result[M.DIVERGED]:
             self.model.stop_training = True
 
 
@@ -382,22 +373,3 @@ def save_model(model: keras.Model, path: str) -> str:
     os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
     model.save(target)
     return target
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Ray Tune function trainable
-
-
-def train_keras(config: dict, data: dict) -> None:
-    """Ray Tune trainable: reads only `config`; `data` (train/val arrays) comes from the object store."""
-    from .tune_trial import run_trial, trial_resources
-
-    resources = trial_resources()  # also gives a reused process time to end the last trial's fit (0-3.3 s here)
-    # Tune reuses worker processes (reuse_actors): drop the previous trial's models and Keras state first (this
-    # also resets the dtype policy, so it comes before the set-up).
-    keras.backend.clear_session(free_memory=True)
-    cpus, gpu_fraction = resources
-    if config.get("device") == "cpu":  # --train-on-cpu: a GPU share on purpose without a GPU (logical GPUs)
-        gpu_fraction = 0.0
-    setup_tensorflow(cpus, gpu_fraction)  # before TF builds anything
-    run_trial(fit, save_checkpoint, load_checkpoint, config, data, device=config.get("device"))

@@ -25,7 +25,7 @@ from matplotlib.figure import Figure
 from torch import nn
 from torch_lr_finder import LRFinder, TrainDataLoaderIter
 
-from .augment import Augment, prepare_batch
+from .augment import Augment, EpochAugment, epoch_batches
 from .models import build_model
 from .torch_device import DTYPES, choose_precision
 from .torch_trainable import input_config, make_optimizer, norm_tensors, to_device_tensor
@@ -51,9 +51,10 @@ class LRFindResult:
 
 @dataclass
 class OnDeviceBatches:
-    """One shuffled epoch of prepared (inputs, labels) batches per iteration; TrainDataLoaderIter restarts it."""
+    """One shuffled epoch of prepared (inputs, labels) batches per iteration, exactly as training's
+    (`augment.epoch_batches`); TrainDataLoaderIter restarts it."""
 
-    x: torch.Tensor
+    x: torch.Tensor  # uint8 NCHW training images on the device
     y: torch.Tensor
     batch_size: int
     mean: torch.Tensor
@@ -62,16 +63,12 @@ class OnDeviceBatches:
     size: int | None
     generator: torch.Generator
 
+    def __post_init__(self):
+        self.epoch_images = EpochAugment(self.x, self.augment, self.mean)  # padded once, as in `fit`
+
     def __iter__(self):
-        n = self.x.shape[0]
-        bs = min(self.batch_size, n)
-        perm = torch.randperm(n, device=self.x.device, generator=self.generator)
-        for i in range(0, n - bs + 1, bs):
-            idx = perm[i : i + bs]
-            xb = prepare_batch(self.x[idx], self.mean, self.std, self.augment, self.generator, self.size)
-            if xb.device.type == "cuda":
-                xb = xb.contiguous(memory_format=torch.channels_last)
-            yield xb, self.y[idx]
+        yield from epoch_batches(self.epoch_images, self.y, batch_size=self.batch_size, mean=self.mean, std=self.std,
+                                 augment=self.augment, generator=self.generator, size=self.size)  # fmt: skip
 
 
 def lr_range_test(

@@ -1,7 +1,12 @@
 """The metric names every trainable reports and every reader (run_search, analysis, report) uses.
 
-Defined once here; torch and Keras trainables import them, so a rename cannot drift between the two.
+Defined once here; torch and Keras trainables import them, so a rename cannot drift between the two, and both build
+their per-epoch report with `epoch_result`, the one divergence policy.
 """
+
+import math
+import time
+from collections.abc import Callable
 
 TRAIN_LOSS = "train_loss"
 TRAIN_ACC = "train_acc"
@@ -26,8 +31,30 @@ DIVERGED_LOSS = 1e3
 
 
 def diverged_metrics() -> dict:
-    """The loss/accuracy keys of a diverged epoch's report (both trainables use this one policy)."""
+    """The loss/accuracy keys of a diverged epoch's report."""
     return {TRAIN_LOSS: DIVERGED_LOSS, VAL_LOSS: DIVERGED_LOSS, VAL_ACC: 0.0}
+
+
+def epoch_result(
+    *, train_loss: float, train_acc: float, validate: Callable[[], dict], epoch: int, lr: float, images: int,
+    train_seconds: float, started: float, precision: str,
+) -> dict:  # fmt: skip
+    """One epoch's report (REPORT_KEYS) from the torch and the Keras loop alike. A NaN/inf training loss skips
+    validation and reports `diverged_metrics()` with DIVERGED set, after which the loop stops: ASHA and Optuna must
+    see a bad result, not a crash. `started`: time.perf_counter() at the epoch's start (EPOCH_SECONDS)."""
+    diverged = not math.isfinite(train_loss)
+    val = diverged_metrics() if diverged else validate()
+    return {
+        TRAIN_LOSS: train_loss,
+        TRAIN_ACC: train_acc,
+        **val,
+        EPOCH: epoch,
+        LR: lr,
+        IMAGES_PER_S: images / max(train_seconds, 1e-9),
+        EPOCH_SECONDS: time.perf_counter() - started,
+        DIVERGED: diverged,
+        PRECISION: precision,
+    }
 
 
 # The metrics a search may optimise, with their direction.

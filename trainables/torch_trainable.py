@@ -1,15 +1,14 @@
-"""The torch training loop: used by every search trial (`train_torch`) and by report.py's retrain (`fit`).
+"""The torch training loop: used by every search trial and by report.py's retrain (`fit`), through
+`trainables/framework.py`'s TorchFramework.
 
 Layers, from the bottom:
 - `train_one_epoch` / `evaluate` / `predict`: plain functions with explicit arguments, no Ray, no globals.
 - `fit`: epochs of train + validate from a trial config, resumable from a checkpoint dict, reporting through a
   callback. One loop for the search and the report.
-- `train_torch`: the Ray Tune function trainable, reading only `config`; data arrives via `tune.with_parameters`.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import random
 import time
@@ -21,7 +20,7 @@ import torch
 from torch import nn
 
 from . import metrics as M
-from .augment import Augment, EpochAugment, prepare_batch
+from .augment import Augment, EpochAugment, epoch_batches, prepare_batch
 from .models import build_model
 from .torch_device import Precision, choose_precision, setup_device  # noqa: F401 (setup_device: its old home)
 
@@ -158,25 +157,15 @@ def train_one_epoch(
     precision = precision or choose_precision(device)
     scaler = scaler or precision.grad_scaler()
     model.train()
-    n = len(x)
-    bs = min(batch_size, n)
-    channels_last = device.type == "cuda"
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     seen = 0
     start = time.perf_counter()
-    perm = torch.randperm(n, device=device, generator=generator)
-    # Crop, flip and cutout for the whole epoch at once (uint8, in shuffled order); per batch there is only a
-    # contiguous slice to normalise (and, for pretrained models, to resize / random-resized-crop).
-    xs, ys = x(perm, generator), y[perm]
-    per_batch = Augment(flip=False, crop_padding=0, cutout=0, crop_scale=augment.crop_scale)
-    for step, i in enumerate(range(0, n - bs + 1, bs)):  # full batches only: a batch of 1 would break BatchNorm
+    batches = epoch_batches(x, y, batch_size=batch_size, mean=mean, std=std, augment=augment, generator=generator,
+                            size=size)  # fmt: skip
+    for step, (xb, yb) in enumerate(batches):
         if max_steps is not None and step >= max_steps:
             break
-        xb = prepare_batch(xs[i : i + bs], mean, std, per_batch, generator, size)
-        if channels_last:
-            xb = xb.contiguous(memory_format=torch.channels_last)
-        yb = ys[i : i + bs]
         with precision.autocast():
             logits = model(xb)
             loss = loss_fn(logits, yb)
@@ -186,9 +175,9 @@ def train_one_epoch(
         scaler.update()
         scheduler.step()
         # Accumulate on the device: no .item() per batch, so CUDA never waits for Python.
-        loss_sum += loss.detach().float() * bs
+        loss_sum += loss.detach().float() * len(yb)
         correct += (logits.argmax(1) == yb).sum()
-        seen += bs
+        seen += len(yb)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start
@@ -307,24 +296,13 @@ def fit(
             augment=augment, loss_fn=loss_fn, generator=generator, device=device, size=size,
             precision=precision, scaler=scaler, max_steps=max_steps,
         )  # fmt: skip
-        diverged = not math.isfinite(train[M.TRAIN_LOSS])
-        # ASHA and Optuna must see a bad result, not a crash (M.diverged_metrics: large but finite).
-        if diverged:
-            val = M.diverged_metrics()
-        else:
-            val = evaluate(model, x_val, y_val, mean=mean, std=std, device=device, batch_size=eval_batch,
-                           precision=precision)  # fmt: skip
-        result = {
-            M.TRAIN_LOSS: train[M.TRAIN_LOSS],
-            M.TRAIN_ACC: train[M.TRAIN_ACC],
-            **val,
-            M.EPOCH: epoch,
-            M.LR: optimizer.param_groups[0]["lr"],
-            M.IMAGES_PER_S: train["images"] / max(train["seconds"], 1e-9),
-            M.EPOCH_SECONDS: time.perf_counter() - t0,
-            M.DIVERGED: diverged,
-            M.PRECISION: precision.name,
-        }
+        result = M.epoch_result(
+            train_loss=train[M.TRAIN_LOSS], train_acc=train[M.TRAIN_ACC], epoch=epoch,
+            validate=lambda: evaluate(model, x_val, y_val, mean=mean, std=std, device=device, batch_size=eval_batch,
+                                      precision=precision),
+            lr=optimizer.param_groups[0]["lr"], images=train["images"], train_seconds=train["seconds"], started=t0,
+            precision=precision.name,
+        )  # fmt: skip
         state = {
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
@@ -335,7 +313,7 @@ def fit(
             "scaler": scaler.state_dict(),  # {} when disabled (bf16, fp32)
         }
         report(result, state)
-        if diverged:
+        if result[M.DIVERGED]:
             break
     return model
 
@@ -372,15 +350,3 @@ def save_checkpoint(state: dict, directory: str) -> None:
 
 def load_checkpoint(directory: str) -> dict:
     return torch.load(os.path.join(directory, CHECKPOINT_FILE), map_location="cpu", weights_only=True)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Ray Tune function trainable
-
-
-def train_torch(config: dict, data: dict) -> None:
-    """Ray Tune trainable: reads only `config`; `data` (train/val arrays) comes from the object store."""
-    from .tune_trial import run_trial, trial_resources
-
-    device = setup_device(*trial_resources(), config.get("device"))
-    run_trial(fit, save_checkpoint, load_checkpoint, config, data, device=device)

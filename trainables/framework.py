@@ -1,0 +1,271 @@
+"""The torch/Keras seam: the one contract both training loops meet, and the one place that picks a loop.
+
+The search trial (`tune_trial.train_trial`), the report's retrain (`analysis/retrain.py`) and the CLI's checks ask
+`framework_of(model)` or `get_framework(name)` for a `Framework` and call only what the protocol below names; nothing
+else dispatches on "torch" vs "keras". The implementations import their framework on first use, so a torch search
+never imports TensorFlow and vice versa.
+
+Shapes, the same for both: images are uint8 NCHW numpy arrays (the data cache's layout), `predict` returns class
+probabilities (N, classes) float32, `fit` calls `report(metrics, state)` after every epoch with the metric names of
+`trainables/metrics.py` and a checkpoint `state` that `save_checkpoint` writes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from .models import get_spec
+
+Report = Callable[[dict, dict], None]  # (metrics of one epoch, checkpoint state holding the live model)
+
+
+@runtime_checkable
+class Framework(Protocol):
+    name: str  # "torch" or "keras": experiment.json's "framework"
+    model_file: str  # what save_model writes in the report folder
+    supports_lr_find: bool  # the LR range test (torch-lr-finder) drives a torch model only
+    measures_gpu_packing: bool  # --gpus-per-trial auto measures peak memory with torch's allocator statistics
+    device: Any  # set by setup_trial / setup_local: a torch.device, or a TF device name (None: TF places it)
+
+    def setup_trial(self, cpus: float, gpu_fraction: float, device: str | None = None) -> None:
+        """Threads and GPU share inside a Ray trial; fails with one line when a GPU share finds no usable GPU."""
+
+    def require_gpu(self, share: float) -> None:
+        """Raise GPUUnavailableError (one line: cause and fix) unless this process can train on its GPU share."""
+
+    def setup_local(self, device: str | None = None, threads: int = 1) -> None:
+        """report.py / predict: `device` or, without one, the GPU when there is one; `threads` CPU threads."""
+
+    def fit(self, config: dict, data: dict, report: Report, *, checkpoint=None, max_epochs: int | None = None) -> Any:
+        """Train for epochs 1..max_epochs (schedule horizon config["max_epochs"]), resuming after a checkpoint."""
+
+    def predict(self, model, x_uint8_nchw: np.ndarray, data: dict, config: dict) -> np.ndarray:
+        """Class probabilities (N, classes), eval mode, no augmentation."""
+
+    def weights_of(self, state: dict) -> Any:
+        """A copy of the weights in an epoch's checkpoint `state`, for keeping the best epoch as training goes on."""
+
+    def set_weights(self, model, weights) -> None: ...
+
+    def save_checkpoint(self, state: dict, directory: str) -> None: ...
+
+    def load_checkpoint(self, directory: str) -> dict: ...
+
+    def from_checkpoint(self, directory: str, config: dict, num_classes: int) -> tuple[Any, int]:
+        """(model on this device, epoch) from a trial checkpoint folder."""
+
+    def save_model(self, model, out_dir: Path) -> str:
+        """Write the trained model into `out_dir`; returns the file name."""
+
+    def input_spec(self, model, data: dict) -> dict:
+        """{"mean", "std", "input_size"}: what the saved model must be fed."""
+
+    def load_note(self, config: dict, num_classes: int) -> str:
+        """Markdown: the code that loads the saved model without this project's training code."""
+
+
+class TorchFramework:
+    """trainables/torch_trainable.py behind the seam."""
+
+    name = "torch"
+    model_file = "model.pth"
+    supports_lr_find = True
+    measures_gpu_packing = True
+
+    def __init__(self):
+        self.device = None
+
+    def require_gpu(self, share: float) -> None:
+        from .torch_device import require_cuda
+
+        require_cuda(share)
+
+    def setup_trial(self, cpus: float, gpu_fraction: float, device: str | None = None) -> None:
+        from .torch_device import setup_device
+
+        self.device = setup_device(cpus, gpu_fraction, device)
+
+    def setup_local(self, device: str | None = None, threads: int = 1) -> None:
+        import torch
+
+        from .torch_device import setup_device
+
+        if device is None:  # without --device: the GPU when there is one
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = setup_device(cpus=threads, gpu_fraction=1.0 if device != "cpu" else 0.0, device=device)
+
+    def fit(self, config: dict, data: dict, report: Report, *, checkpoint=None, max_epochs: int | None = None):
+        from .torch_trainable import fit
+
+        return fit(config, data, report, device=self.device, checkpoint=checkpoint, max_epochs=max_epochs)
+
+    def predict(self, model, x_uint8_nchw: np.ndarray, data: dict, config: dict) -> np.ndarray:
+        import torch
+
+        from .torch_trainable import eval_batch_size, norm_tensors, predict, to_device_tensor
+
+        mean, std = norm_tensors(data["mean"], data["std"], self.device)
+        batch = eval_batch_size(self.device, int(config["batch_size"]))
+        x = to_device_tensor(x_uint8_nchw, self.device)
+        logits = predict(model, x, mean=mean, std=std, device=self.device, batch_size=batch)
+        return torch.softmax(logits, dim=1).cpu().numpy()
+
+    def weights_of(self, state: dict):
+        return {k: v.detach().clone() for k, v in state["model"].items()}  # state["model"]: the live state dict
+
+    def set_weights(self, model, weights) -> None:
+        model.load_state_dict(weights)
+
+    def save_checkpoint(self, state: dict, directory: str) -> None:
+        from .torch_trainable import save_checkpoint
+
+        save_checkpoint(state, directory)
+
+    def load_checkpoint(self, directory: str) -> dict:
+        from .torch_trainable import load_checkpoint
+
+        return load_checkpoint(directory)
+
+    def from_checkpoint(self, directory: str, config: dict, num_classes: int):
+        from .models import build_model
+
+        state = self.load_checkpoint(directory)
+        # load_weights=False: a pretrained model's ImageNet file is not needed, the checkpoint has every tensor
+        model = build_model(config["model"], num_classes, **{**config, "load_weights": False})
+        model.load_state_dict(state["model"])
+        return model.to(self.device), int(state["epoch"])
+
+    def save_model(self, model, out_dir: Path) -> str:
+        import torch
+
+        # CPU tensors: a state dict saved from a GPU keeps CUDA tensors, which torch.load cannot place on a CPU-only
+        # machine without map_location.
+        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, Path(out_dir) / self.model_file)
+        return self.model_file
+
+    def input_spec(self, model, data: dict) -> dict:
+        # normalisation: the data set's, or ImageNet's for a pretrained model; side: what the model was trained at
+        from .torch_trainable import input_config, norm_tensors
+
+        mean, std, size = input_config(model, *norm_tensors(data["mean"], data["std"], self.device))
+        side = size or int(data["x_train"].shape[-1])
+        return {"mean": mean.flatten().tolist(), "std": std.flatten().tolist(), "input_size": side}
+
+    def load_note(self, config: dict, num_classes: int) -> str:
+        kwargs = ", ".join(f"{k}={config[k]!r}" for k in ("dropout", "stem") if k in config)
+        if config["model"] == "resnet18_pretrained":  # plain torchvision resnet18 keys: no project code needed
+            build = f"import torchvision\nmodel = torchvision.models.resnet18(num_classes={num_classes})\n"
+        else:
+            build = (
+                "from trainables.models import build_model\n"
+                f"model = build_model({config['model']!r}, num_classes={num_classes}{', ' + kwargs if kwargs else ''})\n"
+            )
+        return (
+            f"```python\nimport torch\n{build}"
+            f"model.load_state_dict(torch.load('{self.model_file}', map_location='cpu', weights_only=True))\nmodel.eval()\n"
+            "# inputs: float NCHW images in [0, 1], resized to best_config.json's input['input_size'] and normalised\n"
+            "# with its input['mean'] / input['std']\n```"
+        )
+
+
+class KerasFramework:
+    """trainables/keras_trainable.py behind the seam."""
+
+    name = "keras"
+    model_file = "model.keras"
+    supports_lr_find = False
+    measures_gpu_packing = False
+
+    def __init__(self):
+        self.device = None
+
+    def require_gpu(self, share: float) -> None:
+        from .keras_trainable import require_gpu, tf
+
+        if not tf.config.list_physical_devices("GPU"):
+            require_gpu(share)
+
+    def setup_trial(self, cpus: float, gpu_fraction: float, device: str | None = None) -> None:
+        from .keras_env import keras
+        from .keras_trainable import setup_tensorflow
+
+        # Tune reuses worker processes (reuse_actors): drop the previous trial's models and Keras state first (this
+        # also resets the dtype policy, so it comes before the set-up).
+        keras.backend.clear_session(free_memory=True)
+        if device == "cpu":  # --train-on-cpu: a GPU share on purpose without a GPU (logical GPUs)
+            gpu_fraction = 0.0
+        setup_tensorflow(cpus, gpu_fraction)  # before TF builds anything
+        self.device = device
+
+    def setup_local(self, device: str | None = None, threads: int = 1) -> None:
+        from .keras_env import tf
+        from .keras_trainable import setup_tensorflow
+
+        # without --device: the GPU when TF lists one; --device cuda/gpu on a machine without: one-line error
+        use_gpu = device != "cpu" and (device is not None or bool(tf.config.list_physical_devices("GPU")))
+        self.device = setup_tensorflow(cpus=threads, gpu_fraction=1.0 if use_gpu else 0.0)
+
+    def fit(self, config: dict, data: dict, report: Report, *, checkpoint=None, max_epochs: int | None = None):
+        from .keras_trainable import fit
+
+        return fit(config, data, report, device=self.device, checkpoint=checkpoint, max_epochs=max_epochs)
+
+    def predict(self, model, x_uint8_nchw: np.ndarray, data: dict, config: dict) -> np.ndarray:
+        from .keras_trainable import predict
+
+        return predict(model, x_uint8_nchw, mean=data["mean"], std=data["std"])
+
+    def weights_of(self, state: dict):
+        return state["model"].get_weights()  # numpy copies of the live keras.Model's weights
+
+    def set_weights(self, model, weights) -> None:
+        model.set_weights(weights)
+
+    def save_checkpoint(self, state: dict, directory: str) -> None:
+        from .keras_trainable import save_checkpoint
+
+        save_checkpoint(state, directory)
+
+    def load_checkpoint(self, directory: str) -> dict:
+        from .keras_trainable import load_checkpoint
+
+        return load_checkpoint(directory)
+
+    def from_checkpoint(self, directory: str, config: dict, num_classes: int):
+        state = self.load_checkpoint(directory)
+        return state["model"], int(state["epoch"])
+
+    def save_model(self, model, out_dir: Path) -> str:
+        from .keras_trainable import save_model
+
+        return Path(save_model(model, str(Path(out_dir) / self.model_file))).name
+
+    def input_spec(self, model, data: dict) -> dict:
+        return {"mean": list(data["mean"]), "std": list(data["std"]), "input_size": int(data["x_train"].shape[-1])}
+
+    def load_note(self, config: dict, num_classes: int) -> str:
+        return (
+            "```python\nimport keras\nimport trainables.models.keras_resnet  # registers the custom Block layer\n"
+            f"model = keras.saving.load_model('{self.model_file}')\n"
+            "# inputs: NHWC float images in [0, 1], normalised with best_config.json's input['mean'] / input['std']; "
+            "outputs: class probabilities\n```"
+        )
+
+
+FRAMEWORKS: dict[str, type] = {"torch": TorchFramework, "keras": KerasFramework}
+
+
+def get_framework(name: str) -> Framework:
+    """A fresh, not yet set up implementation of framework `name`."""
+    if name not in FRAMEWORKS:
+        raise ValueError(f"unknown framework {name!r}; known: {', '.join(FRAMEWORKS)}")
+    return FRAMEWORKS[name]()
+
+
+def framework_of(model: str) -> Framework:
+    """The framework that trains registered model `model` (trainables/models: its ModelSpec)."""
+    return get_framework(get_spec(model).framework)
