@@ -40,8 +40,6 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent
-
 # The original project's published test figures (CIFAR-10's test split, 10 classes). Only accuracy is compared with
 # ours: the write-up does not say how it computed the others, and they are not one-vs-rest macro averages
 # (original_note shows why from the numbers themselves).
@@ -101,6 +99,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def samples_only(args) -> int:
     from analysis import plots
+    from analysis.trials import ReportError
     from trainables.data import load_dataset
 
     if not args.data_dir:
@@ -135,6 +134,7 @@ def evaluate_runs(exp, args, dataset, fw) -> tuple[list, list[dict]]:
     from analysis.metrics import classification_metrics
     from analysis.progress import bar, step
     from analysis.retrain import Run
+    from analysis.trials import ReportError
     from trainables import metrics as M
 
     config = exp.best_config
@@ -414,14 +414,9 @@ def metrics_md_lines(m) -> list[str]:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-class ReportError(Exception):
-    pass
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from analysis.trials import ReportError as TrialsError
-    from analysis.trials import load_experiment, resolve_experiment
+    from analysis.trials import ReportError, load_experiment, resolve_experiment
     from serving.export import ExportError, export_existing, export_model
     from trainables.data import DataError
 
@@ -487,7 +482,7 @@ def main(argv=None) -> int:
             head = f"test accuracy {m['accuracy']:.4f} (macro F1 {m['macro']['f1']:.4f})"
         print(f"{head}; report: {out / 'report.md'} ({time.time() - t0:.0f} s)")
         return 0
-    except (ReportError, TrialsError, DataError) as e:
+    except (ReportError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except ExportError as e:
