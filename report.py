@@ -80,6 +80,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    # Imports after parsing, here and below: --help and a bad argument answer without loading torch, Ray or Optuna.
     from analysis.trials import ReportError
     from serving.export import ExportError, export_existing
     from trainables.data import DataError
