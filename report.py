@@ -32,27 +32,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
-
-import numpy as np
-
-ROOT = Path(__file__).resolve().parent
-
-# The original project's published test figures (CIFAR-10's test split, 10 classes). Only accuracy is compared with
-# ours: the write-up does not say how it computed the others, and they are not one-vs-rest macro averages
-# (original_note shows why from the numbers themselves).
-ORIGINAL = {
-    "lenet5": {"accuracy": 0.534, "precision": 0.591, "recall": 0.513, "specificity": 0.559, "f1": 0.550},
-    "resnet18": {"accuracy": 0.631, "precision": 0.590, "recall": 0.748, "specificity": 0.524, "f1": 0.660},
-}
-ORIGINAL_NOTE = {
-    "lenet5": "LeNet5, 20 epochs",
-    "resnet18": "ResNet18 with the 7x7 ImageNet stem, trained from scratch",
-}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -96,398 +78,27 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)  # fmt: skip
 
 
-# ---------------------------------------------------------------------------------------------------------------
-
-
-def samples_only(args) -> int:
-    from analysis import plots
-    from trainables.data import load_dataset
-
-    if not args.data_dir:
-        raise ReportError("--samples-only needs --data-dir DIR")
-    ds = load_dataset(args.data_dir, cache_dir=args.cache_dir)
-    if args.show:
-        plots.class_grid(ds.x_train, ds.y_train, ds.classes, None, args.samples_per_class)
-        return 0
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    path = plots.class_grid(ds.x_train, ds.y_train, ds.classes, out / f"samples_{Path(args.data_dir).resolve().name}.png",
-                            args.samples_per_class)  # fmt: skip
-    print(f"wrote {path}")
-    return 0
-
-
-def load_data(exp, args):
-    from trainables.data import load_dataset, skip_summary
-
-    src = exp.info["data"]
-    data_dir = args.data_dir or src["path"]
-    # the experiment's own image size and training subset; the test set whole unless --test-subset
-    ds = load_dataset(data_dir, seed=exp.info["split_seed"], image_size=src.get("image_size", 32),
-                      cache_dir=args.cache_dir, subset=src.get("subset"), test_subset=args.test_subset)  # fmt: skip
-    if ds.skipped:
-        print(skip_summary(ds.skipped, ds.num_files, f"full list in {exp.path}/experiment.json"), file=sys.stderr)
-    return ds
-
-
-def evaluate_runs(exp, args, dataset, fw) -> tuple[list, list[dict]]:
-    """Retrain (one per seed) or load the checkpoint; returns the runs and each one's test metrics."""
-    from analysis.metrics import classification_metrics
-    from analysis.progress import bar, step
-    from analysis.retrain import Run, retrain
-    from trainables import metrics as M
-
-    config = exp.best_config
-    data = dataset.search_arrays()
-    runs = []
-    if args.no_retrain:
-        trial = next(t for t in exp.analysis.trials if t.trial_id == exp.best_id)
-        ckpt = exp.analysis.get_last_checkpoint(trial)
-        if ckpt is None:
-            raise ReportError(f"trial {exp.best_id} of {exp.path} kept no checkpoint; run without --no-retrain")
-        with ckpt.as_directory() as d:
-            model, epoch = fw.from_checkpoint(
-                d, {**config, "input_size": dataset.x_train.shape[-1]}, dataset.num_classes
-            )
-        history = exp.curves[exp.best_id].to_dict("records")
-        runs.append(Run(model, history, epoch))
-    else:
-        # Without --epochs: the trial exactly (its schedule horizon config["max_epochs"], its epochs). --epochs N is a
-        # new recipe: N epochs with the schedule annealing over N.
-        epochs = args.epochs or int(exp.curves[exp.best_id]["training_iteration"].max())
-        if args.epochs:
-            config = {**config, "max_epochs": args.epochs}
-        for k in range(args.seeds):
-            seed = int(config.get("seed", 0)) + k
-            with bar(epochs, f"retrain seed {seed}", "epoch") as progress:
-
-                def on_epoch(r, progress=progress):
-                    progress.set_postfix(val_loss=f"{r[M.VAL_LOSS]:.3f}", val_acc=f"{r[M.VAL_ACC]:.3f}",
-                                         images_per_s=f"{r[M.IMAGES_PER_S]:.0f}")  # fmt: skip
-                    progress.update(1)
-
-                runs.append(retrain(fw, {**config, "seed": seed}, data, epochs, on_epoch))
-    results = []
-    step(f"evaluating on the test set ({len(dataset.y_test)} images, {len(runs)} model{'s' * (len(runs) > 1)})")
-    for run in runs:
-        scores = fw.predict(run.model, dataset.x_test, data, config)
-        results.append(classification_metrics(dataset.y_test, scores, dataset.classes) | {"_pred": scores.argmax(1)})
-    return runs, results
-
-
-def write_report(exp, args, dataset, fw, runs, results, out: Path) -> None:
-    from analysis import importance, plots
-    from analysis.metrics import metrics_csv, metrics_markdown, metrics_text
-    from analysis.progress import step
-    from analysis.report_html import report_html
-    from analysis.trials import asha_rungs
-
-    config = exp.best_config
-    data = dataset.search_arrays()
-    preds = [r.pop("_pred") for r in results]
-    accs = [r["accuracy"] for r in results]
-    seed0 = int(config.get("seed", 0))
-    seeds = [
-        {"seed": seed0 + k, "accuracy": r["accuracy"], "top5_accuracy": r["top5_accuracy"],
-         "macro_f1": r["macro"]["f1"], "kept_epoch": run.best_epoch, "val_loss": kept_val_loss(run)}
-        for k, (r, run) in enumerate(zip(results, runs, strict=True))
-    ]  # fmt: skip
-    # The saved model (and the per-class tables, confusion matrix and samples) is the seed with the lowest
-    # validation loss: chosen on validation data, never on the test set. The headline is the mean over all seeds.
-    chosen = min(range(len(runs)), key=lambda k: seeds[k]["val_loss"])
-    main, pred, run = results[chosen], preds[chosen], runs[chosen]
-    main["seeds"], main["saved_seed"] = seeds, seeds[chosen]["seed"]
-    main["saved_seed_rule"] = "lowest validation loss at its kept epoch" if len(runs) > 1 else "the only run"
-    main["mean"], main["std"] = float(np.mean(accs)), float(np.std(accs, ddof=1) if len(accs) > 1 else 0.0)
-    main["retrained"] = not args.no_retrain
-    (out / "metrics.json").write_text(json.dumps(main, indent=2))
-    (out / "metrics.md").write_text(metrics_markdown(main))
-    (out / "metrics.csv").write_text(metrics_csv(main))
-    (out / "metrics.txt").write_text(metrics_text(main))
-    best_config = {**config, "seed": main["saved_seed"], "input": fw.input_spec(run.model, data),
-                   "classes": dataset.classes}  # fmt: skip
-    (out / "best_config.json").write_text(json.dumps(best_config, indent=2, default=str))
-    weights = fw.save_model(run.model, out)
-
-    step("drawing the plots")
-    args_ = exp.info["args"]
-    rungs = asha_rungs(args_["grace_period"], args_["reduction_factor"], args_["max_epochs"])
-    if args_.get("scheduler", "asha") != "asha":
-        rungs = []
-    plots.learning_curves(exp.curves, exp.best_id, exp.metric, rungs, out / "learning_curves.png")
-    plots.training_history(run.history, run.best_epoch, out / "best_trial.png")
-    plots.confusion(np.array(main["confusion_matrix"]), dataset.classes, out / "confusion_matrix.png")
-    # Importance and the hyperparameter plot compare trials at one epoch that enough of them reached, never final
-    # values taken at different epochs.
-    rung = exp.comparison_epoch()
-    at_rung = exp.results_at(rung)
-    space = exp.info["search_space"]
-    plots.hyperparameters(at_rung, space, exp.metric, exp.best_id, rung, out / "hyperparameters.png")
-    when = f"best by epoch {rung}"
-    imp, note = importance.importances(at_rung, space, exp.metric, exp.mode, when)
-    step(f"hyperparameter importance (Optuna fANOVA, at epoch {rung})")
-    plots.param_importance(imp, note, out / "param_importance.png")
-    plots.prediction_samples(dataset.x_test, dataset.y_test, pred, dataset.classes, out / "samples.png")
-    (out / "report.md").write_text(
-        report_markdown(exp, args, main, weights, fw, config, dataset, imp, note, rung, len(at_rung))
-    )
-    (out / "report.html").write_text(report_html((out / "report.md").read_text(), out))  # same content, one file
-
-
-def search_line(info: dict, s: dict, metric: str, mode: str) -> str:
-    """What actually ran (experiment.json's "search" record; older experiments: their arguments)."""
-    search = info.get("search") or {}
-    how = " + ".join(search.get(k) for k in ("searcher", "scheduler", "stopper") if search.get(k)) or (
-        "Optuna TPE + ASHA (as recorded in the arguments)"
-    )
-    budget = f"; time budget {search['time_budget_min']:g} min" if search.get("time_budget_min") else ""
-    return (
-        f"- search: {how} on `{metric}` ({mode}){budget}; {s['trials']} trials: {s['completed_all_epochs']} ran all "
-        f"{s['max_epochs']} epochs, {s['stopped_early']} stopped early, {s['diverged']} diverged; "
-        f"{s['epochs_spent']} trial-epochs in {s['wall_time_s'] / 60:.1f} min of search wall time"
-    )
-
-
-def kept_val_loss(run) -> float:
-    """Validation loss of the epoch whose weights the run kept (inf if it never reported a finite one)."""
-    from trainables import metrics as M
-
-    losses = [h[M.VAL_LOSS] for h in run.history if h.get(M.EPOCH) == run.best_epoch and M.VAL_LOSS in h]
-    return float(losses[-1]) if losses else float("inf")
-
-
-def first_trial_line(exp) -> str | None:
-    """Whether the search beat the config it started from (analysis/trials.versus_first_trial)."""
-    from analysis.trials import best_report, versus_first_trial
-
-    search = exp.info.get("search") or {}
-    first = search.get("first_trial_config")
-    if first is None and search.get("first_trial") == "the space's DEFAULTS":  # recorded before the config was
-        from search_spaces import get_space
-
-        first = get_space(exp.info["model"])[1]
-    best = {t: float(best_report(df, exp.metric, exp.mode)[exp.metric]) for t, df in exp.curves.items() if len(df)}
-    return versus_first_trial(exp.configs, best, first, exp.metric, exp.mode)
-
-
-def report_markdown(exp, args, m, weights, fw, config, dataset, imp, imp_note, rung, rung_trials) -> str:
-    s = exp.summary()
-    best = exp.best_row
-    info = exp.info
-    model = info["model"]
-    lines = [
-        f"# Report: {Path(exp.path).name}",
-        "",
-        "## Experiment",
-        f"- model **{model}**, data `{info['data']['path']}` ({info['data']['kind']}, {len(dataset.classes)} classes; "
-        f"{info['data']['num_train']} train / {info['data']['num_val']} val / {len(dataset.y_test)} test images, "
-        f"split seed {info['split_seed']})",
-        search_line(info, s, exp.metric, exp.mode),
-        f"- best trial `{exp.best_id}` (lowest {exp.metric} reached at any epoch): {exp.metric} "
-        f"{best[exp.metric]:.4f} at epoch {int(best['training_iteration'])} of the "
-        f"{int(exp.curves[exp.best_id]['training_iteration'].max())} it ran (val_acc {best['val_acc']:.4f})",
-        *([f"- {verdict}"] if (verdict := first_trial_line(exp)) else []),
-        f"- code {info.get('git_sha') or 'unknown'}; packages {', '.join(f'{k} {v}' for k, v in info['packages'].items())}",
-        "",
-        "## Best config",
-        "```json",
-        json.dumps({k: v for k, v in config.items()}, indent=2, default=str),
-        "```",
-        "",
-        *test_set_lines(m, test_set_line(dataset)),
-        metrics_table_intro(m),
-        "",
-        *metrics_md_lines(m),
-        "",
-    ]  # fmt: skip
-    if model in ORIGINAL:
-        o = ORIGINAL[model]
-        same = model != "resnet18" or config.get("stem") == "imagenet"
-        ours = (
-            f"{m['mean']:.3f} ± {m['std']:.3f} ({len(m['seeds'])} seeds)"
-            if len(m["seeds"]) > 1
-            else f"{m['accuracy']:.3f}"
-        )
-        lines += [
-            "## Beside the original write-up",
-            f"Original: {ORIGINAL_NOTE[model]}"
-            + ("" if same else " (this run's stem differs: compare with care)")
-            + ".",
-            "",
-            "| | test accuracy |",
-            "|---|---|",
-            f"| original | {o['accuracy']:.3f} |",
-            f"| this report | {ours} |",
-            "",
-            original_note(o),
-            "",
-        ]  # fmt: skip
-    lines += [
-        "## Plots",
-        "![learning curves](learning_curves.png)",
-        "![retrain](best_trial.png)",
-        "![confusion matrix](confusion_matrix.png)",
-        "![hyperparameters](hyperparameters.png)",
-        f"![importance](param_importance.png) — {imp_note}. Importance and the hyperparameter plot use epoch {rung}: "
-        f"the highest ASHA rung that at least 8 trials reached (else the highest epoch that 8, or all, reached; "
-        f"{rung_trials} trials), so every trial shown had the same training.",
-        "![samples](samples.png)",
-        "",
-        "## The trained model",
-        f"`{weights}`; config, normalisation and input size in `best_config.json`. To load it for inference:",
-        fw.load_note(config, len(dataset.classes)),
-        "",
-    ]
-    return "\n".join(lines)
-
-
-def test_set_line(dataset) -> str:
-    n, full = len(dataset.y_test), dataset.source.get("num_test_full", len(dataset.y_test))
-    side = dataset.x_test.shape[-1]
-    if n == full:
-        return f"{n:,} test images (the whole test split), {side}x{side}."
-    return f"{n:,} of the {full:,} test images (a stratified subset, `--test-subset {n}`), {side}x{side}."
-
-
-def test_set_lines(m, size_line: str) -> list[str]:
-    """The section head and the test set's size (`size_line`); how the model(s) were made, and with several seeds the
-    per-seed table and which was saved."""
-    seeds = m["seeds"]
-    if not m["retrained"]:
-        own = f"The best trial's own last checkpoint (epoch {seeds[0]['kept_epoch']}), not retrained."
-        return ["## Test set (evaluated once)", size_line, "", own, ""]
-    kept = "keeping the weights of the epoch with the lowest validation loss"
-    if len(seeds) == 1:
-        return ["## Test set (evaluated once)", size_line, "",
-                f"Retrained on the training split, {kept} (epoch {seeds[0]['kept_epoch']}).", ""]  # fmt: skip
-    lines = [
-        f"## Test set ({len(seeds)} retrained models, each evaluated once)",
-        size_line,
-        "",
-        f"Retrained on the training split with seeds {', '.join(str(s['seed']) for s in seeds)}, each {kept}.",
-        "",
-        f"test accuracy **{m['mean']:.4f} ± {m['std']:.4f}** (mean ± sample std over {len(seeds)} seeds)",
-        "",
-        "| seed | test accuracy | top-5 | macro F1 | kept epoch | val_loss there | saved |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    lines += [
-        f"| {s['seed']} | {s['accuracy']:.4f} | {s['top5_accuracy']:.4f} | {s['macro_f1']:.4f} | {s['kept_epoch']} | "
-        f"{s['val_loss']:.4f} | {'yes' if s['seed'] == m['saved_seed'] else ''} |"
-        for s in seeds
-    ]
-    lines += [
-        "",
-        f"Saved model: seed {m['saved_seed']}, the {m['saved_seed_rule']} (chosen on validation data, not on the "
-        "test set). The per-class table, confusion matrix and samples below are this model's.",
-        "",
-    ]
-    return lines
-
-
-def original_note(o: dict) -> str:
-    """Why the write-up's other figures are not compared: its numbers rule out the one-vs-rest macro definitions."""
-    acc = o["accuracy"]
-    spec = 1 - (1 - acc) / 9  # macro one-vs-rest specificity on a balanced 10-class test set
-    hm = 2 * o["precision"] * o["recall"] / (o["precision"] + o["recall"])
-    return (
-        f"The write-up also gives precision {o['precision']:.3f}, recall {o['recall']:.3f}, specificity "
-        f"{o['specificity']:.3f} and F1 {o['f1']:.3f} without saying how it computed them, and they are not the "
-        f"one-vs-rest macro averages of this report's tables: on CIFAR-10's balanced test split macro recall equals "
-        f"accuracy ({acc:.3f}, not {o['recall']:.3f}) and macro specificity is 1 − (1 − accuracy)/9 = {spec:.3f} "
-        f"(not {o['specificity']:.3f}); its F1 is the harmonic mean of its own precision and recall ({hm:.3f}), not "
-        "a mean of per-class F1s. So only accuracy is compared."
-    )
-
-
-def metrics_table_intro(m) -> str:
-    which = f"saved model (seed {m['saved_seed']}): " if len(m["seeds"]) > 1 else ""
-    return f"{which}accuracy **{m['accuracy']:.4f}**, top-5 {m['top5_accuracy']:.4f}"
-
-
-def metrics_md_lines(m) -> list[str]:
-    from analysis.metrics import metrics_markdown
-
-    return metrics_markdown(m).splitlines()[2:]  # the table without its headline (said just above)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-
-
-class ReportError(Exception):
-    pass
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from analysis.trials import ReportError as TrialsError
-    from analysis.trials import load_experiment, resolve_experiment
-    from serving.export import ExportError, export_existing, export_model
+    # Imports after parsing, here and below: --help and a bad argument answer without loading torch, Ray or Optuna.
+    from analysis.trials import ReportError
+    from serving.export import ExportError, export_existing
     from trainables.data import DataError
 
-    tmp = None
     try:
         if args.samples_only:
+            from analysis.report_data import samples_only
+
             return samples_only(args)
         if args.export_only:
             experiment = None if args.experiment == "latest" else args.experiment
             export_existing(args.export_only, storage_path=args.storage_path, experiment=experiment,
                             data_dir=args.data_dir, cache_dir=args.cache_dir)  # fmt: skip
             return 0
-        if args.seeds < 1 or (args.epochs is not None and args.epochs < 1):
-            raise ReportError("--seeds and --epochs must be at least 1")
-        if args.test_subset is not None and args.test_subset < 1:
-            raise ReportError("--test-subset must be at least 1")
-        if args.threads is not None and args.threads < 1:
-            raise ReportError(f"--threads must be at least 1 (got {args.threads})")
-        if args.device == "cuda":
-            import torch
-
-            if not torch.cuda.is_available():
-                raise ReportError("--device cuda asked, but torch sees no CUDA GPU; use --device cpu")
-        from analysis.progress import restart_clock, step
-        from analysis.retrain import local_framework
-
-        t0 = time.time()
-        restart_clock()
-        path = resolve_experiment(args.experiment, args.storage_path)
-        step(f"reading the experiment {path}")
-        exp = load_experiment(path)
-        print(f"experiment {path}: best trial {exp.best_id} by {exp.metric} ({exp.mode})", file=sys.stderr)
-        step(f"loading the data ({exp.info['data']['path']})")
-        dataset = load_data(exp, args)
-        from analysis.retrain import default_threads
-
-        threads = args.threads or default_threads()
-        print(f"retrain: {threads} CPU thread(s) of {os.cpu_count()} cores (1-min load {os.getloadavg()[0]:.1f}; "
-              "--threads N to change)", file=sys.stderr)  # fmt: skip
-        step(f"{'loading the best checkpoint' if args.no_retrain else 'retraining the best config'} "
-             f"({exp.info.get('framework', 'torch')})")  # fmt: skip
-        fw = local_framework(exp.info.get("framework", "torch"), args.device, threads)
-        runs, results = evaluate_runs(exp, args, dataset, fw)
-
-        out = Path(args.out) / Path(exp.path.rstrip("/")).name
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-        step("writing metrics, the model and the report")
-        write_report(exp, args, dataset, fw, runs, results, tmp)
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-        tmp = None
-        m = json.loads((out / "metrics.json").read_text())
-        if not args.no_export:  # after the report is in place: a failed export check loses no result
-            saved = [s["seed"] for s in m["seeds"]].index(m["saved_seed"])  # the model write_report saved
-            export_model(out, framework=fw.name, model=runs[saved].model, dataset=dataset, config=exp.best_config,
-                         info=exp.info, metrics=m)  # fmt: skip
-        if len(m["seeds"]) > 1:
-            head = (f"test accuracy {m['mean']:.4f} ± {m['std']:.4f} over {len(m['seeds'])} seeds (saved model: seed "
-                    f"{m['saved_seed']}, {m['accuracy']:.4f}, macro F1 {m['macro']['f1']:.4f})")  # fmt: skip
-        else:
-            head = f"test accuracy {m['accuracy']:.4f} (macro F1 {m['macro']['f1']:.4f})"
-        print(f"{head}; report: {out / 'report.md'} ({time.time() - t0:.0f} s)")
+        check_args(args)
+        make_report(args)
         return 0
-    except (ReportError, TrialsError, DataError) as e:
+    except (ReportError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except ExportError as e:
@@ -496,9 +107,68 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted; no report written", file=sys.stderr)
         return 130
-    finally:
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def check_args(args) -> None:
+    """Bad arguments fail here, in one line, before minutes of loading and retraining."""
+    from analysis.trials import ReportError
+
+    if args.seeds < 1 or (args.epochs is not None and args.epochs < 1):
+        raise ReportError("--seeds and --epochs must be at least 1")
+    if args.test_subset is not None and args.test_subset < 1:
+        raise ReportError("--test-subset must be at least 1")
+    if args.threads is not None and args.threads < 1:
+        raise ReportError(f"--threads must be at least 1 (got {args.threads})")
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ReportError("--device cuda asked, but torch sees no CUDA GPU; use --device cpu")
+
+
+def make_report(args) -> None:
+    from analysis.evaluation import evaluate_runs
+    from analysis.progress import restart_clock, step
+    from analysis.report_data import load_data
+    from analysis.report_files import replacing, write_report
+    from analysis.retrain import default_threads, local_framework
+    from analysis.trials import load_experiment, resolve_experiment
+    from serving.export import export_model
+
+    t0 = time.time()
+    restart_clock()
+    path = resolve_experiment(args.experiment, args.storage_path)
+    step(f"reading the experiment {path}")
+    exp = load_experiment(path)
+    print(f"experiment {path}: best trial {exp.best_id} by {exp.metric} ({exp.mode})", file=sys.stderr)
+    step(f"loading the data ({exp.info['data']['path']})")
+    dataset = load_data(exp, args)
+
+    threads = args.threads or default_threads()
+    print(f"retrain: {threads} CPU thread(s) of {os.cpu_count()} cores (1-min load {os.getloadavg()[0]:.1f}; "
+          "--threads N to change)", file=sys.stderr)  # fmt: skip
+    step(f"{'loading the best checkpoint' if args.no_retrain else 'retraining the best config'} "
+         f"({exp.info.get('framework', 'torch')})")  # fmt: skip
+    fw = local_framework(exp.info.get("framework", "torch"), args.device, threads)
+    runs, results = evaluate_runs(exp, args, dataset, fw)
+
+    out = Path(args.out) / Path(exp.path.rstrip("/")).name
+    with replacing(out) as tmp:
+        step("writing metrics, the model and the report")
+        write_report(exp, args, dataset, fw, runs, results, tmp)
+    m = json.loads((out / "metrics.json").read_text())
+    if not args.no_export:  # after the report is in place: a failed export check loses no result
+        saved = [s["seed"] for s in m["seeds"]].index(m["saved_seed"])  # the model write_report saved
+        export_model(out, framework=fw.name, model=runs[saved].model, dataset=dataset, config=exp.best_config,
+                     info=exp.info, metrics=m)  # fmt: skip
+    print(f"{headline(m)}; report: {out / 'report.md'} ({time.time() - t0:.0f} s)")
+
+
+def headline(m: dict) -> str:
+    if len(m["seeds"]) > 1:
+        return (f"test accuracy {m['mean']:.4f} ± {m['std']:.4f} over {len(m['seeds'])} seeds (saved model: seed "
+                f"{m['saved_seed']}, {m['accuracy']:.4f}, macro F1 {m['macro']['f1']:.4f})")  # fmt: skip
+    return f"test accuracy {m['accuracy']:.4f} (macro F1 {m['macro']['f1']:.4f})"
 
 
 if __name__ == "__main__":

@@ -15,7 +15,8 @@ from .experiment import EXPERIMENT_FILE, exists, filesystem, is_uri, join, norma
 
 
 class ReportError(Exception):
-    """The experiment cannot be reported on: one line naming what was looked for and what exists."""
+    """The report cannot be made (no such experiment, nothing in it to report on, a bad report.py argument): one
+    line naming what was looked for and what exists. report.py prints it as its one `error:` line."""
 
 
 def list_experiments(storage_path: str) -> list[str]:

@@ -293,16 +293,17 @@ def test_report_evaluates_the_whole_test_set_of_a_subset_search(image_folder):
     """An experiment searched on --subset 9 is still reported on all 18 test images, and report.md says how many."""
     from types import SimpleNamespace
 
-    import report
+    from analysis.report_data import load_data
+    from analysis.report_markdown import test_set_line
 
     exp = SimpleNamespace(info={"data": {"path": str(image_folder), "image_size": 32, "subset": 9}, "split_seed": 0},
                           path="exp")  # fmt: skip
     args = SimpleNamespace(data_dir=None, cache_dir=None, test_subset=None)
-    ds = report.load_data(exp, args)
+    ds = load_data(exp, args)
     assert len(ds.y_train) == 9 and len(ds.y_test) == 18
-    assert report.test_set_line(ds) == "18 test images (the whole test split), 32x32."
-    cut = report.load_data(exp, SimpleNamespace(data_dir=None, cache_dir=None, test_subset=6))
-    assert report.test_set_line(cut) == "6 of the 18 test images (a stratified subset, `--test-subset 6`), 32x32."
+    assert test_set_line(ds) == "18 test images (the whole test split), 32x32."
+    cut = load_data(exp, SimpleNamespace(data_dir=None, cache_dir=None, test_subset=6))
+    assert test_set_line(cut) == "6 of the 18 test images (a stratified subset, `--test-subset 6`), 32x32."
 
 
 # ---------------------------------------------------------------------------------------------------------------

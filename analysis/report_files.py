@@ -1,0 +1,83 @@
+"""The report folder's files: metrics.json/.md/.csv/.txt, best_config.json, the model, the plots, report.md and
+report.html; and the folder itself, which appears only when complete (`replacing`)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from . import importance, plots
+from .evaluation import saved_model_metrics
+from .metrics import metrics_csv, metrics_markdown, metrics_text
+from .progress import step
+from .report_html import report_html
+from .report_markdown import report_markdown
+from .trials import asha_rungs
+
+
+@contextmanager
+def replacing(out: Path):
+    """A temporary sibling of `out` to write into; it replaces `out` when the block ends without an error, and is
+    removed otherwise. An interrupted or failed report thus leaves the previous one, never half a new one."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        yield tmp
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    except BaseException:  # KeyboardInterrupt too
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def write_report(exp, args, dataset, fw, runs, results, out: Path) -> None:
+    """Every file of the report on `runs` (evaluation.evaluate_runs) into the folder `out`."""
+    config = exp.best_config
+    m, saved, pred = saved_model_metrics(runs, results, config, retrained=not args.no_retrain)
+    run = runs[saved]
+    write_metrics(m, out)
+    best_config = {**config, "seed": m["saved_seed"], "input": fw.input_spec(run.model, dataset.search_arrays()),
+                   "classes": dataset.classes}  # fmt: skip
+    (out / "best_config.json").write_text(json.dumps(best_config, indent=2, default=str))
+    weights = fw.save_model(run.model, out)
+
+    step("drawing the plots")
+    note, rung, rung_trials = draw_plots(exp, dataset, run, m, pred, out)
+    (out / "report.md").write_text(report_markdown(exp, m, weights, fw, config, dataset, note, rung, rung_trials))
+    (out / "report.html").write_text(report_html((out / "report.md").read_text(), out))  # same content, one file
+
+
+def write_metrics(m: dict, out: Path) -> None:
+    (out / "metrics.json").write_text(json.dumps(m, indent=2))
+    (out / "metrics.md").write_text(metrics_markdown(m))
+    (out / "metrics.csv").write_text(metrics_csv(m))
+    (out / "metrics.txt").write_text(metrics_text(m))
+
+
+def draw_plots(exp, dataset, run, m: dict, pred: np.ndarray, out: Path) -> tuple[str, int, int]:
+    """The report's PNGs; returns what report.md says about importance: its note, the epoch the trials were
+    compared at, and how many trials reached it."""
+    search_args = exp.info["args"]
+    rungs = asha_rungs(search_args["grace_period"], search_args["reduction_factor"], search_args["max_epochs"])
+    if search_args.get("scheduler", "asha") != "asha":
+        rungs = []
+    plots.learning_curves(exp.curves, exp.best_id, exp.metric, rungs, out / "learning_curves.png")
+    plots.training_history(run.history, run.best_epoch, out / "best_trial.png")
+    plots.confusion(np.array(m["confusion_matrix"]), dataset.classes, out / "confusion_matrix.png")
+    # Importance and the hyperparameter plot compare trials at one epoch that enough of them reached, never final
+    # values taken at different epochs.
+    rung = exp.comparison_epoch()
+    at_rung = exp.results_at(rung)
+    space = exp.info["search_space"]
+    plots.hyperparameters(at_rung, space, exp.metric, exp.best_id, rung, out / "hyperparameters.png")
+    imp, note = importance.importances(at_rung, space, exp.metric, exp.mode, f"best by epoch {rung}")
+    step(f"hyperparameter importance (Optuna fANOVA, at epoch {rung})")
+    plots.param_importance(imp, note, out / "param_importance.png")
+    plots.prediction_samples(dataset.x_test, dataset.y_test, pred, dataset.classes, out / "samples.png")
+    return note, rung, len(at_rung)

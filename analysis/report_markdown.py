@@ -1,0 +1,195 @@
+"""report.md: the markdown story of one report (experiment, search, best config, test set, the original
+write-up's figures, plots, the trained model). Text only: the numbers come in computed, the files are written by
+analysis/report_files.py, and report.html is rendered from this text (analysis/report_html.py).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .metrics import metrics_markdown
+from .trials import best_report, versus_first_trial
+
+# The original project's published test figures (CIFAR-10's test split, 10 classes). Only accuracy is compared with
+# ours: the write-up does not say how it computed the others, and they are not one-vs-rest macro averages
+# (original_note shows why from the numbers themselves).
+ORIGINAL = {
+    "lenet5": {"accuracy": 0.534, "precision": 0.591, "recall": 0.513, "specificity": 0.559, "f1": 0.550},
+    "resnet18": {"accuracy": 0.631, "precision": 0.590, "recall": 0.748, "specificity": 0.524, "f1": 0.660},
+}
+ORIGINAL_NOTE = {
+    "lenet5": "LeNet5, 20 epochs",
+    "resnet18": "ResNet18 with the 7x7 ImageNet stem, trained from scratch",
+}
+
+
+def report_markdown(exp, m, weights, fw, config, dataset, imp_note, rung, rung_trials) -> str:
+    """`m`: metrics.json's content; `weights`: the saved model's file; `rung`, `rung_trials`: the epoch importance was
+    compared at (analysis/trials.Experiment.comparison_epoch) and how many trials reached it."""
+    s = exp.summary()
+    best = exp.best_row
+    info = exp.info
+    model = info["model"]
+    lines = [
+        f"# Report: {Path(exp.path).name}",
+        "",
+        "## Experiment",
+        f"- model **{model}**, data `{info['data']['path']}` ({info['data']['kind']}, {len(dataset.classes)} classes; "
+        f"{info['data']['num_train']} train / {info['data']['num_val']} val / {len(dataset.y_test)} test images, "
+        f"split seed {info['split_seed']})",
+        search_line(info, s, exp.metric, exp.mode),
+        f"- best trial `{exp.best_id}` (lowest {exp.metric} reached at any epoch): {exp.metric} "
+        f"{best[exp.metric]:.4f} at epoch {int(best['training_iteration'])} of the "
+        f"{int(exp.curves[exp.best_id]['training_iteration'].max())} it ran (val_acc {best['val_acc']:.4f})",
+        *([f"- {verdict}"] if (verdict := first_trial_line(exp)) else []),
+        f"- code {info.get('git_sha') or 'unknown'}; packages {', '.join(f'{k} {v}' for k, v in info['packages'].items())}",
+        "",
+        "## Best config",
+        "```json",
+        json.dumps({k: v for k, v in config.items()}, indent=2, default=str),
+        "```",
+        "",
+        *test_set_lines(m, test_set_line(dataset)),
+        metrics_table_intro(m),
+        "",
+        *metrics_md_lines(m),
+        "",
+    ]  # fmt: skip
+    lines += original_lines(model, config, m)
+    lines += [
+        "## Plots",
+        "![learning curves](learning_curves.png)",
+        "![retrain](best_trial.png)",
+        "![confusion matrix](confusion_matrix.png)",
+        "![hyperparameters](hyperparameters.png)",
+        f"![importance](param_importance.png) — {imp_note}. Importance and the hyperparameter plot use epoch {rung}: "
+        f"the highest ASHA rung that at least 8 trials reached (else the highest epoch that 8, or all, reached; "
+        f"{rung_trials} trials), so every trial shown had the same training.",
+        "![samples](samples.png)",
+        "",
+        "## The trained model",
+        f"`{weights}`; config, normalisation and input size in `best_config.json`. To load it for inference:",
+        fw.load_note(config, len(dataset.classes)),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def search_line(info: dict, s: dict, metric: str, mode: str) -> str:
+    """What actually ran (experiment.json's "search" record; older experiments: their arguments)."""
+    search = info.get("search") or {}
+    how = " + ".join(search.get(k) for k in ("searcher", "scheduler", "stopper") if search.get(k)) or (
+        "Optuna TPE + ASHA (as recorded in the arguments)"
+    )
+    budget = f"; time budget {search['time_budget_min']:g} min" if search.get("time_budget_min") else ""
+    return (
+        f"- search: {how} on `{metric}` ({mode}){budget}; {s['trials']} trials: {s['completed_all_epochs']} ran all "
+        f"{s['max_epochs']} epochs, {s['stopped_early']} stopped early, {s['diverged']} diverged; "
+        f"{s['epochs_spent']} trial-epochs in {s['wall_time_s'] / 60:.1f} min of search wall time"
+    )
+
+
+def first_trial_line(exp) -> str | None:
+    """Whether the search beat the config it started from (analysis/trials.versus_first_trial)."""
+    search = exp.info.get("search") or {}
+    first = search.get("first_trial_config")
+    if first is None and search.get("first_trial") == "the space's DEFAULTS":  # recorded before the config was
+        from search_spaces import get_space
+
+        first = get_space(exp.info["model"])[1]
+    best = {t: float(best_report(df, exp.metric, exp.mode)[exp.metric]) for t, df in exp.curves.items() if len(df)}
+    return versus_first_trial(exp.configs, best, first, exp.metric, exp.mode)
+
+
+def test_set_line(dataset) -> str:
+    n, full = len(dataset.y_test), dataset.source.get("num_test_full", len(dataset.y_test))
+    side = dataset.x_test.shape[-1]
+    if n == full:
+        return f"{n:,} test images (the whole test split), {side}x{side}."
+    return f"{n:,} of the {full:,} test images (a stratified subset, `--test-subset {n}`), {side}x{side}."
+
+
+def test_set_lines(m, size_line: str) -> list[str]:
+    """The section head and the test set's size (`size_line`); how the model(s) were made, and with several seeds the
+    per-seed table and which was saved."""
+    seeds = m["seeds"]
+    if not m["retrained"]:
+        own = f"The best trial's own last checkpoint (epoch {seeds[0]['kept_epoch']}), not retrained."
+        return ["## Test set (evaluated once)", size_line, "", own, ""]
+    kept = "keeping the weights of the epoch with the lowest validation loss"
+    if len(seeds) == 1:
+        return ["## Test set (evaluated once)", size_line, "",
+                f"Retrained on the training split, {kept} (epoch {seeds[0]['kept_epoch']}).", ""]  # fmt: skip
+    lines = [
+        f"## Test set ({len(seeds)} retrained models, each evaluated once)",
+        size_line,
+        "",
+        f"Retrained on the training split with seeds {', '.join(str(s['seed']) for s in seeds)}, each {kept}.",
+        "",
+        f"test accuracy **{m['mean']:.4f} ± {m['std']:.4f}** (mean ± sample std over {len(seeds)} seeds)",
+        "",
+        "| seed | test accuracy | top-5 | macro F1 | kept epoch | val_loss there | saved |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {s['seed']} | {s['accuracy']:.4f} | {s['top5_accuracy']:.4f} | {s['macro_f1']:.4f} | {s['kept_epoch']} | "
+        f"{s['val_loss']:.4f} | {'yes' if s['seed'] == m['saved_seed'] else ''} |"
+        for s in seeds
+    ]
+    lines += [
+        "",
+        f"Saved model: seed {m['saved_seed']}, the {m['saved_seed_rule']} (chosen on validation data, not on the "
+        "test set). The per-class table, confusion matrix and samples below are this model's.",
+        "",
+    ]
+    return lines
+
+
+def metrics_table_intro(m) -> str:
+    which = f"saved model (seed {m['saved_seed']}): " if len(m["seeds"]) > 1 else ""
+    return f"{which}accuracy **{m['accuracy']:.4f}**, top-5 {m['top5_accuracy']:.4f}"
+
+
+def metrics_md_lines(m) -> list[str]:
+    return metrics_markdown(m).splitlines()[2:]  # the table without its headline (said just above)
+
+
+def original_lines(model: str, config: dict, m: dict) -> list[str]:
+    """The original project's test accuracy beside ours, for the models it published."""
+    if model not in ORIGINAL:
+        return []
+    o = ORIGINAL[model]
+    same = model != "resnet18" or config.get("stem") == "imagenet"
+    ours = (
+        f"{m['mean']:.3f} ± {m['std']:.3f} ({len(m['seeds'])} seeds)" if len(m["seeds"]) > 1 else f"{m['accuracy']:.3f}"
+    )
+    return [
+        "## Beside the original write-up",
+        f"Original: {ORIGINAL_NOTE[model]}"
+        + ("" if same else " (this run's stem differs: compare with care)")
+        + ".",
+        "",
+        "| | test accuracy |",
+        "|---|---|",
+        f"| original | {o['accuracy']:.3f} |",
+        f"| this report | {ours} |",
+        "",
+        original_note(o),
+        "",
+    ]  # fmt: skip
+
+
+def original_note(o: dict) -> str:
+    """Why the write-up's other figures are not compared: its numbers rule out the one-vs-rest macro definitions."""
+    acc = o["accuracy"]
+    spec = 1 - (1 - acc) / 9  # macro one-vs-rest specificity on a balanced 10-class test set
+    hm = 2 * o["precision"] * o["recall"] / (o["precision"] + o["recall"])
+    return (
+        f"The write-up also gives precision {o['precision']:.3f}, recall {o['recall']:.3f}, specificity "
+        f"{o['specificity']:.3f} and F1 {o['f1']:.3f} without saying how it computed them, and they are not the "
+        f"one-vs-rest macro averages of this report's tables: on CIFAR-10's balanced test split macro recall equals "
+        f"accuracy ({acc:.3f}, not {o['recall']:.3f}) and macro specificity is 1 − (1 − accuracy)/9 = {spec:.3f} "
+        f"(not {o['specificity']:.3f}); its F1 is the harmonic mean of its own precision and recall ({hm:.3f}), not "
+        "a mean of per-class F1s. So only accuracy is compared."
+    )
