@@ -16,6 +16,7 @@ from importlib import metadata
 from pathlib import Path
 
 INSTALL = "pip install -r requirements-cluster.txt"
+INSTALL_GCP = "pip install google-api-python-client==2.202.0"  # the version requirements-cluster.txt names
 
 
 def _importable(module: str) -> bool:
@@ -74,7 +75,8 @@ def _region(config: dict) -> list[tuple[bool, str]]:
 def gcp_checks(config: dict) -> list[tuple[bool, str]]:
     out = []
     ok = _importable("googleapiclient")
-    out.append((ok, "google-api-python-client" + ("" if ok else f" (ray up's GCP provider imports it): {INSTALL}")))
+    # not in requirements-cluster.txt: AWS is the default cloud, and the GCP client is a large install nobody else needs
+    out.append((ok, "google-api-python-client" + ("" if ok else f" (ray up's GCP provider imports it): {INSTALL_GCP}")))
     project = (config.get("provider") or {}).get("project_id")
     out.append((bool(project), f"project_id {project}" if project else "project_id: not set in provider"))
     return out
