@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import run_search
+from search_driver import cli
 from search_driver import gpu_packing as gp
 from search_spaces import get_space
 from trainables import metrics as M
@@ -69,10 +70,10 @@ def test_console_line_fits_120_columns():
 
 
 def test_gpus_per_trial_accepts_auto_or_a_number():
-    assert run_search.parse_args(["--gpus-per-trial", "auto"]).gpus_per_trial == "auto"
-    assert run_search.parse_args(["--gpus-per-trial", "0.25"]).gpus_per_trial == 0.25
+    assert cli.parse_args(["--gpus-per-trial", "auto"]).gpus_per_trial == "auto"
+    assert cli.parse_args(["--gpus-per-trial", "0.25"]).gpus_per_trial == 0.25
     with pytest.raises(argparse.ArgumentTypeError):
-        run_search.gpus_arg("some")
+        cli.gpus_arg("some")
 
 
 def test_auto_without_a_gpu_is_one_line_exit_2(image_folder, tmp_path, capsys):
@@ -85,7 +86,7 @@ def test_auto_without_a_gpu_is_one_line_exit_2(image_folder, tmp_path, capsys):
 
 
 def test_two_gpus_per_trial_are_refused_in_one_line():
-    with pytest.raises(run_search.UsageError, match="a trial trains on one GPU") as e:
+    with pytest.raises(cli.UsageError, match="a trial trains on one GPU") as e:
         run_search.check_one_gpu_per_trial(SimpleNamespace(gpus_per_trial=2.0))
     assert "\n" not in str(e.value)
     for ok in (1.0, 0.25, "auto"):
