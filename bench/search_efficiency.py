@@ -39,7 +39,7 @@ import asha_replay  # noqa: E402  (bench/, beside this file)
 import run_search  # noqa: E402
 from analysis.experiment import join, write_json  # noqa: E402
 from analysis.trials import load_experiment  # noqa: E402
-from search_driver import cli  # noqa: E402
+from search_driver import cli, cluster  # noqa: E402
 from search_spaces import get_space  # noqa: E402
 from trainables import metrics as M  # noqa: E402
 from trainables.data import load_dataset  # noqa: E402
@@ -75,7 +75,7 @@ def run_strategy(bench, dataset, seed: int, scheduler: str, searcher: str, stora
     args.address = None  # always a fresh local instance
     cli.fill_defaults(args)
     space, defaults = get_space(args.model)
-    run_search.start_ray(args)
+    cluster.start_ray(args)
     try:
         trainable = run_search.make_trainable(args, dataset.search_arrays())
         constants = {"model": args.model, "max_epochs": args.max_epochs, "seed": args.seed}

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import run_search
-from search_driver import cli
+from search_driver import ROOT, cli, cluster
 from search_driver import gpu_packing as gp
 from search_spaces import get_space
 from trainables import metrics as M
@@ -87,10 +87,10 @@ def test_auto_without_a_gpu_is_one_line_exit_2(image_folder, tmp_path, capsys):
 
 def test_two_gpus_per_trial_are_refused_in_one_line():
     with pytest.raises(cli.UsageError, match="a trial trains on one GPU") as e:
-        run_search.check_one_gpu_per_trial(SimpleNamespace(gpus_per_trial=2.0))
+        cluster.check_one_gpu_per_trial(SimpleNamespace(gpus_per_trial=2.0))
     assert "\n" not in str(e.value)
     for ok in (1.0, 0.25, "auto"):
-        run_search.check_one_gpu_per_trial(SimpleNamespace(gpus_per_trial=ok))
+        cluster.check_one_gpu_per_trial(SimpleNamespace(gpus_per_trial=ok))
 
 
 def test_error_causes_name_each_cause_once():
@@ -107,7 +107,7 @@ def test_gpu_share_on_a_node_without_cuda_is_caught_before_the_search_and_report
     from ray import tune
 
     ray.init(address="local", num_cpus=2, num_gpus=1, include_dashboard=False, logging_level="ERROR",
-             runtime_env={"env_vars": {"PYTHONPATH": str(run_search.ROOT)}})  # fmt: skip
+             runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})  # fmt: skip
     try:
         with pytest.raises(gp.PackingError, match="a probe task on a GPU node held 0.5 GPU but torch") as e:
             gp.check_gpu_usable("torch", 0.5)
