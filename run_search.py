@@ -15,7 +15,6 @@ import sys
 import textwrap
 import time
 
-from search_driver import ROOT, cluster
 from search_driver.cli import (
     SMOKE_LR_FIND_ITERS,
     SMOKE_RESOLUTION,
@@ -31,181 +30,10 @@ from search_driver.cli import (
     parse_args,
     restore_args,
 )
+from search_driver.cluster import check_one_gpu_per_trial, check_resources, start_ray
+from search_driver.tuner import build_tuner, experiment_info, make_trainable, prepare_gpus
 
 LR_FIND_PLOT = "lr_find.png"  # in the experiment folder
-
-
-def prepare_gpus(args, space: dict, defaults: dict, constants: dict, data: dict) -> dict | None:
-    """Before the search, on a GPU of the cluster: `auto` measures and picks the packing (returned, for
-    experiment.json); a number checks that the trials' framework can use the GPU there."""
-    from search_driver import gpu_packing
-    from trainables.models import get_spec
-
-    if args.train_on_cpu or args.gpus_per_trial == 0:
-        return None
-    framework = get_spec(args.model).framework
-    try:
-        gpu_packing.check_gpu_usable(framework, 1 if args.gpus_per_trial == "auto" else args.gpus_per_trial)
-        if args.gpus_per_trial != "auto":
-            return None
-        if framework != "torch":
-            raise UsageError(f"--gpus-per-trial auto measures torch models; give {args.model} a number (0.25, 0.5)")
-        print("gpus-per-trial auto: measuring the largest config on a GPU...", flush=True)
-        info = gpu_packing.auto_packing(space, defaults, constants, data)
-    except gpu_packing.PackingError as e:
-        raise UsageError(str(e)) from None
-    print(gpu_packing.describe(info), flush=True)
-    args.gpus_per_trial = info["gpu_fraction"]  # saved in experiment.json's args: --resume packs the same
-    return {"requested": "auto", **info}
-
-
-def make_trainable(args, data_arrays: dict):
-    from ray import tune
-
-    from trainables.models import get_spec
-
-    spec = get_spec(args.model)
-    if spec.framework == "torch":
-        from trainables.torch_trainable import train_torch as fn
-    elif spec.framework == "keras":  # imports TensorFlow: only Keras searches pay for it
-        from trainables.keras_trainable import train_keras as fn
-    else:
-        raise UsageError(f"model {args.model!r} needs the {spec.framework} trainable, which is not available")
-    # with_parameters puts the arrays in the object store once; every trial reads the same copy.
-    resources = {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial}
-    return tune.with_resources(tune.with_parameters(fn, data=data_arrays), resources)
-
-
-def make_stopper(args):
-    """--patience N: plateau stopping on the search metric, next to (not instead of) ASHA."""
-    if getattr(args, "patience", None) is None:  # experiments saved before --patience existed have no such key
-        return None
-    from trainables.metrics import SEARCH_METRICS
-    from trainables.stopping import PatienceStopper
-
-    return PatienceStopper(args.metric, SEARCH_METRICS[args.metric], args.patience)
-
-
-def startup_trials(args) -> int:
-    """TPE's random start: a quarter of the trials (at least 4, at most 10); 8 when a time budget sets the count."""
-    return 8 if args.num_samples == -1 else max(4, min(10, args.num_samples // 4))
-
-
-def make_sampler(args):
-    import optuna
-
-    # constant_liar: trials running in parallel count as (pessimistically) finished, so TPE does not hand two
-    # workers near-identical configs; multivariate: lr x batch size x weight decay are modelled jointly.
-    return optuna.samplers.TPESampler(
-        seed=args.seed, multivariate=True, constant_liar=True, n_startup_trials=startup_trials(args)
-    )
-
-
-def search_record(args) -> dict:
-    """What runs, in words, for experiment.json and report.md."""
-    if args.searcher == "optuna":
-        searcher = f"Optuna TPE (multivariate, constant liar, {startup_trials(args)} random start)"
-    else:
-        searcher = "random search"
-    if args.scheduler == "asha":
-        scheduler = (f"ASHA (grace {args.grace_period}, reduction factor {args.reduction_factor}, "
-                     f"max {args.max_epochs} epochs)")  # fmt: skip
-    else:
-        scheduler = f"FIFO (every trial {args.max_epochs} epochs)"
-    return {
-        "searcher": searcher,
-        "scheduler": scheduler,
-        "stopper": f"patience {args.patience}" if args.patience else None,
-        "time_budget_min": args.time_budget,
-        "num_samples": None if args.num_samples == -1 else args.num_samples,
-        "first_trial": "none" if args.no_default_trial else "the space's DEFAULTS",
-    }
-
-
-def build_tuner(args, trainable, param_space: dict, defaults: dict, storage: str):
-    from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-    from ray.tune.search import BasicVariantGenerator
-    from ray.tune.search.optuna import OptunaSearch
-
-    from search_driver import console, tracking
-    from trainables.metrics import SEARCH_METRICS
-
-    mode = SEARCH_METRICS[args.metric]
-    first = None if args.no_default_trial else [defaults]
-    if args.searcher == "optuna":
-        study = tracking.optuna_study(storage, args.name)  # a journal file optuna-dashboard reads live
-        searcher = OptunaSearch(sampler=make_sampler(args), points_to_evaluate=first, **study)
-    else:  # the baseline of bench/search_efficiency.py: independent random draws from the same space
-        searcher = BasicVariantGenerator(random_state=args.seed, points_to_evaluate=first)
-    if args.scheduler == "asha":
-        scheduler = ASHAScheduler(
-            time_attr="training_iteration", max_t=args.max_epochs,
-            grace_period=args.grace_period, reduction_factor=args.reduction_factor,
-        )  # fmt: skip
-    else:
-        scheduler = FIFOScheduler()
-    return tune.Tuner(
-        trainable,
-        param_space=param_space,
-        tune_config=tune.TuneConfig(
-            metric=args.metric, mode=mode, search_alg=searcher, scheduler=scheduler,
-            num_samples=args.num_samples, max_concurrent_trials=args.max_concurrent,
-            time_budget_s=args.time_budget * 60 if args.time_budget else None,
-            trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}",  # short, stable folder names
-            # One worker process runs trial after trial: no new process, torch import or CUDA context per trial.
-            reuse_actors=True,
-        ),
-        run_config=tune.RunConfig(
-            name=args.name, storage_path=storage,
-            # 1: Tune forces an experiment snapshot every num_to_keep checkpoints of a trial, so with 1 the snapshot
-            # always holds each trial's latest epoch. With 2, a driver killed after a trial's odd last epoch left a
-            # snapshot one epoch behind, and --resume trained that "finished" epoch again (seen on a driver SIGKILL).
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-            failure_config=tune.FailureConfig(max_failures=args.max_failures),
-            stop=make_stopper(args),
-            # Tune's own output (a table with a column per config key) off: our console fits 120 columns
-            verbose=0,
-            callbacks=[console.console_callback(args, param_space), *tracking.tracking_callbacks(args, param_space)],
-        ),
-    )  # fmt: skip
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# main
-
-
-def experiment_info(args, dataset, space: dict) -> dict:
-    from analysis.experiment import git_sha, package_versions
-    from search_spaces import describe
-    from trainables.metrics import SEARCH_METRICS
-    from trainables.models import get_spec
-
-    return {
-        "name": args.name,
-        "model": args.model,
-        "framework": get_spec(args.model).framework,
-        "metric": args.metric,
-        "mode": SEARCH_METRICS[args.metric],
-        "started_at": time.time(),
-        "data": {
-            **dataset.source,
-            "classes": dataset.classes,
-            "num_train": int(len(dataset.y_train)),
-            "num_val": int(len(dataset.y_val)),
-            "num_test": int(len(dataset.y_test)),
-            "mean": dataset.mean,
-            "std": dataset.std,
-            "num_files": dataset.num_files,
-            "skipped": dataset.skipped,
-        },
-        "split_seed": args.seed,
-        "search": search_record(args),
-        "args": vars(args),
-        "search_space": describe(space),
-        "git_sha": git_sha(ROOT),
-        "packages": package_versions(),
-    }
 
 
 def error_causes(results) -> dict[str, int]:
@@ -361,9 +189,9 @@ def main(argv=None) -> int:
         from search_driver.console import quiet_ray_output
 
         quiet_ray_output()  # our console (build_tuner's callbacks) instead of Ray's wide table
-        cluster.start_ray(args)
-        cluster.check_resources(args)
-        cluster.check_one_gpu_per_trial(args)
+        start_ray(args)
+        check_resources(args)
+        check_one_gpu_per_trial(args)
         packing = None if args.resume else prepare_gpus(args, space, defaults, constants, dataset.search_arrays())
         trainable = make_trainable(args, dataset.search_arrays())
         with stop:  # Ctrl-C / SIGTERM: Tune stops gracefully, we say so (search_driver/interrupts.py)

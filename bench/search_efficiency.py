@@ -36,10 +36,11 @@ sys.path.insert(0, str(ROOT))
 
 import asha_replay  # noqa: E402  (bench/, beside this file)
 
-import run_search  # noqa: E402
 from analysis.experiment import join, write_json  # noqa: E402
 from analysis.trials import load_experiment  # noqa: E402
-from search_driver import cli, cluster  # noqa: E402
+from search_driver import cli  # noqa: E402
+from search_driver.cluster import start_ray  # noqa: E402
+from search_driver.tuner import build_tuner, experiment_info, make_trainable  # noqa: E402
 from search_spaces import get_space  # noqa: E402
 from trainables import metrics as M  # noqa: E402
 from trainables.data import load_dataset  # noqa: E402
@@ -75,12 +76,12 @@ def run_strategy(bench, dataset, seed: int, scheduler: str, searcher: str, stora
     args.address = None  # always a fresh local instance
     cli.fill_defaults(args)
     space, defaults = get_space(args.model)
-    cluster.start_ray(args)
+    start_ray(args)
     try:
-        trainable = run_search.make_trainable(args, dataset.search_arrays())
+        trainable = make_trainable(args, dataset.search_arrays())
         constants = {"model": args.model, "max_epochs": args.max_epochs, "seed": args.seed}
-        write_json(join(storage, name, "experiment.json"), run_search.experiment_info(args, dataset, space))
-        tuner = run_search.build_tuner(args, trainable, {**space, **constants}, defaults, storage)
+        write_json(join(storage, name, "experiment.json"), experiment_info(args, dataset, space))
+        tuner = build_tuner(args, trainable, {**space, **constants}, defaults, storage)
         slots = min(int(ray.cluster_resources()["CPU"] // args.cpus_per_trial), args.num_samples)
         t = time.perf_counter()
         tuner.fit()

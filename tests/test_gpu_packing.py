@@ -12,6 +12,7 @@ import torch
 import run_search
 from search_driver import ROOT, cli, cluster
 from search_driver import gpu_packing as gp
+from search_driver.tuner import make_trainable
 from search_spaces import get_space
 from trainables import metrics as M
 
@@ -113,7 +114,7 @@ def test_gpu_share_on_a_node_without_cuda_is_caught_before_the_search_and_report
             gp.check_gpu_usable("torch", 0.5)
         assert "\n" not in str(e.value)
         args = SimpleNamespace(model="lenet5", cpus_per_trial=1, gpus_per_trial=0.5)
-        trainable = run_search.make_trainable(args, tiny_arrays)
+        trainable = make_trainable(args, tiny_arrays)
         config = {"model": "lenet5", "lr": 1e-3, "batch_size": 16, "max_epochs": 1, "seed": 0}
         tuner = tune.Tuner(trainable, param_space=config, tune_config=tune.TuneConfig(num_samples=2),
                            run_config=tune.RunConfig(verbose=0, storage_path=str(tmp_path)))  # fmt: skip
