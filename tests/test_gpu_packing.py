@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import run_search
-from search_driver import ROOT, cli, cluster
+from search_driver import ROOT, cli, cluster, summary
 from search_driver import gpu_packing as gp
 from search_driver.tuner import make_trainable
 from search_spaces import get_space
@@ -97,7 +97,7 @@ def test_two_gpus_per_trial_are_refused_in_one_line():
 def test_error_causes_name_each_cause_once():
     gpu = "ray.exceptions.RayTaskError: ...\nTraceback\n  File x\nGPUUnavailableError: this trial holds 0.5 GPU but"
     results = [SimpleNamespace(error=e) for e in (RuntimeError(gpu), RuntimeError(gpu), None, ValueError("x"))]
-    assert run_search.error_causes(results) == {"GPUUnavailableError: this trial holds 0.5 GPU but": 2, "x": 1}
+    assert summary.error_causes(results) == {"GPUUnavailableError: this trial holds 0.5 GPU but": 2, "x": 1}
 
 
 @pytest.mark.slow
@@ -121,7 +121,7 @@ def test_gpu_share_on_a_node_without_cuda_is_caught_before_the_search_and_report
         results = tuner.fit()
     finally:
         ray.shutdown()
-    causes = run_search.error_causes(results)
+    causes = summary.error_causes(results)
     assert len(causes) == 1 and results.num_errors == 2
     [(cause, n)] = causes.items()
     assert n == 2 and cause.startswith("GPUUnavailableError: this trial holds 0.5 GPU but torch")
