@@ -3,6 +3,10 @@
     python run_search.py --model lenet5 --data-dir ../shared/data/cifar10 --time-budget 15
     python run_search.py --help  # every flag with its default, and more examples (search_driver/cli.py)
 
+main() is the story of a search, each step from search_driver/: the arguments, parsed and checked (cli.py); the
+data and the search space; Ray started or joined, waiting for the cluster to fit a trial (cluster.py); the Tuner
+built or restored and run (tuner.py); what it found, or what an interrupt kept (summary.py).
+
 Results: <storage-path>/<name>/ holds Ray's trial folders (result.json, progress.csv, checkpoints) and
 experiment.json (model, data, split seed, arguments, search space, git sha, package versions).
 """
@@ -27,14 +31,21 @@ from search_driver.cli import (
     restore_args,
 )
 from search_driver.cluster import check_one_gpu_per_trial, check_resources, start_ray
-from search_driver.lr_find import run_lr_finder
+from search_driver.lr_find import first_config, run_lr_finder, search_lr_around
 from search_driver.summary import print_interrupted, print_summary
-from search_driver.tuner import build_tuner, experiment_info, make_trainable, prepare_gpus
+from search_driver.tuner import (
+    build_tuner,
+    experiment_info,
+    make_trainable,
+    prepare_gpus,
+    restore_tuner,
+    trial_constants,
+)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if args.check_cluster:
+    if args.check_cluster:  # before `ray up`: what the launcher needs here, nothing else
         from search_driver import cluster_preflight
 
         return cluster_preflight.main(args.check_cluster)
@@ -47,45 +58,37 @@ def main(argv=None) -> int:
 
     stop, path = StopSignals(), None
     try:
+        # The arguments: --resume's saved ones, --smoke-test's sizes, the defaults that depend on other flags, then
+        # every check that can fail in one line before data loading and Ray.
         args.storage_path = normalize_storage_path(args.storage_path)
         if args.resume:
             restore_args(args, given_flags(argv))
         apply_smoke_test(args)
         fill_defaults(args)
         check_args(args)
-        args.train_on_cpu = getattr(args, "train_on_cpu", False) or bool(args.local_gpus)
+        args.train_on_cpu = args.train_on_cpu or bool(args.local_gpus)
         check_cuda_here(args)
         check_weights(args)  # offline without weights: one line now, before data loading and Ray
         args.name = args.name or f"{args.model}-{time.strftime('%Y%m%d-%H%M%S')}"
-        subset = getattr(args, "subset", None) or (SMOKE_SUBSET if args.smoke_test else None)
+
+        # The data, the search space and the constants every trial gets.
+        subset = args.subset or (SMOKE_SUBSET if args.smoke_test else None)
         dataset = load_search_data(args, subset, SMOKE_RESOLUTION)
         print(f"data: {dataset.summary()}", flush=True)
-
-        from ray import tune
-        from ray.tune.search.sample import Domain
-
         from search_spaces import get_space
 
         space, defaults = get_space(args.model)
         fix_resolution(args, space, defaults)
-        constants = {"model": args.model, "max_epochs": args.max_epochs, "seed": args.seed}
-        if args.weights:
-            constants["weights_path"] = args.weights
-        if args.train_on_cpu:
-            constants["device"] = "cpu"  # the trainables' override: no GPU needed for a GPU share
+        constants = trial_constants(args)
         path = join(args.storage_path, args.name)
         finder = None
         if args.lr_find or (args.lr_range_from_finder and not args.resume):
-            fixed = {k: v for k, v in space.items() if not isinstance(v, Domain)}
-            finder = run_lr_finder(args, dataset.search_arrays(), {**fixed, **defaults, **constants}, path)
+            finder = run_lr_finder(args, dataset.search_arrays(), first_config(space, defaults, constants), path)
             if args.lr_find:
                 return 0
-            from trainables.lr_finder import centred_lr_range
+            search_lr_around(finder["suggested_lr"], space, defaults)
 
-            low, high = centred_lr_range(finder["suggested_lr"])
-            space["lr"], defaults["lr"] = tune.loguniform(low, high), finder["suggested_lr"]
-            print(f"searching lr in [{low:.3g}, {high:.3g}] (log-uniform), first trial at {defaults['lr']:.3g}")
-
+        # Ray, and a cluster that can run a trial (now, or once the autoscaler adds a node).
         from search_driver.console import quiet_ray_output
 
         quiet_ray_output()  # our console (build_tuner's callbacks) instead of Ray's wide table
@@ -94,13 +97,11 @@ def main(argv=None) -> int:
         check_one_gpu_per_trial(args)
         packing = None if args.resume else prepare_gpus(args, space, defaults, constants, dataset.search_arrays())
         trainable = make_trainable(args, dataset.search_arrays())
+
+        # The search: a new experiment is recorded in experiment.json first; a resumed one continues Tune's state.
         with stop:  # Ctrl-C / SIGTERM: Tune stops gracefully, we say so (search_driver/interrupts.py)
             if args.resume:
-                if not tune.Tuner.can_restore(path):
-                    raise UsageError(f"{path} has no Tune experiment state to resume from")
-                tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
-                resume.set_max_failures(tuner, args.max_failures)
-                resume.record(path, resume={"at": time.time(), "max_failures": args.max_failures})
+                tuner = restore_tuner(args, trainable, path)
             else:
                 info = experiment_info(args, dataset, space)
                 if finder:
@@ -115,6 +116,8 @@ def main(argv=None) -> int:
 
             print(watch_hint(args, path), flush=True)
             results = tuner.fit()
+
+        # What it found, or what an interrupt kept and how to resume it.
         if stop.received:
             print_interrupted(args, path, stop)
             return stop.exit_code

@@ -40,3 +40,22 @@ def run_lr_finder(args, data: dict, config: dict, path: str) -> dict:
         f"suggested lr: {result.suggested_lr:.3g} (middle of the loss's longest fall{early}); plot: {plot}", flush=True
     )
     return {"suggested_lr": result.suggested_lr, "plot": plot, "steps": len(result.lrs)}
+
+
+def first_config(space: dict, defaults: dict, constants: dict) -> dict:
+    """The first trial's whole config, which the range test trains: the space's fixed keys, DEFAULTS, the constants."""
+    from ray.tune.search.sample import Domain
+
+    fixed = {k: v for k, v in space.items() if not isinstance(v, Domain)}
+    return {**fixed, **defaults, **constants}
+
+
+def search_lr_around(suggested_lr: float, space: dict, defaults: dict) -> None:
+    """--lr-range-from-finder: lr searched log-uniformly around the suggestion, the first trial at it."""
+    from ray import tune
+
+    from trainables.lr_finder import centred_lr_range
+
+    low, high = centred_lr_range(suggested_lr)
+    space["lr"], defaults["lr"] = tune.loguniform(low, high), suggested_lr
+    print(f"searching lr in [{low:.3g}, {high:.3g}] (log-uniform), first trial at {defaults['lr']:.3g}")

@@ -35,6 +35,16 @@ def prepare_gpus(args, space: dict, defaults: dict, constants: dict, data: dict)
     return {"requested": "auto", **info}
 
 
+def trial_constants(args) -> dict:
+    """The config keys every trial gets as they are, next to the searched ones."""
+    constants = {"model": args.model, "max_epochs": args.max_epochs, "seed": args.seed}
+    if args.weights:
+        constants["weights_path"] = args.weights
+    if args.train_on_cpu:
+        constants["device"] = "cpu"  # the trainables' override: no GPU needed for a GPU share
+    return constants
+
+
 def make_trainable(args, data_arrays: dict):
     from ray import tune
 
@@ -145,6 +155,21 @@ def build_tuner(args, trainable, param_space: dict, defaults: dict, storage: str
             callbacks=[console.console_callback(args, param_space), *tracking.tracking_callbacks(args, param_space)],
         ),
     )  # fmt: skip
+
+
+def restore_tuner(args, trainable, path: str):
+    """--resume: Tune's restore of the experiment at `path` (its unfinished and errored trials run again), retrying
+    failed trials up to this call's --max-failures; the resume is recorded in experiment.json."""
+    from ray import tune
+
+    from search_driver import resume
+
+    if not tune.Tuner.can_restore(path):
+        raise UsageError(f"{path} has no Tune experiment state to resume from")
+    tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
+    resume.set_max_failures(tuner, args.max_failures)
+    resume.record(path, resume={"at": time.time(), "max_failures": args.max_failures})
+    return tuner
 
 
 def experiment_info(args, dataset, space: dict) -> dict:
