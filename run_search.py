@@ -1,28 +1,11 @@
 """Start or resume a hyperparameter search: Optuna (TPE) proposes configs, ASHA stops bad trials early, Ray Tune runs them.
 
-    # LeNet-5 on an image folder (or a CIFAR-10 root with cifar-10-batches-py/): as many trials as 15 minutes allow
     python run_search.py --model lenet5 --data-dir ../shared/data/cifar10 --time-budget 15
+    python run_search.py --help  # every flag with its default, and more examples (search_driver/cli.py)
 
-    # seconds-long check on a tiny subset, 2 trials x 2 epochs
-    python run_search.py --model lenet5 --data-dir DIR --smoke-test
-
-    # continue an interrupted experiment (finished trials are not re-run): the latest unfinished one, or NAME
-    python run_search.py --resume
-    python run_search.py --resume --name lenet5-20261121-120000 --max-failures 2
-
-    # before `ray up cluster.yaml`: what the launcher needs here (boto3, credentials, region, ssh), one line each
-    python run_search.py --check-cluster cluster.yaml
-
-    # on a Ray cluster, 4 trials per GPU; or as many as fit, measured on a GPU first (docs/gpu.md)
-    python run_search.py --model resnet18 --data-dir DIR --address auto --gpus-per-trial 0.25
-    python run_search.py --model resnet18 --data-dir DIR --address auto --gpus-per-trial auto
-
-    # fine-tune ImageNet-pretrained ResNet-18 (weights from the torch hub cache, or --weights PATH offline)
-    python run_search.py --model resnet18_pretrained --data-dir DIR --gpus-per-trial 0.5
-
-    # LR range test only (plot + suggested lr), or a search whose lr range is centred on its suggestion
-    python run_search.py --model lenet5 --data-dir DIR --lr-find
-    python run_search.py --model lenet5 --data-dir DIR --lr-range-from-finder
+main() is the story of a search, each step from search_driver/: the arguments, parsed and checked (cli.py); the
+data and the search space; Ray started or joined, waiting for the cluster to fit a trial (cluster.py); the Tuner
+built or restored and run (tuner.py); what it found, or what an interrupt kept (summary.py).
 
 Results: <storage-path>/<name>/ holds Ray's trial folders (result.json, progress.csv, checkpoints) and
 experiment.json (model, data, split seed, arguments, search space, git sha, package versions).
@@ -30,791 +13,39 @@ experiment.json (model, data, split seed, arguments, search space, git sha, pack
 
 from __future__ import annotations
 
-import argparse
-import json
-import logging
-import os
-import re
-import socket
 import sys
-import textwrap
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent
-SMOKE_SUBSET = 512  # training images kept by --smoke-test
-SMOKE_RESOLUTION = 32  # input side of models that search `resolution` under --smoke-test (seconds on a CPU)
-SMOKE_LR_FIND_ITERS = 30  # LR range test steps under --smoke-test
-LR_FIND_PLOT = "lr_find.png"  # in the experiment folder
-
-
-DEFAULT_NUM_SAMPLES = 16  # without --time-budget
-# ASHA's first rung at max_epochs / GRACE_DIVISOR but not before epoch MIN_GRACE, and 1/DEFAULT_REDUCTION_FACTOR
-# promoted per rung: chosen by replaying Ray's ASHA on FIFO learning curves (bench/asha_replay.py, docs/search.md).
-# Across two sets of 3 FIFO runs (16 LeNet5 configs x 20 epochs), a first rung at epoch 1 used the fewest
-# trial-epochs (0.25-0.33 of FIFO's) but kept FIFO's best trial in only 31-96% of start orders, and one real search
-# with it stopped 11 of 16 trials after epoch 1 and ended 6.2 points below FIFO's best; epoch 2 kept it in 58-67%.
-GRACE_DIVISOR = 20
-MIN_GRACE = 2
-DEFAULT_REDUCTION_FACTOR = 4
-
-
-class UsageError(Exception):
-    """Bad input: printed as one line, exit code 2."""
-
-
-def gpus_arg(value: str) -> float | str:
-    """--gpus-per-trial: a number, or "auto" (measure a trial's GPU memory, then pack; search_driver/gpu_packing)."""
-    if value == "auto":
-        return value
-    try:
-        return float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number or 'auto', got {value!r}") from None
-
-
-class HelpFormatter(argparse.RawDescriptionHelpFormatter):
-    """The epilog as written; each option's default appended unless it is None/False or the help names it."""
-
-    def _get_help_string(self, action):
-        text = action.help or ""
-        hidden = action.default is None or action.default is False or action.default == argparse.SUPPRESS
-        if hidden or "default" in text or not action.option_strings:
-            return text
-        return f"{text} (default: %(default)s)"
-
-
-def help_epilog() -> str:
-    from trainables.models import MODELS
-
-    models = "\n".join(f"  {name:<21} {spec.description} [{spec.framework}]" for name, spec in MODELS.items())
-    examples = __doc__.split("\n\n", 1)[1].split("\nResults:")[0]
-    return f"models (--model):\n{models}\n\nexamples:\n{examples}"
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=HelpFormatter, epilog=help_epilog())
-    g = p.add_argument_group("model and data")
-    g.add_argument("--model", default="lenet5", help="one of the models listed below")
-    g.add_argument("--data-dir", default="data", help="image folder (train/<class>/, test/<class>/) or CIFAR-10 root")
-    g.add_argument(
-        "--cache-dir", default=None, help="decoded-array cache (default: $CIFAR_TUNE_CACHE or ~/.cache/cifar-tune)"
-    )
-    g.add_argument("--seed", type=int, default=0, help="train/val split, sampler and trial seed")
-    g.add_argument(
-        "--weights",
-        default=None,
-        metavar="PATH",
-        help="pretrained models: a state dict file of the torchvision architecture, instead of the torch hub cache",
-    )
-    g.add_argument(
-        "--resolution",
-        type=int,
-        default=None,
-        help="fix the input side of models that search it (resnet18_pretrained), e.g. 64 on a CPU",
-    )
-    g.add_argument(
-        "--subset",
-        type=int,
-        default=None,
-        metavar="N",
-        help=f"keep N training images, stratified (val: a tenth as many; test: all); --smoke-test keeps {SMOKE_SUBSET}",
-    )
-    g.add_argument(
-        "--image-size",
-        type=int,
-        default=None,
-        metavar="N",
-        help="image folders: store N x N images (shorter side resized to N, centre crop); default 32, or for "
-        "resnet18_pretrained the folder's size up to the model's resolution. Costs N*N*3 bytes per image",
-    )
-    g.add_argument(
-        "--strict-data",
-        action="store_true",
-        help="stop at any unreadable file (truncated, corrupt, not an image, ._*) instead of skipping it",
-    )
-    g.add_argument(
-        "--download",
-        action="store_true",
-        help="download CIFAR-10 into --data-dir if it is not there (also done into an existing empty folder)",
-    )
-    g = p.add_argument_group("search")
-    g.add_argument(
-        "--time-budget",
-        type=float,
-        default=None,
-        metavar="MINUTES",
-        help="keep proposing trials until this much wall time is spent, then stop cleanly (Tune's time_budget_s)",
-    )
-    g.add_argument(
-        "--num-samples",
-        type=int,
-        default=None,
-        help=f"trials to run (default {DEFAULT_NUM_SAMPLES}; with --time-budget: a cap, default none)",
-    )
-    g.add_argument(
-        "--max-epochs",
-        type=int,
-        default=None,
-        help="epochs of a trial that ASHA never stops (ASHA max_t) and every trial's lr-schedule horizon "
-        "(default: the model's, from its search space module)",
-    )
-    g.add_argument(
-        "--grace-period",
-        type=int,
-        default=None,
-        help=f"epochs every trial gets before ASHA may stop it (default: max-epochs / {GRACE_DIVISOR}, at least "
-        f"{MIN_GRACE} when max-epochs allows)",
-    )
-    g.add_argument(
-        "--reduction-factor",
-        type=int,
-        default=DEFAULT_REDUCTION_FACTOR,
-        help="ASHA keeps 1/this of the trials at each rung",
-    )
-    g.add_argument("--metric", default="val_loss", choices=["val_loss", "val_acc"], help="what the search optimises")
-    g.add_argument("--scheduler", default="asha", choices=["asha", "fifo"], help="fifo: no early stopping (baseline)")
-    g.add_argument("--searcher", default="optuna", choices=["optuna", "random"], help="random: Tune's random search")
-    g.add_argument("--no-default-trial", action="store_true", help="do not start from the space's DEFAULTS config")
-    g.add_argument(
-        "--patience",
-        type=int,
-        default=None,
-        metavar="N",
-        help="stop a trial after N epochs without a better --metric (any model; the original Keras used 8)",
-    )
-    g.add_argument("--smoke-test", action="store_true", help=f"{SMOKE_SUBSET} training images, 2 trials, 2 epochs")
-    g = p.add_argument_group("learning-rate range test (torch models)").add_mutually_exclusive_group()
-    g.add_argument(
-        "--lr-find",
-        action="store_true",
-        help="run the LR range test on the first config, save the loss-vs-lr plot, print the suggested lr, stop",
-    )
-    g.add_argument(
-        "--lr-range-from-finder",
-        action="store_true",
-        help="run the LR range test, then search lr in [suggested/10, suggested*3]",
-    )
-    g = p.add_argument_group("resources")
-    g.add_argument("--cpus-per-trial", type=float, default=1, help="CPUs per trial; its torch threads too")
-    g.add_argument(
-        "--gpus-per-trial",
-        type=gpus_arg,
-        default=0,
-        help="fractions pack trials: 0.25 = 4 per GPU; auto = measure on a GPU, pack as many as fit (docs/gpu.md)",
-    )
-    g.add_argument(
-        "--train-on-cpu",
-        action="store_true",
-        help="trials train on the CPU even when they hold a GPU share: testing GPU scheduling on logical GPUs "
-        "(implied by --local-gpus)",
-    )
-    g.add_argument(
-        "--max-concurrent",
-        type=int,
-        default=None,
-        help="cap on trials running at once (default: as many as the CPUs/GPUs fit)",
-    )
-    g.add_argument("--max-failures", type=int, default=0, help="retries of a failed trial, from its last checkpoint")
-    g = p.add_argument_group("tracking (Optuna dashboard and TensorBoard need no flag: see docs/live.md)")
-    g.add_argument(
-        "--mlflow",
-        default=None,
-        metavar="URI",
-        help="log every trial to MLflow, e.g. sqlite:///mlflow.db, file:///tmp/mlruns or http://host:5000",
-    )
-    g = p.add_argument_group("experiment and cluster")
-    g.add_argument("--storage-path", default="experiments", help="local folder or s3:// / gs:// URI")
-    g.add_argument("--name", default=None, help="experiment name (default: <model>-<timestamp>)")
-    g.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue --name, or else the latest unfinished experiment, with its saved arguments; only "
-        "--max-failures and cluster/resource flags (--address, --num-cpus, --local-gpus) may differ",
-    )
-    g.add_argument(
-        "--address",
-        default=os.environ.get("RAY_ADDRESS"),
-        help="join a Ray cluster (default: RAY_ADDRESS, else a fresh local instance)",
-    )
-    g.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local instance (default: all)")
-    g.add_argument(
-        "--local-gpus",
-        type=float,
-        default=None,
-        help="logical GPUs of the local instance (testing scheduling without CUDA)",
-    )
-    g.add_argument(
-        "--check-cluster",
-        default=None,
-        metavar="CLUSTER_YAML",
-        help="check what `ray up CLUSTER_YAML` needs on this machine (boto3, credentials, region, ssh), then exit",
-    )
-    return p  # fmt: skip
-
-
-def parse_args(argv=None) -> argparse.Namespace:
-    return build_parser().parse_args(argv)
-
-
-def given_flags(argv=None) -> set[str]:
-    """The options this command line sets itself (not left at their defaults): --resume compares only those."""
-    parser, unset = build_parser(), object()
-    parser.set_defaults(**{dest: unset for dest in vars(parser.parse_args(argv))})
-    return {dest for dest, value in vars(parser.parse_args(argv)).items() if value is not unset}
-
-
-def fill_defaults(args) -> None:
-    """Defaults that depend on the model or on other flags (kept None by argparse so experiment.json shows both)."""
-    from search_spaces import get_max_epochs
-    from trainables.models import get_spec
-
-    get_spec(args.model)  # an unknown model: UnknownModelError (one line) before its space is looked up
-    if args.num_samples is None:
-        args.num_samples = -1 if args.time_budget else DEFAULT_NUM_SAMPLES  # -1: Tune's "until stopped"
-    if args.max_epochs is None:
-        args.max_epochs = get_max_epochs(args.model)
-    if args.grace_period is None:
-        # at least MIN_GRACE epochs, except in runs too short for it (a 2- or 3-epoch smoke test keeps a rung at 1)
-        args.grace_period = max(1, min(MIN_GRACE, args.max_epochs // 2), args.max_epochs // GRACE_DIVISOR)
-
-
-def check_args(args) -> None:
-    from trainables.framework import framework_of
-    from trainables.models import get_spec
-
-    get_spec(args.model)  # UnknownModelError names the known models
-    if args.time_budget is not None and args.time_budget <= 0:
-        raise UsageError(f"--time-budget must be a positive number of minutes (got {args.time_budget:g})")
-    if args.num_samples == -1 and not args.time_budget:
-        raise UsageError("--num-samples -1 (no cap) needs --time-budget")
-    for name in ("num_samples", "max_epochs", "grace_period", "reduction_factor"):
-        if name == "num_samples" and args.num_samples == -1:
-            continue
-        if getattr(args, name) < 1:
-            raise UsageError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(args, name)})")
-    if args.grace_period > args.max_epochs:
-        raise UsageError(f"--grace-period {args.grace_period} exceeds --max-epochs {args.max_epochs}")
-    if args.cpus_per_trial <= 0:
-        raise UsageError("--cpus-per-trial must be positive")
-    if args.gpus_per_trial == "auto":
-        pass
-    elif args.gpus_per_trial < 0 or (args.gpus_per_trial > 1 and args.gpus_per_trial != int(args.gpus_per_trial)):
-        raise UsageError("--gpus-per-trial must be a fraction of one GPU (0.25, 0.5) or a whole number of GPUs")
-    for name in ("patience", "subset"):
-        if getattr(args, name, None) is not None and getattr(args, name) < 1:
-            raise UsageError(f"--{name} must be at least 1 (got {getattr(args, name)})")
-    if (args.lr_find or args.lr_range_from_finder) and not framework_of(args.model).supports_lr_find:
-        raise UsageError(f"the LR range test needs a torch model; {args.model} is {framework_of(args.model).name}")
-    if args.lr_find and args.resume:
-        raise UsageError("--lr-find starts no search: use it without --resume")
-    for name in ("resolution", "image_size"):
-        if getattr(args, name, None) is not None and getattr(args, name) < 16:
-            raise UsageError(f"--{name.replace('_', '-')} must be at least 16 (got {getattr(args, name)})")
-
-
-def check_weights(args) -> None:
-    """Pretrained models: their weights are on this node (or --weights exists) before anything starts."""
-    from trainables.weights import WeightsError, weights_check
-
-    check = weights_check(args.model)
-    if check is None:
-        if args.weights:
-            raise UsageError(f"--weights is for pretrained models (resnet18_pretrained); {args.model} has none")
-        return
-    try:
-        path = check(args.weights)
-    except WeightsError as e:
-        raise UsageError(str(e)) from None
-    if args.weights:
-        args.weights = str(path)  # absolute: trials run in other working directories
-
-
-def fix_resolution(args, space: dict, defaults: dict) -> None:
-    """--resolution (or --smoke-test's small one) replaces the searched `resolution` by a constant."""
-    resolution = args.resolution or (SMOKE_RESOLUTION if args.smoke_test and "resolution" in space else None)
-    if resolution is None:
-        return
-    if "resolution" not in space:
-        raise UsageError(f"--resolution is for models that search it (resnet18_pretrained), not {args.model}")
-    space["resolution"] = resolution
-    defaults.pop("resolution", None)  # a constant now: Optuna's first point must name searched keys only
-
-
-def apply_smoke_test(args) -> None:
-    if args.smoke_test:
-        args.num_samples, args.max_epochs, args.grace_period = 2, 2, 1
-        args.time_budget = None
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Ray
-
-
-def start_ray(args) -> None:
-    import ray
-
-    # CheckpointConfig(num_to_keep=1) snapshots the experiment at every trial checkpoint, on purpose (see
-    # build_tuner); Tune would warn about that each time several trials checkpoint within 5 s.
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    kwargs = dict(logging_level=logging.WARNING, include_dashboard=False)
-    if args.address:
-        check_reachable(args.address)
-        # Trials on other nodes import our packages from a copy of ROOT that Ray ships to every node. Under
-        # `ray job submit --working-dir .` the job has shipped it already, and ray.init refuses a second one.
-        shipped = "working_dir" in (_job_config().get("runtime_env") or {})
-        runtime_env = None if shipped else {"working_dir": str(ROOT), "excludes": _EXCLUDES}
-        try:
-            ray.init(address=args.address, runtime_env=runtime_env, **kwargs)
-        except ConnectionError as e:
-            raise UsageError(f"cannot join the Ray cluster at {args.address}: {_join_error(e)}") from None
-    else:
-        # address="local": never join a stale cluster recorded in /tmp/ray. Workers import our packages from ROOT.
-        ray.init(
-            address="local", num_cpus=args.num_cpus, num_gpus=args.local_gpus,
-            runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}}, **kwargs,
-        )  # fmt: skip
-
-
-_EXCLUDES = [".git", "data", "experiments", "results", ".venv", "__pycache__", "*.npz", "*.pth"]
-
-
-def _job_config() -> dict:
-    """The job config Ray's job supervisor hands a `ray job submit` driver ({} for a plain script)."""
-    raw = os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR")
-    return json.loads(raw) if raw else {}
-
-
-TOKEN_REJECTED = (
-    "the cluster rejected this client's token; set RAY_AUTH_MODE=token and give the cluster's token in "
-    "~/.ray/auth_token, RAY_AUTH_TOKEN_PATH or RAY_AUTH_TOKEN"
+from search_driver.cli import (
+    SMOKE_RESOLUTION,
+    SMOKE_SUBSET,
+    UsageError,
+    apply_smoke_test,
+    check_args,
+    check_cuda_here,
+    check_weights,
+    fill_defaults,
+    fix_resolution,
+    given_flags,
+    parse_args,
+    restore_args,
 )
-
-
-def check_reachable(address: str) -> None:
-    """ray.init retries an unreachable or token-refusing GCS for 20 s to minutes; asking it once takes a second."""
-    from ray._raylet import GcsClient
-    from ray.exceptions import AuthenticationError
-
-    if address in ("auto", "local") or "://" in address or ":" not in address:  # ray://: Ray Client's own checks
-        return
-    host, _, port = address.rpartition(":")
-    try:
-        socket.create_connection((host, int(port)), timeout=5).close()
-    except (OSError, ValueError) as e:
-        raise UsageError(
-            f"no Ray cluster answers at --address {address} ({e}); start one (`ray start --head`, "
-            "`ray up cluster.yaml`) or fix --address / RAY_ADDRESS"
-        ) from None
-    try:
-        GcsClient(address=address)
-    except AuthenticationError:
-        raise UsageError(f"cannot join the Ray cluster at {address}: {TOKEN_REJECTED}") from None
-    except Exception:  # anything else: let ray.init retry and report it
-        pass
-
-
-def _join_error(e: BaseException) -> str:
-    chain = []
-    while e is not None and len(chain) < 10:
-        chain.append(e)
-        e = e.__cause__ or e.__context__
-    # node.py folds the AuthenticationError into a RuntimeError's message text
-    if any("AuthenticationError" in f"{type(c).__name__} {c}" or "InvalidAuthToken" in str(c) for c in chain):
-        return TOKEN_REJECTED
-    return str(chain[0]).splitlines()[0]
-
-
-# What autoscaler_node_types() returns when the cluster autoscales but this driver cannot see its node types.
-UNKNOWN_NODE_TYPES = {"(not visible from this driver)": None}
-
-
-def autoscaler_node_types() -> dict[str, dict | None] | None:
-    """Worker node types the cluster's autoscaler may launch -> their resources (None: not declared).
-
-    None when the cluster does not autoscale. Sources, in order: the cluster config reported to the GCS (KubeRay,
-    autoscaler v2); ~/ray_bootstrap_config.yaml, which `ray up` writes on the head node, where `ray job submit`
-    drivers run (Tune reads the same file to tell an autoscaling cluster); else the autoscaler's status in the GCS,
-    which says whether it runs from a config but not what that config holds.
-    """
-    from ray._private import ray_constants
-    from ray._private.state import state
-    from ray.experimental.internal_kv import _internal_kv_get
-
-    try:
-        reported = state.get_cluster_config()
-    except Exception:  # an older GCS without the key, or Ray Client mode: try the other sources
-        reported = None
-    if reported is not None and reported.node_group_configs:
-        groups = {g.name: dict(g.resources) for g in reported.node_group_configs if g.max_count != 0}
-        return groups or None
-    bootstrap = Path("~/ray_bootstrap_config.yaml").expanduser()
-    if bootstrap.exists():
-        import yaml
-
-        config = yaml.safe_load(bootstrap.read_text())
-        head, cap = config.get("head_node_type"), config.get("max_workers", 0)
-        types = {
-            name: t.get("resources") or None
-            for name, t in config.get("available_node_types", {}).items()
-            if name != head and min(t.get("max_workers", cap), cap) > 0
-        }
-        return types or None
-    try:
-        status = json.loads(_internal_kv_get(ray_constants.DEBUG_AUTOSCALING_STATUS) or "{}")
-    except Exception:
-        return None
-    # Without a config (plain `ray start`) the autoscaler runs read-only and names each node's type "node_<id>".
-    mapping = (status.get("autoscaler_report") or {}).get("node_type_mapping") or {}
-    return UNKNOWN_NODE_TYPES if any(not t.startswith("node_") for t in mapping.values()) else None
-
-
-def _fits(resources: dict, need: dict) -> bool:
-    return all(resources.get(k, 0) >= v for k, v in need.items() if v > 0)
-
-
-def check_resources(args) -> None:
-    """Fail at once, in one line, for a request no node can ever satisfy (Tune would leave it PENDING forever).
-
-    On an autoscaling cluster the right node may not exist yet: when one of the autoscaler's node types provides
-    the request, wait for it (Ray launches it once the trials ask). Only a request no node type fits fails.
-    """
-    import ray
-
-    from analysis.experiment import is_uri
-
-    need = {"CPU": args.cpus_per_trial, "GPU": 1 if args.gpus_per_trial == "auto" else args.gpus_per_trial}
-    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
-    types = autoscaler_node_types() if args.address else None
-    if args.address and not is_uri(args.storage_path) and (len(nodes) > 1 or types):
-        print(
-            f"note: --storage-path {args.storage_path} is a local folder; on a multi-node cluster give s3://, gs:// "
-            "or a shared filesystem, or each node keeps its own trials' checkpoints",
-            file=sys.stderr,
-        )
-    if any(_fits(r, need) for r in nodes):
-        return
-    if types is not None:
-        fitting = [name for name, res in types.items() if res is None or _fits(res, need)]
-        if fitting:
-            print(f"waiting for the autoscaler to add a node for trials of {_describe(need)} "
-                  f"(node types that fit: {', '.join(fitting)})", flush=True)  # fmt: skip
-            return
-        nodes = nodes + [r for r in types.values() if r]
-        where = f"no node and no node type ({', '.join(types)}) of the autoscaling cluster"
-    else:
-        where = "no node of the Ray cluster"
-    max_cpu = max((r.get("CPU", 0) for r in nodes), default=0)
-    max_gpu = max((r.get("GPU", 0) for r in nodes), default=0)
-    gpus = need["GPU"]
-    asked = "auto" if args.gpus_per_trial == "auto" else f"{gpus:g}"
-    if gpus > 0 and not any(_fits(r, {"GPU": gpus}) for r in nodes):
-        raise UsageError(
-            f"--gpus-per-trial {asked} asked, but {where} has "
-            f"{'GPUs' if max_gpu == 0 else f'{gpus:g} GPUs (largest: {max_gpu:g})'}; "
-            "use --gpus-per-trial 0 on CPU or --address a cluster with GPU nodes"
-        )
-    raise UsageError(
-        f"--cpus-per-trial {args.cpus_per_trial:g} with --gpus-per-trial {need['GPU']:g} fits {where} "
-        f"(largest: {max_cpu:g} CPUs, {max_gpu:g} GPUs)"
-    )
-
-
-def check_one_gpu_per_trial(args) -> None:
-    """A trial trains on one device (fit has no data parallelism): 2+ GPUs per trial would hold GPUs it never
-    uses. Checked after check_resources, whose message covers requests no node can satisfy."""
-    if args.gpus_per_trial != "auto" and args.gpus_per_trial > 1:
-        raise UsageError(
-            f"--gpus-per-trial {args.gpus_per_trial:g}: a trial trains on one GPU (no data parallelism); use 1, a "
-            "fraction (0.25 packs 4 trials per GPU) or auto"
-        )
-
-
-def prepare_gpus(args, space: dict, defaults: dict, constants: dict, data: dict) -> dict | None:
-    """Before the search, on a GPU of the cluster: `auto` measures and picks the packing (returned, for
-    experiment.json); a number checks that the trials' framework can use the GPU there."""
-    from search_driver import gpu_packing
-    from trainables.framework import framework_of
-
-    if args.train_on_cpu or args.gpus_per_trial == 0:
-        return None
-    fw = framework_of(args.model)
-    try:
-        gpu_packing.check_gpu_usable(fw.name, 1 if args.gpus_per_trial == "auto" else args.gpus_per_trial)
-        if args.gpus_per_trial != "auto":
-            return None
-        if not fw.measures_gpu_packing:
-            raise UsageError(f"--gpus-per-trial auto measures torch models; give {args.model} a number (0.25, 0.5)")
-        print("gpus-per-trial auto: measuring the largest config on a GPU...", flush=True)
-        info = gpu_packing.auto_packing(space, defaults, constants, data)
-    except gpu_packing.PackingError as e:
-        raise UsageError(str(e)) from None
-    print(gpu_packing.describe(info), flush=True)
-    args.gpus_per_trial = info["gpu_fraction"]  # saved in experiment.json's args: --resume packs the same
-    return {"requested": "auto", **info}
-
-
-def _describe(need: dict) -> str:
-    return " + ".join(f"{v:g} {k}" for k, v in need.items() if v > 0)
-
-
-def make_trainable(args, data_arrays: dict):
-    from ray import tune
-
-    from trainables.tune_trial import train_trial  # one trainable: the model's framework does the rest
-
-    # with_parameters puts the arrays in the object store once; every trial reads the same copy.
-    resources = {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial}
-    return tune.with_resources(tune.with_parameters(train_trial, data=data_arrays), resources)
-
-
-def make_stopper(args):
-    """--patience N: plateau stopping on the search metric, next to (not instead of) ASHA."""
-    if getattr(args, "patience", None) is None:  # experiments saved before --patience existed have no such key
-        return None
-    from trainables.metrics import SEARCH_METRICS
-    from trainables.stopping import PatienceStopper
-
-    return PatienceStopper(args.metric, SEARCH_METRICS[args.metric], args.patience)
-
-
-def startup_trials(args) -> int:
-    """TPE's random start: a quarter of the trials (at least 4, at most 10); 8 when a time budget sets the count."""
-    return 8 if args.num_samples == -1 else max(4, min(10, args.num_samples // 4))
-
-
-def make_sampler(args):
-    import optuna
-
-    # constant_liar: trials running in parallel count as (pessimistically) finished, so TPE does not hand two
-    # workers near-identical configs; multivariate: lr x batch size x weight decay are modelled jointly.
-    return optuna.samplers.TPESampler(
-        seed=args.seed, multivariate=True, constant_liar=True, n_startup_trials=startup_trials(args)
-    )
-
-
-def search_record(args) -> dict:
-    """What runs, in words, for experiment.json and report.md."""
-    if args.searcher == "optuna":
-        searcher = f"Optuna TPE (multivariate, constant liar, {startup_trials(args)} random start)"
-    else:
-        searcher = "random search"
-    if args.scheduler == "asha":
-        scheduler = (f"ASHA (grace {args.grace_period}, reduction factor {args.reduction_factor}, "
-                     f"max {args.max_epochs} epochs)")  # fmt: skip
-    else:
-        scheduler = f"FIFO (every trial {args.max_epochs} epochs)"
-    return {
-        "searcher": searcher,
-        "scheduler": scheduler,
-        "stopper": f"patience {args.patience}" if args.patience else None,
-        "time_budget_min": args.time_budget,
-        "num_samples": None if args.num_samples == -1 else args.num_samples,
-        "first_trial": "none" if args.no_default_trial else "the space's DEFAULTS",
-    }
-
-
-def build_tuner(args, trainable, param_space: dict, defaults: dict, storage: str):
-    from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-    from ray.tune.search import BasicVariantGenerator
-    from ray.tune.search.optuna import OptunaSearch
-
-    from search_driver import console, tracking
-    from trainables.metrics import SEARCH_METRICS
-
-    mode = SEARCH_METRICS[args.metric]
-    first = None if args.no_default_trial else [defaults]
-    if args.searcher == "optuna":
-        study = tracking.optuna_study(storage, args.name)  # a journal file optuna-dashboard reads live
-        searcher = OptunaSearch(sampler=make_sampler(args), points_to_evaluate=first, **study)
-    else:  # the baseline of bench/search_efficiency.py: independent random draws from the same space
-        searcher = BasicVariantGenerator(random_state=args.seed, points_to_evaluate=first)
-    if args.scheduler == "asha":
-        scheduler = ASHAScheduler(
-            time_attr="training_iteration", max_t=args.max_epochs,
-            grace_period=args.grace_period, reduction_factor=args.reduction_factor,
-        )  # fmt: skip
-    else:
-        scheduler = FIFOScheduler()
-    return tune.Tuner(
-        trainable,
-        param_space=param_space,
-        tune_config=tune.TuneConfig(
-            metric=args.metric, mode=mode, search_alg=searcher, scheduler=scheduler,
-            num_samples=args.num_samples, max_concurrent_trials=args.max_concurrent,
-            time_budget_s=args.time_budget * 60 if args.time_budget else None,
-            trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}",  # short, stable folder names
-            # One worker process runs trial after trial: no new process, torch import or CUDA context per trial.
-            reuse_actors=True,
-        ),
-        run_config=tune.RunConfig(
-            name=args.name, storage_path=storage,
-            # 1: Tune forces an experiment snapshot every num_to_keep checkpoints of a trial, so with 1 the snapshot
-            # always holds each trial's latest epoch. With 2, a driver killed after a trial's odd last epoch left a
-            # snapshot one epoch behind, and --resume trained that "finished" epoch again (seen on a driver SIGKILL).
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-            failure_config=tune.FailureConfig(max_failures=args.max_failures),
-            stop=make_stopper(args),
-            # Tune's own output (a table with a column per config key) off: our console fits 120 columns
-            verbose=0,
-            callbacks=[console.console_callback(args, param_space), *tracking.tracking_callbacks(args, param_space)],
-        ),
-    )  # fmt: skip
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# main
-
-
-def experiment_info(args, dataset, space: dict) -> dict:
-    from analysis.experiment import git_sha, package_versions
-    from search_spaces import describe
-    from trainables.framework import framework_of
-    from trainables.metrics import SEARCH_METRICS
-
-    return {
-        "name": args.name,
-        "model": args.model,
-        "framework": framework_of(args.model).name,
-        "metric": args.metric,
-        "mode": SEARCH_METRICS[args.metric],
-        "started_at": time.time(),
-        "data": {
-            **dataset.source,
-            "classes": dataset.classes,
-            "num_train": int(len(dataset.y_train)),
-            "num_val": int(len(dataset.y_val)),
-            "num_test": int(len(dataset.y_test)),
-            "mean": dataset.mean,
-            "std": dataset.std,
-            "num_files": dataset.num_files,
-            "skipped": dataset.skipped,
-        },
-        "split_seed": args.seed,
-        "search": search_record(args),
-        "args": vars(args),
-        "search_space": describe(space),
-        "git_sha": git_sha(ROOT),
-        "packages": package_versions(),
-    }
-
-
-def restore_args(args, given: set[str]) -> argparse.Namespace:
-    """--resume: pick the experiment, refuse changed search flags, take its saved arguments (search_driver.resume)."""
-    from analysis.experiment import EXPERIMENT_FILE, join, read_json
-    from search_driver import resume
-
-    args.name, line = resume.choose_experiment(args.storage_path, args.name)
-    info = read_json(join(args.storage_path, args.name, EXPERIMENT_FILE))
-    resume.check_flags(info["args"], args, given)
-    for key, value in info["args"].items():
-        if key not in resume.CHANGEABLE:
-            setattr(args, key, value)
-    args.max_failures = resume.effective_max_failures(info, args, given)
-    print(line, flush=True)
-    return args
-
-
-def error_causes(results) -> dict[str, int]:
-    """The errored trials' causes, each once: the exception's last line (e.g. "GPUUnavailableError: this trial holds
-    0.25 GPU but ...") -> how many trials ended with it. Tune logs each failure's traceback as it happens; this
-    is the summary a reader needs."""
-    causes: dict[str, int] = {}
-    for result in results:
-        if result.error is None:
-            continue
-        lines = [ln.strip() for ln in str(result.error).splitlines() if ln.strip()]
-        cause = lines[-1] if lines else type(result.error).__name__
-        cause = re.sub(r"^(?:\w+\.)+(\w+: )", r"\1", cause)  # trainables.gpu_share.GPUUnavailableError: -> its name
-        causes[cause] = causes.get(cause, 0) + 1
-    return causes
-
-
-def print_summary(results, args, path: str) -> None:
-    from analysis.experiment import EXPERIMENT_FILE, join, read_json
-    from analysis.trials import versus_first_trial
-    from trainables import metrics as M
-
-    for cause, n in error_causes(results).items():
-        print(f"{n} trial{'s' if n > 1 else ''} failed: {cause}"[:300], file=sys.stderr)
-    mode = M.SEARCH_METRICS[args.metric]
-    # Each trial's best epoch (the one rule for "best": analysis/trials.py), not its last.
-    df = results.get_dataframe(filter_metric=args.metric, filter_mode=mode)
-    if df.empty or args.metric not in df:
-        print(f"\nNo trial reported a result. Experiment: {path}")
-        return
-    df = df.sort_values(args.metric, ascending=mode == "min")
-    cfg_cols = [c for c in df.columns if c.startswith("config/") and df[c].nunique(dropna=False) > 1]
-    cols = ["trial_id", M.VAL_ACC, M.VAL_LOSS, M.EPOCH, *cfg_cols]
-    table = df[cols].head(5).rename(columns=lambda c: c.removeprefix("config/"))
-    print(f"\nBest trials by {args.metric} (best epoch of each), {len(df)} trials, {results.num_errors} errors:")
-    print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}", line_width=120))  # wraps, 120 columns
-    first = (read_json(join(path, EXPERIMENT_FILE)).get("search") or {}).get("first_trial_config")
-    configs = {r.trial_id: {k.removeprefix("config/"): r[k] for k in df.columns if k.startswith("config/")}
-               for _, r in df.iterrows()}  # fmt: skip
-    line = versus_first_trial(configs, dict(zip(df.trial_id, df[args.metric], strict=True)), first, args.metric, mode)
-    if line:
-        print(textwrap.fill(line[0].upper() + line[1:], 120))
-    print(f"\nExperiment: {path}\nReport: python report.py --experiment {path}")
-
-
-def print_interrupted(args, path: str | None, stop) -> None:
-    """What an interrupt kept, and the command that continues it."""
-    import signal
-
-    from analysis.experiment import normalize_storage_path
-    from search_driver.resume import progress
-
-    how = signal.Signals(stop.received).name if stop.received else "SIGINT"
-    p = progress(path) if path else None
-    if p is None:
-        print(f"\ninterrupted ({how}) before the search started; nothing to resume", file=sys.stderr)
-        return
-    cmd = f"python run_search.py --resume --name {args.name}"
-    if args.storage_path != normalize_storage_path("experiments"):
-        cmd += f" --storage-path {args.storage_path}"
-    if args.address:
-        cmd += f" --address {args.address}"
-    print(f"\ninterrupted ({how}): {p.finished} of {p.num_samples} trials finished, {p.trials - p.finished - p.errored}"
-          f" stopped mid-way or pending; everything so far is kept in {path}\nresume with: {cmd}",
-          file=sys.stderr, flush=True)  # fmt: skip
-
-
-def run_lr_finder(args, data: dict, config: dict, path: str) -> dict:
-    """The LR range test on the first config, in this process (CUDA if this machine has it); plot into `path`."""
-    import io
-
-    import torch
-
-    from analysis.experiment import filesystem, join
-    from trainables.lr_finder import NUM_ITER, LRFindError, lr_range_test
-    from trainables.torch_device import setup_device
-
-    device = setup_device(cpus=args.num_cpus or os.cpu_count() or 1, gpu_fraction=float(torch.cuda.is_available()))
-    iters = SMOKE_LR_FIND_ITERS if args.smoke_test else NUM_ITER
-    print(f"LR range test: {args.model} on {device.type}, {iters} steps", flush=True)
-    try:
-        result = lr_range_test(config, data, device=device, num_iter=iters)
-    except LRFindError as e:
-        raise UsageError(str(e)) from None
-    plot = join(path, LR_FIND_PLOT)
-    fs, p = filesystem(plot)
-    fs.create_dir(p.rsplit("/", 1)[0], recursive=True)
-    png = io.BytesIO()
-    result.figure.savefig(png, format="png", dpi=120, bbox_inches="tight")
-    with fs.open_output_stream(p) as f:
-        f.write(png.getvalue())
-    early = ", stopped early: the loss diverged" if result.stopped_early else ""
-    print(
-        f"suggested lr: {result.suggested_lr:.3g} (middle of the loss's longest fall{early}); plot: {plot}", flush=True
-    )
-    return {"suggested_lr": result.suggested_lr, "plot": plot, "steps": len(result.lrs)}
+from search_driver.cluster import check_one_gpu_per_trial, check_resources, start_ray
+from search_driver.lr_find import first_config, run_lr_finder, search_lr_around
+from search_driver.summary import print_interrupted, print_summary
+from search_driver.tuner import (
+    build_tuner,
+    experiment_info,
+    make_trainable,
+    prepare_gpus,
+    restore_tuner,
+    trial_constants,
+)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if args.check_cluster:
+    if args.check_cluster:  # before `ray up`: what the launcher needs here, nothing else
         from search_driver import cluster_preflight
 
         return cluster_preflight.main(args.check_cluster)
@@ -827,61 +58,37 @@ def main(argv=None) -> int:
 
     stop, path = StopSignals(), None
     try:
+        # The arguments: --resume's saved ones, --smoke-test's sizes, the defaults that depend on other flags, then
+        # every check that can fail in one line before data loading and Ray.
         args.storage_path = normalize_storage_path(args.storage_path)
         if args.resume:
             restore_args(args, given_flags(argv))
         apply_smoke_test(args)
         fill_defaults(args)
         check_args(args)
-        args.train_on_cpu = getattr(args, "train_on_cpu", False) or bool(args.local_gpus)
-        auto = args.gpus_per_trial == "auto"
-        if auto and not args.address:
-            import torch
-
-            if torch.cuda.device_count() == 0:
-                raise UsageError(
-                    "--gpus-per-trial auto measures a training step on a GPU, but this machine has no CUDA GPU; "
-                    "give a number (0.25 packs 4 trials per GPU), or --address a cluster with GPU nodes"
-                )
-        elif not auto and args.gpus_per_trial > 0 and not args.address and not args.local_gpus:
-            import torch
-
-            if torch.cuda.device_count() == 0:
-                raise UsageError(
-                    f"--gpus-per-trial {args.gpus_per_trial:g} asked, but this machine has no CUDA GPU; "
-                    "use --gpus-per-trial 0, or --address a cluster with GPU nodes"
-                )
+        args.train_on_cpu = args.train_on_cpu or bool(args.local_gpus)
+        check_cuda_here(args)
         check_weights(args)  # offline without weights: one line now, before data loading and Ray
         args.name = args.name or f"{args.model}-{time.strftime('%Y%m%d-%H%M%S')}"
-        subset = getattr(args, "subset", None) or (SMOKE_SUBSET if args.smoke_test else None)
+
+        # The data, the search space and the constants every trial gets.
+        subset = args.subset or (SMOKE_SUBSET if args.smoke_test else None)
         dataset = load_search_data(args, subset, SMOKE_RESOLUTION)
         print(f"data: {dataset.summary()}", flush=True)
-
-        from ray import tune
-        from ray.tune.search.sample import Domain
-
         from search_spaces import get_space
 
         space, defaults = get_space(args.model)
         fix_resolution(args, space, defaults)
-        constants = {"model": args.model, "max_epochs": args.max_epochs, "seed": args.seed}
-        if args.weights:
-            constants["weights_path"] = args.weights
-        if args.train_on_cpu:
-            constants["device"] = "cpu"  # the trainables' override: no GPU needed for a GPU share
+        constants = trial_constants(args)
         path = join(args.storage_path, args.name)
         finder = None
         if args.lr_find or (args.lr_range_from_finder and not args.resume):
-            fixed = {k: v for k, v in space.items() if not isinstance(v, Domain)}
-            finder = run_lr_finder(args, dataset.search_arrays(), {**fixed, **defaults, **constants}, path)
+            finder = run_lr_finder(args, dataset.search_arrays(), first_config(space, defaults, constants), path)
             if args.lr_find:
                 return 0
-            from trainables.lr_finder import centred_lr_range
+            search_lr_around(finder["suggested_lr"], space, defaults)
 
-            low, high = centred_lr_range(finder["suggested_lr"])
-            space["lr"], defaults["lr"] = tune.loguniform(low, high), finder["suggested_lr"]
-            print(f"searching lr in [{low:.3g}, {high:.3g}] (log-uniform), first trial at {defaults['lr']:.3g}")
-
+        # Ray, and a cluster that can run a trial (now, or once the autoscaler adds a node).
         from search_driver.console import quiet_ray_output
 
         quiet_ray_output()  # our console (build_tuner's callbacks) instead of Ray's wide table
@@ -890,13 +97,11 @@ def main(argv=None) -> int:
         check_one_gpu_per_trial(args)
         packing = None if args.resume else prepare_gpus(args, space, defaults, constants, dataset.search_arrays())
         trainable = make_trainable(args, dataset.search_arrays())
+
+        # The search: a new experiment is recorded in experiment.json first; a resumed one continues Tune's state.
         with stop:  # Ctrl-C / SIGTERM: Tune stops gracefully, we say so (search_driver/interrupts.py)
             if args.resume:
-                if not tune.Tuner.can_restore(path):
-                    raise UsageError(f"{path} has no Tune experiment state to resume from")
-                tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
-                resume.set_max_failures(tuner, args.max_failures)
-                resume.record(path, resume={"at": time.time(), "max_failures": args.max_failures})
+                tuner = restore_tuner(args, trainable, path)
             else:
                 info = experiment_info(args, dataset, space)
                 if finder:
@@ -911,6 +116,8 @@ def main(argv=None) -> int:
 
             print(watch_hint(args, path), flush=True)
             results = tuner.fit()
+
+        # What it found, or what an interrupt kept and how to resume it.
         if stop.received:
             print_interrupted(args, path, stop)
             return stop.exit_code

@@ -12,10 +12,10 @@ trained alone for the same epochs, to say how far the search's best lies above i
 
 Rank correlation (from the FIFO runs, where every trial trains every epoch): Spearman's rho between each trial's
 val_loss at epoch e and its best val_loss over the whole run, for each e; this is what decides where ASHA's first
-rung may sit (run_search.GRACE_DIVISOR).
+rung may sit (search_driver/cli.py: GRACE_DIVISOR).
 
 ASHA replay: Ray's ASHAScheduler fed the FIFO runs' curves for other grace periods and reduction factors
-(bench/asha_replay.py), which is how run_search.GRACE_DIVISOR and DEFAULT_REDUCTION_FACTOR were chosen.
+(bench/asha_replay.py), which is how GRACE_DIVISOR and DEFAULT_REDUCTION_FACTOR (search_driver/cli.py) were chosen.
 
 Overhead (of the FIFO run, where every trial trains every epoch): 1 - (sum of the trials' own epoch time, from
 their epoch_seconds reports) / (tuner.fit() wall time x concurrent trial slots).
@@ -36,9 +36,11 @@ sys.path.insert(0, str(ROOT))
 
 import asha_replay  # noqa: E402  (bench/, beside this file)
 
-import run_search  # noqa: E402
 from analysis.experiment import join, write_json  # noqa: E402
 from analysis.trials import load_experiment  # noqa: E402
+from search_driver import cli  # noqa: E402
+from search_driver.cluster import start_ray  # noqa: E402
+from search_driver.tuner import build_tuner, experiment_info, make_trainable  # noqa: E402
 from search_spaces import get_space  # noqa: E402
 from trainables import metrics as M  # noqa: E402
 from trainables.data import load_dataset  # noqa: E402
@@ -70,16 +72,16 @@ def run_strategy(bench, dataset, seed: int, scheduler: str, searcher: str, stora
         "--storage-path", storage, "--name", name, "--cpus-per-trial", str(bench.cpus_per_trial),
         "--num-samples", "1" if defaults_only else str(bench.num_samples),
     ]  # fmt: skip
-    args = run_search.parse_args(argv + ([] if defaults_only else ["--no-default-trial"]))
+    args = cli.parse_args(argv + ([] if defaults_only else ["--no-default-trial"]))
     args.address = None  # always a fresh local instance
-    run_search.fill_defaults(args)
+    cli.fill_defaults(args)
     space, defaults = get_space(args.model)
-    run_search.start_ray(args)
+    start_ray(args)
     try:
-        trainable = run_search.make_trainable(args, dataset.search_arrays())
+        trainable = make_trainable(args, dataset.search_arrays())
         constants = {"model": args.model, "max_epochs": args.max_epochs, "seed": args.seed}
-        write_json(join(storage, name, "experiment.json"), run_search.experiment_info(args, dataset, space))
-        tuner = run_search.build_tuner(args, trainable, {**space, **constants}, defaults, storage)
+        write_json(join(storage, name, "experiment.json"), experiment_info(args, dataset, space))
+        tuner = build_tuner(args, trainable, {**space, **constants}, defaults, storage)
         slots = min(int(ray.cluster_resources()["CPU"] // args.cpus_per_trial), args.num_samples)
         t = time.perf_counter()
         tuner.fit()

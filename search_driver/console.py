@@ -5,8 +5,8 @@
     [00:30] trials 2 running, 5 done, 0 errors, 3 not started (of 10) | best val_loss 0.9932 (trial_3f2a9c1d,
             epoch 2) | 12.4 min left of 15
 
-Ray's full per-trial table stays in the experiment's files (progress.csv, result.json); run_search.py sets Tune's
-own output to silent (RunConfig(verbose=0)) and passes this callback. A status line is printed every
+Ray's full per-trial table stays in the experiment's files (progress.csv, result.json); build_tuner (tuner.py) sets
+Tune's own output to silent (RunConfig(verbose=0)) and passes this callback. A status line is printed every
 `status_every_s` (also during long epochs), when a trial ends, and at the end.
 """
 

@@ -1,5 +1,5 @@
 """Live views of a running search: the Optuna study in a journal file (optuna-dashboard), TensorBoard hparams,
-and MLflow runs (opt-in). run_search.py's build_tuner takes these with one call each.
+and MLflow runs (opt-in). search_driver/tuner.py's build_tuner takes these with one call each.
 
     optuna-dashboard experiments/NAME/optuna_study.log
     tensorboard --logdir experiments/NAME

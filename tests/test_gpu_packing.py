@@ -10,7 +10,9 @@ import pytest
 import torch
 
 import run_search
+from search_driver import ROOT, cli, cluster, summary
 from search_driver import gpu_packing as gp
+from search_driver.tuner import make_trainable
 from search_spaces import get_space
 from trainables import metrics as M
 
@@ -69,10 +71,10 @@ def test_console_line_fits_120_columns():
 
 
 def test_gpus_per_trial_accepts_auto_or_a_number():
-    assert run_search.parse_args(["--gpus-per-trial", "auto"]).gpus_per_trial == "auto"
-    assert run_search.parse_args(["--gpus-per-trial", "0.25"]).gpus_per_trial == 0.25
+    assert cli.parse_args(["--gpus-per-trial", "auto"]).gpus_per_trial == "auto"
+    assert cli.parse_args(["--gpus-per-trial", "0.25"]).gpus_per_trial == 0.25
     with pytest.raises(argparse.ArgumentTypeError):
-        run_search.gpus_arg("some")
+        cli.gpus_arg("some")
 
 
 def test_auto_without_a_gpu_is_one_line_exit_2(image_folder, tmp_path, capsys):
@@ -85,17 +87,17 @@ def test_auto_without_a_gpu_is_one_line_exit_2(image_folder, tmp_path, capsys):
 
 
 def test_two_gpus_per_trial_are_refused_in_one_line():
-    with pytest.raises(run_search.UsageError, match="a trial trains on one GPU") as e:
-        run_search.check_one_gpu_per_trial(SimpleNamespace(gpus_per_trial=2.0))
+    with pytest.raises(cli.UsageError, match="a trial trains on one GPU") as e:
+        cluster.check_one_gpu_per_trial(SimpleNamespace(gpus_per_trial=2.0))
     assert "\n" not in str(e.value)
     for ok in (1.0, 0.25, "auto"):
-        run_search.check_one_gpu_per_trial(SimpleNamespace(gpus_per_trial=ok))
+        cluster.check_one_gpu_per_trial(SimpleNamespace(gpus_per_trial=ok))
 
 
 def test_error_causes_name_each_cause_once():
     gpu = "ray.exceptions.RayTaskError: ...\nTraceback\n  File x\nGPUUnavailableError: this trial holds 0.5 GPU but"
     results = [SimpleNamespace(error=e) for e in (RuntimeError(gpu), RuntimeError(gpu), None, ValueError("x"))]
-    assert run_search.error_causes(results) == {"GPUUnavailableError: this trial holds 0.5 GPU but": 2, "x": 1}
+    assert summary.error_causes(results) == {"GPUUnavailableError: this trial holds 0.5 GPU but": 2, "x": 1}
 
 
 @pytest.mark.slow
@@ -106,20 +108,20 @@ def test_gpu_share_on_a_node_without_cuda_is_caught_before_the_search_and_report
     from ray import tune
 
     ray.init(address="local", num_cpus=2, num_gpus=1, include_dashboard=False, logging_level="ERROR",
-             runtime_env={"env_vars": {"PYTHONPATH": str(run_search.ROOT)}})  # fmt: skip
+             runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})  # fmt: skip
     try:
         with pytest.raises(gp.PackingError, match="a probe task on a GPU node held 0.5 GPU but torch") as e:
             gp.check_gpu_usable("torch", 0.5)
         assert "\n" not in str(e.value)
         args = SimpleNamespace(model="lenet5", cpus_per_trial=1, gpus_per_trial=0.5)
-        trainable = run_search.make_trainable(args, tiny_arrays)
+        trainable = make_trainable(args, tiny_arrays)
         config = {"model": "lenet5", "lr": 1e-3, "batch_size": 16, "max_epochs": 1, "seed": 0}
         tuner = tune.Tuner(trainable, param_space=config, tune_config=tune.TuneConfig(num_samples=2),
                            run_config=tune.RunConfig(verbose=0, storage_path=str(tmp_path)))  # fmt: skip
         results = tuner.fit()
     finally:
         ray.shutdown()
-    causes = run_search.error_causes(results)
+    causes = summary.error_causes(results)
     assert len(causes) == 1 and results.num_errors == 2
     [(cause, n)] = causes.items()
     assert n == 2 and cause.startswith("GPUUnavailableError: this trial holds 0.5 GPU but torch")

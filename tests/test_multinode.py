@@ -129,7 +129,7 @@ def test_ray_job_submit_with_working_dir(fixed_cluster, image_folder, tmp_path):
 NODE_TYPES = """
 import json, sys, ray
 sys.path.insert(0, sys.argv[2])
-from run_search import autoscaler_node_types
+from search_driver.cluster import autoscaler_node_types
 ray.init(address=sys.argv[1], logging_level="ERROR", log_to_driver=False)
 print(json.dumps(autoscaler_node_types()))
 """
@@ -144,7 +144,7 @@ def test_node_types_seen_by_a_driver_off_the_head(autoscaling_cluster, fixed_clu
         assert probe.returncode == 0, probe.stderr[-2000:]
         return json.loads(probe.stdout.strip().splitlines()[-1])
 
-    from run_search import UNKNOWN_NODE_TYPES
+    from search_driver.cluster import UNKNOWN_NODE_TYPES
 
     assert node_types(autoscaling_cluster, autoscaling_cluster.home) == {"gpu_worker": {"CPU": 2, "GPU": 1}}
     assert node_types(autoscaling_cluster, tmp_path) == UNKNOWN_NODE_TYPES

@@ -108,10 +108,10 @@ def test_max_failures_given_on_resume_applies(tmp_path):
 
 
 def test_help_lists_models_defaults_and_every_option():
-    import run_search
+    from search_driver import cli
     from trainables.models import MODELS
 
-    parser = run_search.build_parser()
+    parser = cli.build_parser()
     text = parser.format_help()
     for name, spec in MODELS.items():
         assert name in text and spec.description in text
@@ -126,7 +126,7 @@ def test_help_lists_models_defaults_and_every_option():
         assert fragment in flat, fragment
     for action in parser._actions:  # every option says what it does
         assert action.help, action.option_strings
-    assert run_search.given_flags(["--resume", "--max-failures", "0"]) == {"resume", "max_failures"}
+    assert cli.given_flags(["--resume", "--max-failures", "0"]) == {"resume", "max_failures"}
 
 
 def test_started_line_is_readable(tmp_path):

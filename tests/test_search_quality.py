@@ -64,7 +64,8 @@ def test_a_diverged_trial_keeps_ashas_cutoff_finite(tiny_arrays, healthy, diverg
     """The diverged result comes from the real training loop (lr 1e6) and goes through Ray's own ASHA."""
     from ray.tune.schedulers import ASHAScheduler
 
-    from trainables.torch_trainable import fit, setup_device
+    from trainables.torch_device import setup_device
+    from trainables.torch_trainable import fit
 
     reports = []
     config = dict(model="lenet5", lr=1e6, batch_size=16, max_epochs=3, optimizer="sgd", schedule="constant",

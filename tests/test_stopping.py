@@ -45,7 +45,7 @@ def test_bad_arguments():
 
 
 def test_make_stopper_follows_the_search_metric():
-    from run_search import make_stopper
+    from search_driver.tuner import make_stopper
 
     assert make_stopper(SimpleNamespace(patience=None, metric="val_loss")) is None
     stopper = make_stopper(SimpleNamespace(patience=8, metric="val_acc"))

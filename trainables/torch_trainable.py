@@ -22,7 +22,7 @@ from torch import nn
 from . import metrics as M
 from .augment import Augment, EpochAugment, epoch_batches, prepare_batch
 from .models import build_model
-from .torch_device import Precision, choose_precision, setup_device  # noqa: F401 (setup_device: its old home)
+from .torch_device import Precision, choose_precision
 
 CHECKPOINT_FILE = "checkpoint.pt"
 SCHEDULES = ("constant", "step", "cosine", "onecycle")

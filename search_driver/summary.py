@@ -1,0 +1,75 @@
+"""What a search prints when it ends: each failed trials' cause once, the best trials by the search metric (each at
+its best epoch) and whether the search beat its first (DEFAULTS) trial; after an interrupt, what was kept and the
+command that resumes it.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import textwrap
+
+
+def error_causes(results) -> dict[str, int]:
+    """The errored trials' causes, each once: the exception's last line (e.g. "GPUUnavailableError: this trial holds
+    0.25 GPU but ...") -> how many trials ended with it. Tune logs each failure's traceback as it happens; this
+    is the summary a reader needs."""
+    causes: dict[str, int] = {}
+    for result in results:
+        if result.error is None:
+            continue
+        lines = [ln.strip() for ln in str(result.error).splitlines() if ln.strip()]
+        cause = lines[-1] if lines else type(result.error).__name__
+        cause = re.sub(r"^(?:\w+\.)+(\w+: )", r"\1", cause)  # trainables.gpu_share.GPUUnavailableError: -> its name
+        causes[cause] = causes.get(cause, 0) + 1
+    return causes
+
+
+def print_summary(results, args, path: str) -> None:
+    from analysis.experiment import EXPERIMENT_FILE, join, read_json
+    from analysis.trials import versus_first_trial
+    from trainables import metrics as M
+
+    for cause, n in error_causes(results).items():
+        print(f"{n} trial{'s' if n > 1 else ''} failed: {cause}"[:300], file=sys.stderr)
+    mode = M.SEARCH_METRICS[args.metric]
+    # Each trial's best epoch (the one rule for "best": analysis/trials.py), not its last.
+    df = results.get_dataframe(filter_metric=args.metric, filter_mode=mode)
+    if df.empty or args.metric not in df:
+        print(f"\nNo trial reported a result. Experiment: {path}")
+        return
+    df = df.sort_values(args.metric, ascending=mode == "min")
+    cfg_cols = [c for c in df.columns if c.startswith("config/") and df[c].nunique(dropna=False) > 1]
+    cols = ["trial_id", M.VAL_ACC, M.VAL_LOSS, M.EPOCH, *cfg_cols]
+    table = df[cols].head(5).rename(columns=lambda c: c.removeprefix("config/"))
+    print(f"\nBest trials by {args.metric} (best epoch of each), {len(df)} trials, {results.num_errors} errors:")
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}", line_width=120))  # wraps, 120 columns
+    first = (read_json(join(path, EXPERIMENT_FILE)).get("search") or {}).get("first_trial_config")
+    configs = {r.trial_id: {k.removeprefix("config/"): r[k] for k in df.columns if k.startswith("config/")}
+               for _, r in df.iterrows()}  # fmt: skip
+    line = versus_first_trial(configs, dict(zip(df.trial_id, df[args.metric], strict=True)), first, args.metric, mode)
+    if line:
+        print(textwrap.fill(line[0].upper() + line[1:], 120))
+    print(f"\nExperiment: {path}\nReport: python report.py --experiment {path}")
+
+
+def print_interrupted(args, path: str | None, stop) -> None:
+    """What an interrupt kept, and the command that continues it."""
+    import signal
+
+    from analysis.experiment import normalize_storage_path
+    from search_driver.resume import progress
+
+    how = signal.Signals(stop.received).name if stop.received else "SIGINT"
+    p = progress(path) if path else None
+    if p is None:
+        print(f"\ninterrupted ({how}) before the search started; nothing to resume", file=sys.stderr)
+        return
+    cmd = f"python run_search.py --resume --name {args.name}"
+    if args.storage_path != normalize_storage_path("experiments"):
+        cmd += f" --storage-path {args.storage_path}"
+    if args.address:
+        cmd += f" --address {args.address}"
+    print(f"\ninterrupted ({how}): {p.finished} of {p.num_samples} trials finished, {p.trials - p.finished - p.errored}"
+          f" stopped mid-way or pending; everything so far is kept in {path}\nresume with: {cmd}",
+          file=sys.stderr, flush=True)  # fmt: skip
