@@ -163,6 +163,6 @@ def console_callback(args, param_space: dict) -> CompactConsole:
     from trainables.metrics import SEARCH_METRICS
 
     searched = [k for k, v in param_space.items() if isinstance(v, Domain)]
-    budget = getattr(args, "time_budget", None)
+    budget = args.time_budget
     return CompactConsole(args.metric, SEARCH_METRICS[args.metric], searched, args.max_epochs, args.num_samples,
                           time_budget_s=budget * 60 if budget else None)  # fmt: skip

@@ -46,7 +46,7 @@ def object_store_check(args):
     """check(plan) for load_dataset: DataError when the search arrays would not fit in the local object store.
 
     On a cluster (--address) the store belongs to the cluster's nodes, sized by their own `ray start`: not checked."""
-    if getattr(args, "address", None):
+    if args.address:
         return None
 
     def check(plan: DecodePlan) -> None:
@@ -65,9 +65,9 @@ def object_store_check(args):
 def load_search_data(args, subset: int | None, smoke_resolution: int) -> Dataset:
     """load_dataset for run_search.py; records the image size it chose in args (so --resume decodes the same)."""
     dataset = load_dataset(
-        args.data_dir, seed=args.seed, image_size=getattr(args, "image_size", None), cache_dir=args.cache_dir,
-        subset=subset, model_side=model_side(args, smoke_resolution), strict=getattr(args, "strict_data", False),
-        download=getattr(args, "download", False), check=object_store_check(args),
+        args.data_dir, seed=args.seed, image_size=args.image_size, cache_dir=args.cache_dir,
+        subset=subset, model_side=model_side(args, smoke_resolution), strict=args.strict_data,
+        download=args.download, check=object_store_check(args),
     )  # fmt: skip
     args.image_size = int(dataset.source["image_size"])
     if dataset.skipped:

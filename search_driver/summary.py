@@ -1,4 +1,4 @@
-"""What a search prints when it ends: each failed trials' cause once, the best trials by the search metric (each at
+"""What a search prints when it ends: each failed trial's cause once, the best trials by the search metric (each at
 its best epoch) and whether the search beat its first (DEFAULTS) trial; after an interrupt, what was kept and the
 command that resumes it.
 """

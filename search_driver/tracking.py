@@ -194,7 +194,7 @@ def tracking_callbacks(args, param_space: dict) -> list:
     from trainables.metrics import SEARCH_METRICS
 
     callbacks = [HParamsTBXCallback(searched_keys(param_space))]
-    if getattr(args, "mlflow", None):
+    if args.mlflow:
         callbacks.append(BestCheckpointMLflow(args.mlflow, args.name, args.metric, SEARCH_METRICS[args.metric]))
     return callbacks
 
@@ -207,6 +207,6 @@ def watch_hint(args, path: str) -> str:
     if args.searcher == "optuna" and not is_uri(path):
         lines.append(f"watch: optuna-dashboard {os.path.join(path, STUDY_FILE)}")
     lines.append(f"watch: tensorboard --logdir {path}")
-    if getattr(args, "mlflow", None):
+    if args.mlflow:
         lines.append(f"watch: mlflow ui --backend-store-uri {args.mlflow}")  # the UI: the full mlflow package
     return "\n".join(lines)
