@@ -82,8 +82,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     # Imports after parsing, here and below: --help and a bad argument answer without loading torch, Ray or Optuna.
     from analysis.trials import ReportError
+    from image_data.cache import DataError
     from serving.export import ExportError, export_existing
-    from trainables.data import DataError
 
     try:
         if args.samples_only:

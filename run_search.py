@@ -50,10 +50,10 @@ def main(argv=None) -> int:
 
         return cluster_preflight.main(args.check_cluster)
     from analysis.experiment import EXPERIMENT_FILE, join, normalize_storage_path, write_json
+    from image_data.cache import DataError
     from search_driver import resume
     from search_driver.data import load_search_data
     from search_driver.interrupts import StopSignals
-    from trainables.data import DataError
     from trainables.models import UnknownModelError
 
     stop, path = StopSignals(), None

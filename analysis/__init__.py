@@ -1,1 +1,2 @@
-"""Reading experiments, computing metrics and drawing plots (used by run_search.py and report.py)."""
+"""What report.py does after a search: read the trials, retrain the best, compute test-set metrics, draw the
+plots, write report.md / report.html."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from trainables import metrics as M
+from trainables import metric_names as M
 
 from .metrics import classification_metrics
 from .progress import bar, step

@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from trainables import metrics as M  # noqa: E402
+from trainables import metric_names as M  # noqa: E402
 
 DPI = 110
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from trainables.data import load_dataset, skip_summary
+from image_data.cache import load_dataset, skip_summary
 
 from .trials import ReportError
 

@@ -8,7 +8,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from trainables import metrics as M
+from trainables import metric_names as M
 from trainables.framework import Framework, get_framework
 
 

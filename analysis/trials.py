@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.fs as pafs
 
-from trainables import metrics as M
+from trainables import metric_names as M
 
 from .experiment import EXPERIMENT_FILE, exists, filesystem, is_uri, join, normalize_storage_path, read_json
 

@@ -28,7 +28,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from trainables import metrics as M  # noqa: E402
+from trainables import metric_names as M  # noqa: E402
 
 
 def read_curves(experiment: str | Path) -> list[dict]:

@@ -23,7 +23,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from trainables.data import load_dataset  # noqa: E402
+from image_data.cache import load_dataset  # noqa: E402
 
 
 def write_folder(root: Path, n: int, width: int, height: int, seed: int = 0) -> int:

@@ -49,7 +49,7 @@ def arrays(data_dir: str | None) -> dict:
     import numpy as np
 
     if data_dir:
-        from trainables.data import load_dataset
+        from image_data.cache import load_dataset
 
         return load_dataset(data_dir).search_arrays()
     rng = np.random.default_rng(0)
@@ -89,7 +89,7 @@ def measure_one(index: int, data_dir: str | None, steps: int) -> dict:
 
 def measure_keras(config: dict, data: dict, steps: int) -> dict:
     from trainables.gpu_share import CONTEXT_RESERVE_BYTES
-    from trainables.keras_trainable import fit, setup_tensorflow, tf
+    from trainables.keras_loop import fit, setup_tensorflow, tf
 
     setup_tensorflow(cpus=os.cpu_count() or 1, gpu_fraction=1.0)  # memory growth: the peak is what it used
     n = steps * int(config["batch_size"])
@@ -105,7 +105,7 @@ def measure_keras(config: dict, data: dict, steps: int) -> dict:
 
 
 def _nvidia_smi_total() -> int:
-    from trainables.keras_trainable import gpu_total_memory_mb
+    from trainables.keras_loop import gpu_total_memory_mb
 
     return int((gpu_total_memory_mb(0) or 0) * 2**20)
 

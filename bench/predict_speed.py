@@ -4,7 +4,7 @@
     python bench/predict_speed.py --model results/NAME --images DIR --repeats 5 --json out.json
 
 1. framework: the model rebuilt from model.pth + best_config.json and run through the training code's own
-   `trainables.torch_trainable.predict` (normalise, resize for pretrained models, forward), then softmax;
+   `trainables.torch_loop.predict` (normalise, resize for pretrained models, forward), then softmax;
 2. torch.export: model.pt2, the exported program with preprocessing and softmax inside (predict.py --backend torch);
 3. onnxruntime: model.onnx (predict.py --backend onnx, its default on a CPU).
 Two measurements for each: inference only, on the images decoded once into memory (uint8, NCHW for the framework
@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from serving.export_torch import load_trained  # noqa: E402
 from serving.model_card import read_card  # noqa: E402
 from serving.predict import OnnxRunner, Predictor, TorchRunner, decode_image, find_images, predict_files  # noqa: E402
-from trainables.torch_trainable import norm_tensors, predict  # noqa: E402
+from trainables.torch_loop import norm_tensors, predict  # noqa: E402
 
 
 def parse_args(argv=None):

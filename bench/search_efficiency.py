@@ -38,12 +38,12 @@ import asha_replay  # noqa: E402  (bench/, beside this file)
 
 from analysis.experiment import join, write_json  # noqa: E402
 from analysis.trials import load_experiment  # noqa: E402
+from image_data.cache import load_dataset  # noqa: E402
 from search_driver import cli  # noqa: E402
 from search_driver.cluster import start_ray  # noqa: E402
 from search_driver.tuner import build_tuner, experiment_info, make_trainable  # noqa: E402
 from search_spaces import get_space  # noqa: E402
-from trainables import metrics as M  # noqa: E402
-from trainables.data import load_dataset  # noqa: E402
+from trainables import metric_names as M  # noqa: E402
 
 
 def parse_args(argv=None):

@@ -22,11 +22,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from image_data.cache import load_dataset  # noqa: E402
 from search_spaces import get_space  # noqa: E402
-from trainables import metrics as M  # noqa: E402
-from trainables.data import load_dataset  # noqa: E402
+from trainables import metric_names as M  # noqa: E402
 from trainables.torch_device import setup_device  # noqa: E402
-from trainables.torch_trainable import fit  # noqa: E402
+from trainables.torch_loop import fit  # noqa: E402
 
 SPIN = "import time\nend = time.time() + 600\nwhile time.time() < end: pass"  # ends by itself if we die
 

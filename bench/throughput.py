@@ -26,15 +26,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from image_data.cache import load_dataset  # noqa: E402
 from trainables.augment import Augment, EpochAugment  # noqa: E402
-from trainables.data import load_dataset  # noqa: E402
 from trainables.models import build_model  # noqa: E402
-from trainables.torch_trainable import (  # noqa: E402
+from trainables.torch_device import setup_device  # noqa: E402
+from trainables.torch_loop import (  # noqa: E402
     input_config,
     make_optimizer,
     make_scheduler,
     norm_tensors,
-    setup_device,
     to_device_tensor,
     train_one_epoch,
 )

@@ -307,7 +307,7 @@ def check_args(args) -> None:
 
 def check_weights(args) -> None:
     """Pretrained models: their weights are on this node (or --weights exists) before anything starts."""
-    from trainables.weights import WeightsError, weights_check
+    from trainables.models.weights import WeightsError, weights_check
 
     check = weights_check(args.model)
     if check is None:

@@ -160,7 +160,7 @@ def quiet_ray_output() -> None:
 def console_callback(args, param_space: dict) -> CompactConsole:
     from ray.tune.search.sample import Domain
 
-    from trainables.metrics import SEARCH_METRICS
+    from trainables.metric_names import SEARCH_METRICS
 
     searched = [k for k, v in param_space.items() if isinstance(v, Domain)]
     budget = args.time_budget

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-from trainables.data import DEFAULT_SIDE, DataError, Dataset, DecodePlan, load_dataset, skip_summary
+from image_data.cache import DEFAULT_SIDE, DataError, Dataset, DecodePlan, load_dataset, skip_summary
 
 
 def human_bytes(n: float) -> str:

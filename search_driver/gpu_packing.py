@@ -81,7 +81,7 @@ def hungriest_configs(space: dict, defaults: dict, constants: dict) -> list[dict
 def run_probe(config: dict, data: dict, device, *, steps: int = PROBE_STEPS, epochs: int = 1):
     """The trial's own `fit` for `epochs` epochs of `steps` batches, each followed by the full evaluation: the same
     model, data on the device, optimizer, precision and eval batch as a trial. (model, reports)."""
-    from trainables.torch_trainable import fit
+    from trainables.torch_loop import fit
 
     reports = []
     model = fit({**config, "max_epochs": epochs}, data, lambda r, s: reports.append(r), device=device,

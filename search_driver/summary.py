@@ -28,7 +28,7 @@ def error_causes(results) -> dict[str, int]:
 def print_summary(results, args, path: str) -> None:
     from analysis.experiment import EXPERIMENT_FILE, join, read_json
     from analysis.trials import versus_first_trial
-    from trainables import metrics as M
+    from trainables import metric_names as M
 
     for cause, n in error_causes(results).items():
         print(f"{n} trial{'s' if n > 1 else ''} failed: {cause}"[:300], file=sys.stderr)

@@ -191,7 +191,7 @@ def searched_keys(param_space: dict) -> dict:
 
 def tracking_callbacks(args, param_space: dict) -> list:
     """The callbacks build_tuner passes to RunConfig: TensorBoard with hparams, MLflow if --mlflow URI."""
-    from trainables.metrics import SEARCH_METRICS
+    from trainables.metric_names import SEARCH_METRICS
 
     callbacks = [HParamsTBXCallback(searched_keys(param_space))]
     if args.mlflow:

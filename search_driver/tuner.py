@@ -59,7 +59,7 @@ def make_stopper(args):
     """--patience N: plateau stopping on the search metric, next to (not instead of) ASHA."""
     if args.patience is None:
         return None
-    from trainables.metrics import SEARCH_METRICS
+    from trainables.metric_names import SEARCH_METRICS
     from trainables.stopping import PatienceStopper
 
     return PatienceStopper(args.metric, SEARCH_METRICS[args.metric], args.patience)
@@ -108,7 +108,7 @@ def build_tuner(args, trainable, param_space: dict, defaults: dict, storage: str
     from ray.tune.search.optuna import OptunaSearch
 
     from search_driver import console, tracking
-    from trainables.metrics import SEARCH_METRICS
+    from trainables.metric_names import SEARCH_METRICS
 
     mode = SEARCH_METRICS[args.metric]
     first = None if args.no_default_trial else [defaults]
@@ -169,7 +169,7 @@ def experiment_info(args, dataset, space: dict) -> dict:
     from analysis.experiment import git_sha, package_versions
     from search_spaces import describe
     from trainables.framework import framework_of
-    from trainables.metrics import SEARCH_METRICS
+    from trainables.metric_names import SEARCH_METRICS
 
     return {
         "name": args.name,

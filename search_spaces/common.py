@@ -1,4 +1,4 @@
-"""Keys every torch model's space shares: optimisation, schedule, regularisation and augmentation.
+"""Keys every model's space shares, torch and Keras alike: optimisation, schedule, regularisation and augmentation.
 
 Ranges are the part of each axis where training works for small CIFAR nets in 10-40 epochs, so the searcher
 spends its trials comparing good configs rather than rediscovering divergence. Constants (plain values) are part of

@@ -20,7 +20,7 @@ from ray import tune
 MAX_EPOCHS = 40
 
 SPACE = {
-    "optimizer": "sgd",  # Nesterov, momentum 0.9 (trainables/torch_trainable.make_optimizer)
+    "optimizer": "sgd",  # Nesterov, momentum 0.9 (trainables/torch_loop.make_optimizer)
     "schedule": "cosine",  # see search_spaces/common.py: one schedule keeps ASHA's rungs fair
     # Nesterov SGD on a plain (no BatchNorm) net: below ~0.01 40 epochs do not converge, above ~0.2 it diverges.
     "lr": tune.loguniform(0.01, 0.2),

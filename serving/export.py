@@ -179,7 +179,7 @@ def export_existing(results_dir: str, *, storage_path: str = "experiments", expe
     came from is found by the folder's name under `storage_path` (or `experiment`, a name or path)."""
     from analysis.experiment import EXPERIMENT_FILE, join, read_json
     from analysis.trials import ReportError, resolve_experiment
-    from trainables.data import load_dataset
+    from image_data.cache import load_dataset
 
     d = Path(results_dir)
     needed = [d / "best_config.json", d / "metrics.json"]

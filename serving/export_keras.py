@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from trainables.keras_env import keras, tf
-from trainables.keras_trainable import predict
+from trainables.keras_loop import predict
 
 KERAS_FILE = "model_inference.keras"
 SAVEDMODEL_DIR = "model_savedmodel"
@@ -27,7 +27,7 @@ def load_trained(path: Path):
 
 
 def reference(model, x_nchw: np.ndarray, mean, std) -> np.ndarray:
-    """The training framework's own answer: trainables.keras_trainable.predict (already probabilities)."""
+    """The training framework's own answer: trainables.keras_loop.predict (already probabilities)."""
     return predict(model, x_nchw, mean=mean, std=std)
 
 

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from trainables.augment import prepare_batch
-from trainables.torch_trainable import input_config, norm_tensors, predict
+from trainables.torch_loop import input_config, norm_tensors, predict
 
 PROGRAM_FILE = "model.pt2"
 ONNX_FILE = "model.onnx"
@@ -52,7 +52,7 @@ def on_cpu(model: nn.Module) -> nn.Module:
 
 
 def reference(model: nn.Module, x_nchw: np.ndarray, mean, std) -> np.ndarray:
-    """The training framework's own answer: trainables.torch_trainable.predict (the search's and the report's
+    """The training framework's own answer: trainables.torch_loop.predict (the search's and the report's
     evaluation path), softmaxed."""
     m, s = norm_tensors(mean, std, CPU)
     return torch.softmax(predict(model, torch.from_numpy(x_nchw), mean=m, std=s, device=CPU), 1).numpy()

@@ -30,8 +30,8 @@ DECODE_NOTE = ("decode the file, apply its EXIF orientation, convert to 8-bit RG
 
 def decode_image(path: Path, side: int) -> np.ndarray:
     """(side, side, 3) uint8 RGB: the data loader's decode and resize, so what predict.py reads is what training
-    read. The one call into trainables.images; raises trainables.images.BadImage for an unreadable file."""
-    from trainables.images import decode
+    read. The one call into image_data.decode; raises image_data.decode.BadImage for an unreadable file."""
+    from image_data.decode import decode
 
     return decode(path, side).transpose(1, 2, 0)
 
@@ -193,7 +193,7 @@ def load_predictor(model_dir: str | Path, backend: str = "auto", device: str = "
 
 
 def image_extensions() -> tuple[str, ...]:
-    from trainables.images import IMAGE_EXTENSIONS
+    from image_data.decode import IMAGE_EXTENSIONS
 
     return IMAGE_EXTENSIONS
 

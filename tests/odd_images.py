@@ -10,6 +10,7 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+from sample_data import write_image_folder
 
 # name -> expected RGB of the decoded image (centre pixel), for the odd-but-usable files
 ODD_EXPECTED = {
@@ -101,3 +102,11 @@ def write_bad_files(d: Path) -> None:
     (d / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
     # 9,500 x 9,500 = 90.25 M pixels, over PIL's 89.5 M limit (its warning range); 1-bit: a few kB on disk
     Image.new("1", (9500, 9500)).save(d / "bomb.png")
+
+
+def odd_folder(root: Path) -> Path:
+    """A small good folder plus every bad and every odd file of tests/odd_images.py in train/cat."""
+    folder = write_image_folder(root, n_train=6, n_test=3)
+    write_bad_files(folder / "train" / "cat")
+    write_odd_files(folder / "train" / "cat")
+    return folder

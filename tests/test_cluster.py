@@ -12,8 +12,8 @@ import re
 import pytest
 import ray
 import yaml
-from conftest import ROOT
 from ray.autoscaler._private.util import prepare_config, validate_config
+from sample_data import ROOT
 
 AWS, GCP = ROOT / "cluster.yaml", ROOT / "cluster-gcp.yaml"
 

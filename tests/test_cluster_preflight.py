@@ -10,7 +10,7 @@ import sys
 import time
 
 import yaml
-from conftest import ROOT
+from sample_data import ROOT
 
 NO_AWS = {
     "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent/credentials",

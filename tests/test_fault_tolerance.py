@@ -17,10 +17,10 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, write_cifar_batches
-from test_search import run_cli
+from cli_run import rows, run_cli
+from sample_data import ROOT, write_cifar_batches
 
-from trainables import metrics as M
+from trainables import metric_names as M
 
 pytestmark = pytest.mark.slow
 
@@ -39,21 +39,6 @@ def search_args(data, storage, name, *extra, epochs=EPOCHS):
         # one trial at a time, none stopped early: every trial runs `epochs` epochs, so the timeline is known
         "--max-concurrent", 1, "--max-epochs", epochs, "--grace-period", epochs, *extra,
     ]  # fmt: skip
-
-
-def rows(exp: Path) -> dict[str, list[dict]]:
-    """trial folder -> its result.json rows; tolerates a line being written right now."""
-    out = {}
-    for d in exp.glob("trial_*"):
-        lines = (d / "result.json").read_text().splitlines() if (d / "result.json").exists() else []
-        parsed = []
-        for line in lines:
-            try:
-                parsed.append(json.loads(line))
-            except json.JSONDecodeError:
-                break
-        out[d.name] = parsed
-    return out
 
 
 def poll(exp: Path, until, timeout: float = 120, proc=None):

@@ -16,9 +16,9 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import ROOT
+from sample_data import ROOT
 
-from trainables import metrics as M
+from trainables import metric_names as M
 from trainables.gpu_share import CONTEXT_RESERVE_BYTES, GPUUnavailableError, memory_cap
 from trainables.torch_device import choose_precision, setup_device
 
@@ -127,7 +127,7 @@ LENET = dict(model="lenet5", lr=3e-3, batch_size=16, max_epochs=2, optimizer="ad
 
 
 def test_fp16_training_records_precision_and_checkpoints_the_grad_scaler(tiny_arrays):
-    from trainables.torch_trainable import fit
+    from trainables.torch_loop import fit
 
     cpu = torch.device("cpu")
     reports, states = [], []
@@ -151,14 +151,14 @@ def test_fp16_training_records_precision_and_checkpoints_the_grad_scaler(tiny_ar
 
 
 def test_eval_batch_is_the_training_batch_on_a_gpu():
-    from trainables.torch_trainable import CPU_EVAL_BATCH, eval_batch_size
+    from trainables.torch_loop import CPU_EVAL_BATCH, eval_batch_size
 
     assert eval_batch_size(torch.device("cuda", 0), 256) == 256
     assert eval_batch_size(torch.device("cpu"), 64) == CPU_EVAL_BATCH
 
 
 def test_max_steps_limits_the_epoch(tiny_arrays):
-    from trainables.torch_trainable import fit
+    from trainables.torch_loop import fit
 
     states = []
     fit(LENET, tiny_arrays, lambda r, s: states.append(s), device=torch.device("cpu"), max_epochs=1, max_steps=2)
@@ -218,7 +218,7 @@ def test_model_pth_holds_cpu_tensors_and_the_load_note_loads_a_gpu_written_file(
 TF_SCENARIOS = r"""
 import json, sys
 sys.path.insert(0, sys.argv[1])
-import trainables.keras_trainable as kt  # first: keras_env loads triton before TF (tensorflow#124205)
+import trainables.keras_loop as kt  # first: keras_env loads triton before TF (tensorflow#124205)
 from trainables.gpu_share import GPUUnavailableError
 from tensorflow.python import pywrap_tfe
 from tensorflow.python.eager import context
@@ -226,7 +226,7 @@ from tensorflow.python.platform import build_info
 
 # 1. a model built under mixed_float16 (as on a GPU), saved, loaded where the policy is float32 (a CPU machine)
 import numpy as np
-from trainables.keras_trainable import MIXED_POLICY, save_model
+from trainables.keras_loop import MIXED_POLICY, save_model
 from trainables.models.keras_resnet import keras_resnet18
 kt.keras.mixed_precision.set_global_policy(MIXED_POLICY)
 path = save_model(keras_resnet18((16, 16, 3), num_classes=3, stem="imagenet"), sys.argv[2])

@@ -14,7 +14,7 @@ from search_driver import ROOT, cli, cluster, summary
 from search_driver import gpu_packing as gp
 from search_driver.tuner import make_trainable
 from search_spaces import get_space
-from trainables import metrics as M
+from trainables import metric_names as M
 
 GiB = 2**30
 

@@ -13,9 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
-from test_fault_tolerance import rows
-from test_search import run_cli
+from cli_run import rows, run_cli
+from sample_data import ROOT
 
 pytestmark = pytest.mark.slow
 

@@ -63,7 +63,7 @@ def test_centred_lr_range():
 
 @pytest.mark.slow
 def test_cli_lr_find_prints_the_suggestion_and_saves_the_plot(image_folder, tmp_path):
-    from test_search import run_cli
+    from cli_run import run_cli
 
     proc = run_cli("--model", "lenet5", "--data-dir", image_folder, "--lr-find", "--storage-path", tmp_path,
                    "--name", "lrf")  # fmt: skip
@@ -76,7 +76,7 @@ def test_cli_lr_find_prints_the_suggestion_and_saves_the_plot(image_folder, tmp_
 
 @pytest.mark.slow
 def test_cli_lr_range_from_finder_centres_the_search(image_folder, tmp_path):
-    from test_search import run_cli, trial_results
+    from cli_run import run_cli, trial_results
 
     proc = run_cli("--model", "lenet5", "--data-dir", image_folder, "--smoke-test", "--lr-range-from-finder",
                    "--storage-path", tmp_path, "--name", "centred", "--num-cpus", 2)  # fmt: skip

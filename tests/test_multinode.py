@@ -10,11 +10,11 @@ import json
 import sys
 
 import pytest
-from conftest import ROOT
+from cli_run import one_line_error, trial_results
 from local_cluster import RAY, LocalCluster
-from test_search import one_line_error, trial_results
+from sample_data import ROOT
 
-from trainables import metrics as M
+from trainables import metric_names as M
 
 pytestmark = pytest.mark.slow
 

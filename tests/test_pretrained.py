@@ -15,12 +15,12 @@ import torch
 from torchvision.models import resnet18 as tv_resnet18
 
 from trainables import augment
-from trainables import metrics as M
+from trainables import metric_names as M
 from trainables.augment import Augment, prepare_batch, random_resized_crop, resize
 from trainables.models import build_model
 from trainables.models.pretrained import WEIGHTS, check_weights
-from trainables.torch_trainable import fit, predict
-from trainables.weights import WeightsError, cache_file, load_state_dict
+from trainables.models.weights import WeightsError, cache_file, load_state_dict
+from trainables.torch_loop import fit, predict
 
 CPU = torch.device("cpu")
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -189,7 +189,7 @@ def test_predict_feeds_the_model_its_resolution_and_imagenet_statistics(tiny_arr
 
 @pytest.mark.slow
 def test_smoke_search_with_the_cached_weights(image_folder, tmp_path):
-    from test_search import run_cli, trial_results
+    from cli_run import run_cli, trial_results
 
     proc = run_cli("--model", "resnet18_pretrained", "--data-dir", image_folder, "--smoke-test",
                    "--storage-path", tmp_path, "--name", "pre", "--num-cpus", 2)  # fmt: skip
@@ -211,7 +211,7 @@ def test_smoke_search_offline_with_weights_path(image_folder, tmp_path):
                            "--weights", tmp_path / "r18.pth", "--resolution", 40, "--storage-path", tmp_path,
                            "--name", "w", "--num-cpus", 2, home=tmp_path / "empty")  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
-    from test_search import trial_results
+    from cli_run import trial_results
 
     for rows in trial_results(tmp_path / "w").values():
         assert rows[0]["config"]["weights_path"] == str((tmp_path / "r18.pth").resolve())
@@ -219,14 +219,14 @@ def test_smoke_search_offline_with_weights_path(image_folder, tmp_path):
 
 
 def run_cli_offline(*args, home):
-    from test_search import run_cli
+    from cli_run import run_cli
 
     return run_cli(*args, env={**OFFLINE, "TORCH_HOME": str(home)})
 
 
 @pytest.mark.slow
 def test_offline_missing_weights_is_one_line_before_ray(image_folder, tmp_path):
-    from test_search import one_line_error
+    from cli_run import one_line_error
 
     proc = run_cli_offline("--model", "resnet18_pretrained", "--data-dir", image_folder, "--storage-path", tmp_path,
                            home=tmp_path / "empty")  # fmt: skip
@@ -237,7 +237,7 @@ def test_offline_missing_weights_is_one_line_before_ray(image_folder, tmp_path):
 
 @pytest.mark.slow
 def test_bad_weights_flags_are_one_line(image_folder, tmp_path):
-    from test_search import one_line_error, run_cli
+    from cli_run import one_line_error, run_cli
 
     line = one_line_error(run_cli("--model", "resnet18_pretrained", "--data-dir", image_folder, "--weights",
                                   tmp_path / "nope.pth"), within=30)  # fmt: skip

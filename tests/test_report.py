@@ -10,12 +10,12 @@ import time
 
 import numpy as np
 import pytest
-from conftest import ROOT
+from cli_run import run_cli
 from PIL import Image
+from sample_data import ROOT
 from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support, top_k_accuracy_score
-from test_search import run_cli
 
-from analysis.metrics import PER_CLASS_KEYS, classification_metrics, metrics_csv, metrics_text
+from analysis.classification_metrics import PER_CLASS_KEYS, classification_metrics, metrics_csv, metrics_text
 from analysis.trials import ReportError, resolve_experiment
 
 OUTPUTS = ["metrics.json", "metrics.md", "metrics.csv", "metrics.txt", "best_config.json", "model.pth", "report.md",
@@ -274,7 +274,7 @@ def test_pretrained_model_is_saved_with_its_imagenet_input(tiny_arrays, tmp_path
 
     from analysis.retrain import local_framework
     from trainables.models import build_model
-    from trainables.torch_trainable import save_checkpoint
+    from trainables.torch_loop import save_checkpoint
 
     fw = local_framework("torch", "cpu")
     model = build_model("resnet18_pretrained", num_classes=3, resolution=48)  # the tests' seeded TORCH_HOME

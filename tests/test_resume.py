@@ -8,7 +8,7 @@ import json
 import time
 
 import pytest
-from test_search import one_line_error, run_cli
+from cli_run import one_line_error, run_cli
 
 from search_driver.resume import ResumeError, check_flags, choose_experiment, progress
 

@@ -11,10 +11,10 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import pytest
-from test_search import run_cli
+from cli_run import run_cli
 
 from analysis.trials import best_report, best_trial_id, versus_first_trial
-from trainables import metrics as M
+from trainables import metric_names as M
 
 
 def curve(losses):
@@ -65,7 +65,7 @@ def test_a_diverged_trial_keeps_ashas_cutoff_finite(tiny_arrays, healthy, diverg
     from ray.tune.schedulers import ASHAScheduler
 
     from trainables.torch_device import setup_device
-    from trainables.torch_trainable import fit
+    from trainables.torch_loop import fit
 
     reports = []
     config = dict(model="lenet5", lr=1e6, batch_size=16, max_epochs=3, optimizer="sgd", schedule="constant",

@@ -13,15 +13,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import CLASSES, ROOT, write_image_folder
 from PIL import Image
+from sample_data import CLASSES, ROOT, write_image_folder
 
+from image_data.cache import load_dataset
 from serving import export_torch
 from serving import predict as serving_predict
 from serving.export import TOLERANCE, ExportError, compare, export_model
 from serving.model_card import CARD_FILE, read_card
 from serving.predict import decode_image, load_predictor, resolve_backend
-from trainables.data import load_dataset
 from trainables.models import build_model
 
 INFO = {"data": {"path": "tiny", "kind": "folder", "image_size": 32, "subset": None}, "split_seed": 0,

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from trainables import metrics as M
+from trainables import metric_names as M
 from trainables.stopping import PatienceStopper
 
 
@@ -57,7 +57,7 @@ def test_patience_and_subset_end_to_end(image_folder, tmp_path):
     """--subset 30 keeps 30 training images and 3 validation images, so val_acc takes at most 4 values: it cannot
     improve 8 epochs in a row, and with --patience 1 (ASHA off: grace period = max epochs) the trial must stop
     at the first epoch without a better val_acc."""
-    from test_search import one_line_error, run_cli, trial_results
+    from cli_run import one_line_error, run_cli, trial_results
 
     proc = run_cli("--model", "lenet5", "--data-dir", image_folder, "--subset", 30, "--patience", 1, "--metric",
                    "val_acc", "--num-samples", 1, "--max-epochs", 8, "--grace-period", 8, "--storage-path", tmp_path,

@@ -1,1 +1,2 @@
-"""Data loading, models and training functions shared by the search (run_search.py) and the report (report.py)."""
+"""What runs inside a trial: the torch/Keras seam (framework.py), the two training loops (torch_loop.py,
+keras_loop.py), the Ray trainable (tune_trial.py), augmentation, devices, the LR finder and the models."""

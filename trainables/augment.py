@@ -11,7 +11,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .augment_keys import Augment
+from .augment_spec import Augment
 
 RRC_RATIO = (3 / 4, 4 / 3)  # torchvision RandomResizedCrop's default aspect-ratio range
 RRC_TRIES = 10  # torchvision's attempts at a box that fits before it falls back to the whole image

@@ -7,7 +7,7 @@ never imports TensorFlow and vice versa.
 
 Shapes, the same for both: images are uint8 NCHW numpy arrays (the data cache's layout), `predict` returns class
 probabilities (N, classes) float32, `fit` calls `report(metrics, state)` after every epoch with the metric names of
-`trainables/metrics.py` and a checkpoint `state` that `save_checkpoint` writes.
+`trainables/metric_names.py` and a checkpoint `state` that `save_checkpoint` writes.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ class Framework(Protocol):
 
 
 class TorchFramework:
-    """trainables/torch_trainable.py behind the seam."""
+    """trainables/torch_loop.py behind the seam."""
 
     name = "torch"
     model_file = "model.pth"
@@ -99,14 +99,14 @@ class TorchFramework:
         self.device = setup_device(cpus=threads, gpu_fraction=1.0 if device != "cpu" else 0.0, device=device)
 
     def fit(self, config: dict, data: dict, report: Report, *, checkpoint=None, max_epochs: int | None = None):
-        from .torch_trainable import fit
+        from .torch_loop import fit
 
         return fit(config, data, report, device=self.device, checkpoint=checkpoint, max_epochs=max_epochs)
 
     def predict(self, model, x_uint8_nchw: np.ndarray, data: dict, config: dict) -> np.ndarray:
         import torch
 
-        from .torch_trainable import eval_batch_size, norm_tensors, predict, to_device_tensor
+        from .torch_loop import eval_batch_size, norm_tensors, predict, to_device_tensor
 
         mean, std = norm_tensors(data["mean"], data["std"], self.device)
         batch = eval_batch_size(self.device, int(config["batch_size"]))
@@ -121,12 +121,12 @@ class TorchFramework:
         model.load_state_dict(weights)
 
     def save_checkpoint(self, state: dict, directory: str) -> None:
-        from .torch_trainable import save_checkpoint
+        from .torch_loop import save_checkpoint
 
         save_checkpoint(state, directory)
 
     def load_checkpoint(self, directory: str) -> dict:
-        from .torch_trainable import load_checkpoint
+        from .torch_loop import load_checkpoint
 
         return load_checkpoint(directory)
 
@@ -149,7 +149,7 @@ class TorchFramework:
 
     def input_spec(self, model, data: dict) -> dict:
         # normalisation: the data set's, or ImageNet's for a pretrained model; side: what the model was trained at
-        from .torch_trainable import input_config, norm_tensors
+        from .torch_loop import input_config, norm_tensors
 
         mean, std, size = input_config(model, *norm_tensors(data["mean"], data["std"], self.device))
         side = size or int(data["x_train"].shape[-1])
@@ -173,7 +173,7 @@ class TorchFramework:
 
 
 class KerasFramework:
-    """trainables/keras_trainable.py behind the seam."""
+    """trainables/keras_loop.py behind the seam."""
 
     name = "keras"
     model_file = "model.keras"
@@ -184,14 +184,14 @@ class KerasFramework:
         self.device = None
 
     def require_gpu(self, share: float) -> None:
-        from .keras_trainable import require_gpu, tf
+        from .keras_loop import require_gpu, tf
 
         if not tf.config.list_physical_devices("GPU"):
             require_gpu(share)
 
     def setup_trial(self, cpus: float, gpu_fraction: float, device: str | None = None) -> None:
         from .keras_env import keras
-        from .keras_trainable import setup_tensorflow
+        from .keras_loop import setup_tensorflow
 
         # Tune reuses worker processes (reuse_actors): drop the previous trial's models and Keras state first (this
         # also resets the dtype policy, so it comes before the set-up).
@@ -203,19 +203,19 @@ class KerasFramework:
 
     def setup_local(self, device: str | None = None, threads: int = 1) -> None:
         from .keras_env import tf
-        from .keras_trainable import setup_tensorflow
+        from .keras_loop import setup_tensorflow
 
         # without --device: the GPU when TF lists one; --device cuda/gpu on a machine without: one-line error
         use_gpu = device != "cpu" and (device is not None or bool(tf.config.list_physical_devices("GPU")))
         self.device = setup_tensorflow(cpus=threads, gpu_fraction=1.0 if use_gpu else 0.0)
 
     def fit(self, config: dict, data: dict, report: Report, *, checkpoint=None, max_epochs: int | None = None):
-        from .keras_trainable import fit
+        from .keras_loop import fit
 
         return fit(config, data, report, device=self.device, checkpoint=checkpoint, max_epochs=max_epochs)
 
     def predict(self, model, x_uint8_nchw: np.ndarray, data: dict, config: dict) -> np.ndarray:
-        from .keras_trainable import predict
+        from .keras_loop import predict
 
         return predict(model, x_uint8_nchw, mean=data["mean"], std=data["std"])
 
@@ -226,12 +226,12 @@ class KerasFramework:
         model.set_weights(weights)
 
     def save_checkpoint(self, state: dict, directory: str) -> None:
-        from .keras_trainable import save_checkpoint
+        from .keras_loop import save_checkpoint
 
         save_checkpoint(state, directory)
 
     def load_checkpoint(self, directory: str) -> dict:
-        from .keras_trainable import load_checkpoint
+        from .keras_loop import load_checkpoint
 
         return load_checkpoint(directory)
 
@@ -240,7 +240,7 @@ class KerasFramework:
         return state["model"], int(state["epoch"])
 
     def save_model(self, model, out_dir: Path) -> str:
-        from .keras_trainable import save_model
+        from .keras_loop import save_model
 
         return Path(save_model(model, str(Path(out_dir) / self.model_file))).name
 

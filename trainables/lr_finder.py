@@ -28,7 +28,7 @@ from torch_lr_finder import LRFinder, TrainDataLoaderIter
 from .augment import Augment, EpochAugment, epoch_batches
 from .models import build_model
 from .torch_device import DTYPES, choose_precision
-from .torch_trainable import input_config, make_optimizer, norm_tensors, to_device_tensor
+from .torch_loop import input_config, make_optimizer, norm_tensors, to_device_tensor
 
 START_LR, END_LR, NUM_ITER = 1e-7, 10.0, 100
 # Like torch-lr-finder's plot, the first 10 points (start-up noise of the average) are not candidates.

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from ray.tune.stopper import Stopper
 
-from . import metrics as M
+from . import metric_names as M
 
 
 class PatienceStopper(Stopper):

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import tempfile
 
-from . import metrics as M
+from . import metric_names as M
 from .framework import Framework, framework_of
 
 
@@ -16,9 +16,6 @@ def trial_resources() -> tuple[float, float]:
     """(CPUs, GPU share) Ray assigned to this trial."""
     import ray
 
-    # Reused trial processes (reuse_actors): before the next trial Tune gives the last one's thread only 2 s to end,
-    # then fails the new trial. Ending a Keras fit took up to 3.3 s on a busy machine; read at reset time.
-    os.environ.setdefault("TUNE_FUNCTION_THREAD_TIMEOUT_S", "60")
     resources = ray.get_runtime_context().get_assigned_resources()
     return resources.get("CPU", 1), resources.get("GPU", 0.0)
 
@@ -26,6 +23,9 @@ def trial_resources() -> tuple[float, float]:
 def train_trial(config: dict, data: dict) -> None:
     """Ray Tune trainable (`tune.with_parameters(train_trial, data=...)`): reads only `config`; `data` (train/val
     arrays) comes from the object store."""
+    # Reused trial processes (reuse_actors): before the next trial Tune gives the last one's thread only 2 s to end,
+    # then fails the new trial. Ending a Keras fit took up to 3.3 s on a busy machine; read at reset time.
+    os.environ.setdefault("TUNE_FUNCTION_THREAD_TIMEOUT_S", "60")
     fw = framework_of(config["model"])
     # resources first: it also gives a reused process time to end the last trial's Keras fit (0-3.3 s here)
     fw.setup_trial(*trial_resources(), config.get("device"))

@@ -15,7 +15,7 @@ from torch import nn
 from torchvision.models import ResNet18_Weights
 from torchvision.models import resnet18 as tv_resnet18
 
-from ..weights import ensure_available, load_state_dict
+from .weights import ensure_available, load_state_dict
 
 WEIGHTS = ResNet18_Weights.IMAGENET1K_V1
 NAME = "torchvision's resnet18"

@@ -9,7 +9,7 @@ import time
 from types import SimpleNamespace
 
 import pytest
-from test_search import run_cli
+from cli_run import run_cli
 
 from search_driver.console import CompactConsole
 from search_driver.tracking import STUDY_FILE

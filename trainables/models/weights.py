@@ -114,7 +114,7 @@ def ensure_available(weights, architecture: Callable[[], nn.Module], name: str, 
 
 def weights_check(model: str) -> Callable[[str | None], Path] | None:
     """The model's `check_weights(path)` if its builder module has one (pretrained models), else None."""
-    from .models import get_spec
+    from . import get_spec
 
     builder = get_spec(model).load()
     return getattr(sys.modules[builder.__module__], "check_weights", None)

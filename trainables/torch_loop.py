@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import metrics as M
+from . import metric_names as M
 from .augment import Augment, EpochAugment, epoch_batches, prepare_batch
 from .models import build_model
 from .torch_device import Precision, choose_precision

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import images
+from . import decode as images
 
 CACHE_VERSION = 2  # bump when the decoded format changes, so old caches are ignored (2: centre crop, skip list)
 CIFAR_FOLDER = "cifar-10-batches-py"

@@ -3,37 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from cli_run import one_line_error, run_cli, trial_results
+from sample_data import ROOT
 
 from search_spaces import get_space
-from trainables import metrics as M
+from trainables import metric_names as M
 
 pytestmark = pytest.mark.slow
-
-
-def run_cli(*args, timeout=240, env=None):
-    t = time.time()
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "run_search.py"), *map(str, args)],
-        capture_output=True, text=True, timeout=timeout, cwd=ROOT, env={**os.environ, **(env or {})},
-    )  # fmt: skip
-    proc.seconds = time.time() - t
-    return proc
-
-
-def trial_results(exp: Path) -> dict[str, list[dict]]:
-    return {
-        d.name: [json.loads(line) for line in (d / "result.json").read_text().splitlines() if line.strip()]
-        for d in exp.iterdir()
-        if (d / "result.json").exists()
-    }
 
 
 def test_smoke_test_end_to_end(image_folder, tmp_path):
@@ -105,15 +84,6 @@ def test_fractional_gpus_pack_four_trials_on_one_gpu(tiny_arrays, tmp_path):
     assert {tuple(json.loads(p.read_text())) for p in barrier.iterdir()} == {(0,)}  # all on GPU 0
 
 
-def one_line_error(proc, *, within: float = 30) -> str:
-    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
-    assert "Traceback" not in proc.stderr
-    assert proc.seconds < within
-    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
-    assert len(lines) == 1, proc.stderr
-    return lines[0]
-
-
 def test_unknown_model(image_folder):
     line = one_line_error(run_cli("--model", "vgg16", "--data-dir", image_folder), within=15)
     assert "vgg16" in line and "lenet5" in line and "resnet18" in line
@@ -126,7 +96,7 @@ def test_missing_data_dir(tmp_path):
 
 
 def test_search_runs_to_the_end_on_a_folder_of_bad_and_odd_files(tmp_path):
-    from test_data import odd_folder
+    from odd_images import odd_folder
 
     folder = odd_folder(tmp_path / "odd")
     proc = run_cli("--model", "lenet5", "--data-dir", folder, "--num-samples", 1, "--max-epochs", 1, "--subset", 30,

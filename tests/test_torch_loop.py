@@ -5,8 +5,9 @@ import copy
 import pytest
 import torch
 
-from trainables import metrics as M
-from trainables.torch_trainable import (
+from trainables import metric_names as M
+from trainables.torch_device import setup_device
+from trainables.torch_loop import (
     OPTIMIZERS,
     SCHEDULES,
     fit,
@@ -14,7 +15,6 @@ from trainables.torch_trainable import (
     make_optimizer,
     make_scheduler,
     save_checkpoint,
-    setup_device,
 )
 
 CPU = torch.device("cpu")
@@ -66,7 +66,7 @@ def test_checkpoint_rng_states_survive_weights_only_loading(tmp_path):
 
     import numpy as np
 
-    from trainables.torch_trainable import global_rng_state, set_global_rng_state
+    from trainables.torch_loop import global_rng_state, set_global_rng_state
 
     save_checkpoint({"global_rng": global_rng_state(CPU)}, str(tmp_path))
     expected = (torch.rand(3), np.random.rand(3), random.random())
@@ -124,9 +124,9 @@ def test_cpu_threads_follow_the_trial_cpus():
 
 def test_lenet5_trains_at_the_stored_image_size(tmp_path):
     """--image-size 48 on lenet5: fit sizes the net from the arrays (its classifier input depends on the side)."""
-    from conftest import write_image_folder
+    from sample_data import write_image_folder
 
-    from trainables.data import load_dataset
+    from image_data.cache import load_dataset
 
     data = load_dataset(write_image_folder(tmp_path / "f", n_train=6, n_test=2), image_size=48).search_arrays()
     assert data["x_train"].shape[-1] == 48

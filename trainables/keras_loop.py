@@ -1,6 +1,6 @@
 """The Keras (TensorFlow) training loop, with the torch loop's contract (`fit` / `predict` / checkpoints /
 `save_model`), behind `trainables/framework.py`'s KerasFramework for the search trial and report.py. Same config
-keys, same metric names (trainables/metrics).
+keys, same metric names (trainables/metric_names).
 
 - `setup_tensorflow`: threads = the trial's CPUs; on a GPU share, cap TF's memory (it takes the whole GPU by
   default) and train in mixed precision. Must run before TF executes anything in the process.
@@ -21,8 +21,8 @@ from contextlib import nullcontext
 
 import numpy as np
 
-from . import metrics as M
-from .augment_keys import Augment
+from . import metric_names as M
+from .augment_spec import Augment
 from .gpu_share import GPUUnavailableError, memory_cap
 from .keras_env import keras, tf
 from .models import build_model

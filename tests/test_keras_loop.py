@@ -12,9 +12,9 @@ from unittest import mock
 
 import numpy as np
 import pytest
-from conftest import ROOT
+from sample_data import ROOT
 
-from trainables import metrics as M
+from trainables import metric_names as M
 from trainables.keras_env import keras, tf
 from trainables.models import build_model
 from trainables.models.keras_resnet import Block, keras_resnet18
@@ -79,7 +79,7 @@ def test_block_projection_shortcut(in_ch, filters, stride):
 
 
 def test_augmentations_are_per_image_and_stateless():
-    from trainables.keras_trainable import cutout, random_flip, translate
+    from trainables.keras_loop import cutout, random_flip, translate
 
     rng = np.random.default_rng(0)
     x = tf.constant(rng.integers(1, 255, size=(64, 8, 8, 3)), tf.uint8)  # no zeros in the input
@@ -119,7 +119,7 @@ def _inside(size, dy, dx):
 
 
 def run(config, data, checkpoint=None, save_at=None, directory=None, device=None):
-    from trainables.keras_trainable import fit, save_checkpoint
+    from trainables.keras_loop import fit, save_checkpoint
 
     reports = []
 
@@ -141,7 +141,7 @@ def trained(tiny_arrays, tmp_path_factory):
 
 @pytest.mark.slow
 def test_fit_reports_the_torch_metric_keys_and_resumes_exactly(trained, tiny_arrays, tmp_path):
-    from trainables.keras_trainable import load_checkpoint, predict, save_model
+    from trainables.keras_loop import load_checkpoint, predict, save_model
 
     model, reports, checkpoint_dir = trained
     assert [r[M.EPOCH] for r in reports] == [1, 2]
@@ -182,7 +182,7 @@ def test_diverging_trial_reports_and_stops(tiny_arrays):
 @pytest.mark.parametrize("schedule", ["constant", "step", "cosine", "onecycle"])
 @pytest.mark.parametrize("optimizer", ["adam", "adamw", "sgd"])
 def test_every_optimizer_and_schedule(optimizer, schedule):
-    from trainables.keras_trainable import make_optimizer, make_schedule
+    from trainables.keras_loop import make_optimizer, make_schedule
 
     config = {"optimizer": optimizer, "lr": 0.1, "schedule": schedule}
     opt = make_optimizer(config, steps_per_epoch=10, max_epochs=8)
@@ -208,7 +208,7 @@ def test_ray_trainable_resumes_from_its_checkpoint_and_checkpoints_each_epoch(tr
     monkeypatch.delenv("TUNE_FUNCTION_THREAD_TIMEOUT_S", raising=False)
     from ray import tune
 
-    from trainables.keras_trainable import load_checkpoint
+    from trainables.keras_loop import load_checkpoint
     from trainables.tune_trial import train_trial
 
     checkpoint_dir = str(trained[2])
@@ -223,7 +223,7 @@ def test_ray_trainable_resumes_from_its_checkpoint_and_checkpoints_each_epoch(tr
         mock.patch("ray.get_runtime_context", return_value=context),
         mock.patch.object(tune, "get_checkpoint", return_value=tune.Checkpoint.from_directory(checkpoint_dir)),
         mock.patch.object(tune, "report", side_effect=fake_report),
-        mock.patch("trainables.keras_trainable.setup_tensorflow") as setup,
+        mock.patch("trainables.keras_loop.setup_tensorflow") as setup,
     ):
         train_trial({**BASE, "max_epochs": 3}, tiny_arrays)
     setup.assert_called_once_with(1.0, 0.0)
@@ -237,7 +237,7 @@ def test_ray_trainable_resumes_from_its_checkpoint_and_checkpoints_each_epoch(tr
 
 
 def test_gpu_total_memory_asks_nvidia_smi_for_the_trials_gpu(monkeypatch):
-    from trainables.keras_trainable import gpu_total_memory_mb
+    from trainables.keras_loop import gpu_total_memory_mb
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")  # what Ray sets for a trial on physical GPU 3
     done = subprocess.CompletedProcess([], 0, stdout="16160\n")
@@ -252,7 +252,7 @@ def test_fresh_process_threads_quiet_start_and_torch_after_tf():
     """Real TF in a fresh process: threads can only be set before TF runs anything; TF's start-up lines are
     filtered; torchvision.ops (which loads triton) imported after TF must not segfault (tensorflow#124205)."""
     code = (
-        "from trainables.keras_trainable import setup_tensorflow, tf\n"
+        "from trainables.keras_loop import setup_tensorflow, tf\n"
         "print(setup_tensorflow(cpus=1), tf.config.threading.get_intra_op_parallelism_threads(),"
         " tf.config.threading.get_inter_op_parallelism_threads())\n"
         "import torchvision.ops\n"
@@ -270,7 +270,7 @@ def test_fresh_process_threads_quiet_start_and_torch_after_tf():
 
 @pytest.mark.slow
 def test_smoke_test_end_to_end(image_folder, tmp_path):
-    from test_search import run_cli, trial_results
+    from cli_run import run_cli, trial_results
 
     t = time.time()
     proc = run_cli("--model", "keras_resnet18", "--data-dir", image_folder, "--smoke-test", "--storage-path",

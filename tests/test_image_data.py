@@ -4,12 +4,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import CLASSES, write_image_folder
-from odd_images import BAD_EXPECTED, ODD_EXPECTED, write_bad_files, write_odd_files
+from odd_images import BAD_EXPECTED, ODD_EXPECTED, odd_folder, write_odd_files
+from sample_data import CLASSES, write_image_folder
 
-from trainables import data as D
-from trainables import images
-from trainables.data import DataError, channel_stats, load_dataset, skip_summary, stratified_split
+from image_data import cache as D
+from image_data import decode as images
+from image_data.cache import DataError, channel_stats, load_dataset, skip_summary, stratified_split
 
 
 def test_image_folder_loads_all_images_as_nchw_uint8(image_folder):
@@ -138,14 +138,6 @@ def test_subset_is_stratified_and_keeps_the_whole_test_set(image_folder):
 
 # ---------------------------------------------------------------------------------------------------------------
 # real-world folders: bad files skipped (or refused with --strict-data), odd files decoded right, any size
-
-
-def odd_folder(root: Path) -> Path:
-    """A small good folder plus every bad and every odd file of tests/odd_images.py in train/cat."""
-    folder = write_image_folder(root, n_train=6, n_test=3)
-    write_bad_files(folder / "train" / "cat")
-    write_odd_files(folder / "train" / "cat")
-    return folder
 
 
 def test_bad_files_are_skipped_and_listed(tmp_path):

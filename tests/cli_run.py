@@ -1,0 +1,54 @@
+"""Running this project's CLIs as a user does (a subprocess in the repo) and reading what a search wrote."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from sample_data import ROOT
+
+
+def run_cli(*args, timeout=240, env=None):
+    t = time.time()
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "run_search.py"), *map(str, args)],
+        capture_output=True, text=True, timeout=timeout, cwd=ROOT, env={**os.environ, **(env or {})},
+    )  # fmt: skip
+    proc.seconds = time.time() - t
+    return proc
+
+
+def trial_results(exp: Path) -> dict[str, list[dict]]:
+    return {
+        d.name: [json.loads(line) for line in (d / "result.json").read_text().splitlines() if line.strip()]
+        for d in exp.iterdir()
+        if (d / "result.json").exists()
+    }
+
+
+def one_line_error(proc, *, within: float = 30) -> str:
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert proc.seconds < within
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1, proc.stderr
+    return lines[0]
+
+
+def rows(exp: Path) -> dict[str, list[dict]]:
+    """trial folder -> its result.json rows; tolerates a line being written right now."""
+    out = {}
+    for d in exp.glob("trial_*"):
+        lines = (d / "result.json").read_text().splitlines() if (d / "result.json").exists() else []
+        parsed = []
+        for line in lines:
+            try:
+                parsed.append(json.loads(line))
+            except json.JSONDecodeError:
+                break
+        out[d.name] = parsed
+    return out
