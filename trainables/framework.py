@@ -12,6 +12,7 @@ probabilities (N, classes) float32, `fit` calls `report(metrics, state)` after e
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -68,9 +69,29 @@ class Framework(Protocol):
         """Markdown: the code that loads the saved model without this project's training code."""
 
 
-class TorchFramework:
+class _Loop:
+    """What both implementations hand straight to their loop module (imported on first use)."""
+
+    loop: str  # module of this package holding fit, save_checkpoint and load_checkpoint
+    device: Any
+
+    def _loop(self):
+        return importlib.import_module(f"{__package__}.{self.loop}")
+
+    def fit(self, config: dict, data: dict, report: Report, *, checkpoint=None, max_epochs: int | None = None):
+        return self._loop().fit(config, data, report, device=self.device, checkpoint=checkpoint, max_epochs=max_epochs)
+
+    def save_checkpoint(self, state: dict, directory: str) -> None:
+        self._loop().save_checkpoint(state, directory)
+
+    def load_checkpoint(self, directory: str) -> dict:
+        return self._loop().load_checkpoint(directory)
+
+
+class TorchFramework(_Loop):
     """trainables/torch_loop.py behind the seam."""
 
+    loop = "torch_loop"
     name = "torch"
     model_file = "model.pth"
     supports_lr_find = True
@@ -98,11 +119,6 @@ class TorchFramework:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = setup_device(cpus=threads, gpu_fraction=1.0 if device != "cpu" else 0.0, device=device)
 
-    def fit(self, config: dict, data: dict, report: Report, *, checkpoint=None, max_epochs: int | None = None):
-        from .torch_loop import fit
-
-        return fit(config, data, report, device=self.device, checkpoint=checkpoint, max_epochs=max_epochs)
-
     def predict(self, model, x_uint8_nchw: np.ndarray, data: dict, config: dict) -> np.ndarray:
         import torch
 
@@ -119,16 +135,6 @@ class TorchFramework:
 
     def set_weights(self, model, weights) -> None:
         model.load_state_dict(weights)
-
-    def save_checkpoint(self, state: dict, directory: str) -> None:
-        from .torch_loop import save_checkpoint
-
-        save_checkpoint(state, directory)
-
-    def load_checkpoint(self, directory: str) -> dict:
-        from .torch_loop import load_checkpoint
-
-        return load_checkpoint(directory)
 
     def from_checkpoint(self, directory: str, config: dict, num_classes: int):
         from .models import build_model
@@ -172,9 +178,10 @@ class TorchFramework:
         )
 
 
-class KerasFramework:
+class KerasFramework(_Loop):
     """trainables/keras_loop.py behind the seam."""
 
+    loop = "keras_loop"
     name = "keras"
     model_file = "model.keras"
     supports_lr_find = False
@@ -209,11 +216,6 @@ class KerasFramework:
         use_gpu = device != "cpu" and (device is not None or bool(tf.config.list_physical_devices("GPU")))
         self.device = setup_tensorflow(cpus=threads, gpu_fraction=1.0 if use_gpu else 0.0)
 
-    def fit(self, config: dict, data: dict, report: Report, *, checkpoint=None, max_epochs: int | None = None):
-        from .keras_loop import fit
-
-        return fit(config, data, report, device=self.device, checkpoint=checkpoint, max_epochs=max_epochs)
-
     def predict(self, model, x_uint8_nchw: np.ndarray, data: dict, config: dict) -> np.ndarray:
         from .keras_loop import predict
 
@@ -224,16 +226,6 @@ class KerasFramework:
 
     def set_weights(self, model, weights) -> None:
         model.set_weights(weights)
-
-    def save_checkpoint(self, state: dict, directory: str) -> None:
-        from .keras_loop import save_checkpoint
-
-        save_checkpoint(state, directory)
-
-    def load_checkpoint(self, directory: str) -> dict:
-        from .keras_loop import load_checkpoint
-
-        return load_checkpoint(directory)
 
     def from_checkpoint(self, directory: str, config: dict, num_classes: int):
         state = self.load_checkpoint(directory)
