@@ -7,7 +7,7 @@ import numpy as np
 
 from trainables import metric_names as M
 
-from .metrics import classification_metrics
+from .classification_metrics import classification_metrics
 from .progress import bar, step
 from .retrain import Run, retrain
 from .trials import ReportError

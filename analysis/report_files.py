@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from . import importance, plots
+from .classification_metrics import metrics_csv, metrics_markdown, metrics_text
 from .evaluation import saved_model_metrics
-from .metrics import metrics_csv, metrics_markdown, metrics_text
 from .progress import step
 from .report_html import report_html
 from .report_markdown import report_markdown

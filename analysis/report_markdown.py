@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .metrics import metrics_markdown
+from .classification_metrics import metrics_markdown
 from .trials import best_report, versus_first_trial
 
 # The original project's published test figures (CIFAR-10's test split, 10 classes). Only accuracy is compared with
