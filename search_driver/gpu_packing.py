@@ -8,7 +8,7 @@ optimizer) runs a few training steps and a full evaluation through the trial's o
 real size (the trial keeps its images on the GPU). The peak the allocator reserved plus the measured CUDA context,
 with HEADROOM on top, decides the packing: the largest k in 1..MAX_TRIALS_PER_GPU with k x need <= GPU memory;
 each trial then asks Ray for 1/k GPU and caps its allocator below that (trainables/gpu_share.py). Torch models only
-(the Keras trainable lets TF grow into a logical-device limit; give a number for it).
+(the Keras loop lets TF grow into a logical-device limit; give a number for it).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The augmentation keys of a trial config, shared by the torch and Keras trainables (no framework import)."""
+"""The augmentation keys of a trial config, shared by the torch and Keras loops (no framework import)."""
 
 from __future__ import annotations
 

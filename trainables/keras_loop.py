@@ -269,7 +269,7 @@ def evaluate(model, x_nhwc, y, *, mean, std) -> dict:
 
 
 class ReportEachEpoch(keras.callbacks.Callback):
-    """After each epoch: validate, build the metrics dict with the torch trainable's keys, call
+    """After each epoch: validate, build the metrics dict with the torch loop's keys, call
     `report(metrics, {"model": model, "epoch": epoch})`, and stop training if the loss diverged."""
 
     def __init__(self, report: Callable[[dict, dict], None], validate: Callable[[keras.Model], dict], images: int):

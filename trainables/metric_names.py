@@ -1,6 +1,6 @@
 """The metric names every trainable reports and every reader (run_search, analysis, report) uses.
 
-Defined once here; torch and Keras trainables import them, so a rename cannot drift between the two, and both build
+Defined once here; the torch and Keras loops import them, so a rename cannot drift between the two, and both build
 their per-epoch report with `epoch_result`, the one divergence policy.
 """
 

@@ -37,7 +37,7 @@ MODELS: dict[str, ModelSpec] = {
         "resnet18_pretrained",
         "ResNet-18 with torchvision's ImageNet weights, new head, fine-tuned",
     ),
-    # Keras builders also take input_shape (NHWC); the Keras trainable passes it next to the config.
+    # Keras builders also take input_shape (NHWC); the Keras loop passes it next to the config.
     "keras_resnet18": ModelSpec(
         "keras_resnet:keras_resnet18",
         "keras",
