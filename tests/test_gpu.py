@@ -48,7 +48,11 @@ def fake_cuda(monkeypatch):
         monkeypatch.setattr(torch.cuda, "_initialized", False)
         monkeypatch.setattr(torch.cuda, "_cached_device_count", None)
         monkeypatch.setattr(torch.cuda, "_queued_calls", [])
-        monkeypatch.setattr(torch.cuda, "_lazy_seed_tracker", torch.cuda._LazySeedTracker())
+        # seeds queued before a (fake) init are replayed by _lazy_init: start each test with none queued
+        tracker = torch.cuda._lazy_seed_tracker
+        for field in ("manual_seed_all_cb", "manual_seed_cb"):
+            monkeypatch.setattr(tracker, field, None)
+        monkeypatch.setattr(tracker, "call_order", [])
         return calls
 
     monkeypatch.setattr(torch.backends.cudnn, "benchmark", torch.backends.cudnn.benchmark)
