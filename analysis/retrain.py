@@ -1,5 +1,5 @@
-"""Retrain the best config keeping its best epoch, or load a trial's checkpoint, through the framework seam
-(trainables/framework.py): one keep-best rule for torch and Keras alike."""
+"""Retrain the best config keeping its best epoch, through the framework seam (trainables/framework.py): one
+keep-best rule for torch and Keras alike. (--no-retrain's checkpoint load: analysis/evaluation.py.)"""
 
 from __future__ import annotations
 
