@@ -104,10 +104,9 @@ def search_record(args) -> dict:
 def build_tuner(args, trainable, param_space: dict, defaults: dict, storage: str):
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-    from ray.tune.search import BasicVariantGenerator
-    from ray.tune.search.optuna import OptunaSearch
 
     from search_driver import console, tracking
+    from search_driver.snapshots import BasicVariantGenerator, OptunaSearch  # Ray's, saving whole files
     from trainables.metric_names import SEARCH_METRICS
 
     mode = SEARCH_METRICS[args.metric]
