@@ -151,10 +151,14 @@ def quiet_ray_output() -> None:
 
     Tune's new output engine prints its experiment box and a TensorBoard hint (of a temporary folder) even at
     verbose=0; its legacy reporter at verbose=0 prints nothing. Ray's notice that a fresh local instance uses
-    token authentication is a 200-column line of no use to a search on this machine.
+    token authentication is a 200-column line of no use to a search on this machine. A snapshot upload that races
+    a save is one line, not a traceback (search_driver/snapshots.py).
     """
+    from search_driver.snapshots import quiet_upload_race
+
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
     logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
+    quiet_upload_race()
 
 
 def console_callback(args, param_space: dict) -> CompactConsole:
