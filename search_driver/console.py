@@ -152,13 +152,34 @@ def quiet_ray_output() -> None:
     Tune's new output engine prints its experiment box and a TensorBoard hint (of a temporary folder) even at
     verbose=0; its legacy reporter at verbose=0 prints nothing. Ray's notice that a fresh local instance uses
     token authentication is a 200-column line of no use to a search on this machine. A snapshot upload that races
-    a save is one line, not a traceback (search_driver/snapshots.py).
+    a save is one line, not a traceback (search_driver/snapshots.py). Trials that never reported are counted by the
+    summary, not in Ray's warning (`drop_unreported_warning`).
     """
     from search_driver.snapshots import quiet_upload_race
 
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
     logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
     quiet_upload_race()
+    logger = logging.getLogger("ray.tune.analysis.experiment_analysis")
+    if drop_unreported_warning not in logger.filters:
+        logger.addFilter(drop_unreported_warning)
+
+
+# ray/tune/analysis/experiment_analysis.py `_fetch_trial_dataframe`: a trial folder without results
+NO_RESULTS = "both result.json and progress.csv were not found"
+
+
+def drop_unreported_warning(record: logging.LogRecord) -> bool:
+    """Drop Ray's warning about trials that never reported, when that is all it says.
+
+    Under --time-budget a trial the searcher starts in the last seconds has no epoch when Tune stops it; Ray's
+    ResultGrid then warns "Failed to fetch metrics for 1 trial(s):" with a 250-column line per trial. Nothing is lost
+    (the trial has nothing), and print_summary says it in one line. Any other failure to read results is kept.
+    """
+    lines = record.getMessage().splitlines()
+    return not (
+        lines[0].startswith("Failed to fetch metrics") and lines[1:] and all(NO_RESULTS in x for x in lines[1:])
+    )
 
 
 def console_callback(args, param_space: dict) -> CompactConsole:

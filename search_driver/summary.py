@@ -5,6 +5,7 @@ command that resumes it.
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 import textwrap
@@ -25,6 +26,18 @@ def error_causes(results) -> dict[str, int]:
     return causes
 
 
+def unreported_line(results) -> str | None:
+    """One line for trials that ended without an error and without an epoch: a --time-budget ran out while they
+    started, or before they could (Ray's own warning about them is dropped: console.drop_unreported_warning)."""
+    names = [os.path.basename(r.path) for r in results if r.error is None and not (r.metrics or {}).get("epoch")]
+    if not names:
+        return None
+    shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+    n = len(names)
+    line = f"{n} trial{'s' if n > 1 else ''} ended with the search before their first epoch: {shown}"
+    return textwrap.shorten(line, 120, placeholder=" ...")
+
+
 def print_summary(results, args, path: str) -> None:
     from analysis.experiment import EXPERIMENT_FILE, join, read_json
     from analysis.trials import versus_first_trial
@@ -35,6 +48,9 @@ def print_summary(results, args, path: str) -> None:
     mode = M.SEARCH_METRICS[args.metric]
     # Each trial's best epoch (the one rule for "best": analysis/trials.py), not its last.
     df = results.get_dataframe(filter_metric=args.metric, filter_mode=mode)
+    line = unreported_line(results)
+    if line:
+        print(line)
     if df.empty or args.metric not in df:
         print(f"\nNo trial reported a result. Experiment: {path}")
         return

@@ -4,6 +4,7 @@ cutoffs, the time budget, and importance/plots at one rung."""
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from types import SimpleNamespace
@@ -125,3 +126,58 @@ def test_importance_and_plots_compare_trials_at_one_rung():
     at = exp.results_at(6)
     assert len(at) == 8 and (at["training_iteration"] <= 6).all()
     assert exp.comparison_epoch(min_trials=11) == 2  # no rung has 11: the highest epoch all 10 reached
+
+
+class ListHandler(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record):
+        self.records.append(record)
+
+
+@pytest.mark.slow
+def test_a_trial_stopped_by_the_budget_before_any_epoch_is_one_summary_line(tmp_path):
+    """Ray's ResultGrid warns in 250-column lines about a trial with no result files; the summary counts them instead."""
+    import ray
+    from ray import tune
+
+    from search_driver.console import quiet_ray_output
+    from search_driver.summary import unreported_line
+
+    def first_reports_the_rest_wait(config):  # defined here: Ray pickles it by value for its workers
+        if config["x"] > 0:
+            time.sleep(120)  # stopped by the budget before its first report
+        tune.report({"epoch": 1, "val_loss": 1.0})
+
+    quiet_ray_output()
+    ray.init(num_cpus=2, include_dashboard=False)
+    try:
+        tuner = tune.Tuner(
+            tune.with_resources(first_reports_the_rest_wait, {"cpu": 1}),
+            param_space={"x": tune.grid_search([0, 1, 2, 3])},  # 3: still pending at the end (2 CPUs)
+            tune_config=tune.TuneConfig(
+                metric=M.VAL_LOSS, mode="min", time_budget_s=8, trial_dirname_creator=lambda t: f"trial_{t.trial_id}"
+            ),  # as ours
+            run_config=tune.RunConfig(storage_path=str(tmp_path), name="late", verbose=0),
+        )
+        seen = ListHandler()
+        logging.getLogger("ray").addHandler(seen)  # Ray's loggers do not propagate to the root (caplog's)
+        try:
+            results = tuner.fit()
+        finally:
+            logging.getLogger("ray").removeHandler(seen)
+    finally:
+        ray.shutdown()
+    assert results.num_errors == 0 and len(results) == 4
+    late = ", ".join(r.path.rsplit("/", 1)[1] for r in results if (r.config or {}).get("x") != 0)  # pending: None
+    assert unreported_line(results) == f"3 trials ended with the search before their first epoch: {late}"
+    assert seen.records and not [r for r in seen.records if "Failed to fetch metrics" in r.getMessage()]
+
+    # any other failure to read a trial's results is still Ray's warning
+    from search_driver.console import drop_unreported_warning
+
+    other = logging.LogRecord("x", logging.WARNING, "f", 1, "Failed to fetch metrics for 1 trial(s):\n- t: "
+                              "JSONDecodeError('Expecting value')", (), None)  # fmt: skip
+    assert drop_unreported_warning(other)
