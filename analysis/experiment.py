@@ -60,9 +60,10 @@ def git_sha(root: Path) -> str | None:
         return None
 
 
-def package_versions() -> dict:
+def package_versions(names=PACKAGES) -> dict:
+    """Installed versions of those of `names` that are installed (the experiment record's, or the model card's)."""
     out = {}
-    for name in PACKAGES:
+    for name in names:
         try:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:

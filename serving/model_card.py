@@ -11,7 +11,6 @@ import hashlib
 import json
 import platform
 import time
-from importlib import metadata
 from pathlib import Path
 
 CARD_FILE = "model_card.json"
@@ -49,13 +48,9 @@ def data_fingerprint(dataset) -> str:
 
 
 def versions() -> dict:
-    out = {"python": platform.python_version()}
-    for name in VERSION_PACKAGES:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
-    return out
+    from analysis.experiment import package_versions
+
+    return {"python": platform.python_version(), **package_versions(VERSION_PACKAGES)}
 
 
 def usage_snippet(onnx_file: str) -> str:
