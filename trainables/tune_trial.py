@@ -6,6 +6,7 @@ Framework-neutral (no torch, no TensorFlow import): the model's `Framework` (tra
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 
 from . import metric_names as M
@@ -20,12 +21,36 @@ def trial_resources() -> tuple[float, float]:
     return resources.get("CPU", 1), resources.get("GPU", 0.0)
 
 
+def quiet_sigterm_exit() -> None:
+    """In a trial's worker process: Ray's SIGTERM exit is not printed as an "Exception ignored" traceback.
+
+    When a search ends, Ray sends SIGTERM to the trial processes; its handler raises SystemExit
+    (ray/_private/worker.py `main_loop.sigterm_handler` -> `raise_sys_exit_with_custom_error_message`, which tags the
+    exception with `ray_terminate_msg`). If the signal lands while Python runs a weakref callback or a `__del__`,
+    Python cannot raise there and prints "Exception ignored in ..." and an 8-line traceback through
+    sys.unraisablehook, which Ray forwards to the driver's console. Only that exception is dropped; the process still
+    exits as Ray meant, and every other unraisable exception is printed as before.
+    """
+    default = sys.unraisablehook
+    if getattr(default, "quiet_sigterm_exit", False):
+        return
+
+    def hook(unraisable):
+        if isinstance(unraisable.exc_value, SystemExit) and hasattr(unraisable.exc_value, "ray_terminate_msg"):
+            return
+        default(unraisable)
+
+    hook.quiet_sigterm_exit = True
+    sys.unraisablehook = hook
+
+
 def train_trial(config: dict, data: dict) -> None:
     """Ray Tune trainable (`tune.with_parameters(train_trial, data=...)`): reads only `config`; `data` (train/val
     arrays) comes from the object store."""
     # Reused trial processes (reuse_actors): before the next trial Tune gives the last one's thread only 2 s to end,
     # then fails the new trial. Ending a Keras fit took up to 3.3 s on a busy machine; read at reset time.
     os.environ.setdefault("TUNE_FUNCTION_THREAD_TIMEOUT_S", "60")
+    quiet_sigterm_exit()
     fw = framework_of(config["model"])
     # resources first: it also gives a reused process time to end the last trial's Keras fit (0-3.3 s here)
     fw.setup_trial(*trial_resources(), config.get("device"))
