@@ -102,6 +102,10 @@ def _remove(paths) -> None:
             p.unlink()
 
 
+# keyed by trainables.framework's Framework.name
+EXPORTERS = {"torch": _export_torch, "keras": _export_keras}
+
+
 def export_model(out_dir: Path, *, framework: str, model, dataset, config: dict, info: dict, metrics: dict,
                  n_check: int = CHECK_IMAGES, quiet: bool = False) -> dict:  # fmt: skip
     """Export `model` (trained on `dataset`) into out_dir, check every file, write model_card.json; returns the card.
@@ -110,7 +114,9 @@ def export_model(out_dir: Path, *, framework: str, model, dataset, config: dict,
     side = int(dataset.x_test.shape[-1])
     x_check = check_images(dataset.x_test, n_check)
     mean, std = tuple(dataset.mean), tuple(dataset.std)
-    exporter = _export_torch if framework == "torch" else _export_keras
+    if framework not in EXPORTERS:  # a new Framework (trainables/framework.py) needs its exporter here
+        raise ExportError(f"no exporter for framework {framework!r} (have: {', '.join(EXPORTERS)})")
+    exporter = EXPORTERS[framework]
     written = [out_dir / n for n in ("model.pt2", "model.onnx", "model_inference.keras", "model_savedmodel")]
     try:
         paths, files, meta, onnx_error, note = exporter(model, mean, std, side, x_check, out_dir, _run_onnx)

@@ -326,3 +326,12 @@ def test_keras_export_savedmodel_and_onnx(dataset, tmp_path):
     got = np.array([[float(r[f"prob_{k}"]) for k in (1, 2, 3)] for r in rows])
     np.testing.assert_allclose(got, -np.sort(-expected, axis=1), atol=1e-4)
     assert json.loads((tmp_path / CARD_FILE).read_text())["files"]["savedmodel"]["path"] == "model_savedmodel"
+
+
+def test_every_framework_has_an_exporter_and_an_unknown_one_is_one_line(dataset, tmp_path):
+    from serving.export import EXPORTERS
+    from trainables.framework import FRAMEWORKS
+
+    assert set(EXPORTERS) == set(FRAMEWORKS)  # adding a Framework without its exporter fails here
+    with pytest.raises(ExportError, match=r"^no exporter for framework 'jax' \(have: torch, keras\)$"):
+        export_model(tmp_path, framework="jax", model=None, dataset=dataset, config={}, info=INFO, metrics=METRICS)
