@@ -176,7 +176,7 @@ def drop_unreported_warning(record: logging.LogRecord) -> bool:
     ResultGrid then warns "Failed to fetch metrics for 1 trial(s):" with a 250-column line per trial. Nothing is lost
     (the trial has nothing), and print_summary says it in one line. Any other failure to read results is kept.
     """
-    lines = record.getMessage().splitlines()
+    lines = record.getMessage().splitlines() or [""]
     return not (
         lines[0].startswith("Failed to fetch metrics") and lines[1:] and all(NO_RESULTS in x for x in lines[1:])
     )

@@ -181,3 +181,4 @@ def test_a_trial_stopped_by_the_budget_before_any_epoch_is_one_summary_line(tmp_
     other = logging.LogRecord("x", logging.WARNING, "f", 1, "Failed to fetch metrics for 1 trial(s):\n- t: "
                               "JSONDecodeError('Expecting value')", (), None)  # fmt: skip
     assert drop_unreported_warning(other)
+    assert drop_unreported_warning(logging.LogRecord("x", logging.WARNING, "f", 1, "", (), None))  # empty: kept

@@ -28,8 +28,9 @@ def quiet_sigterm_exit() -> None:
     (ray/_private/worker.py `main_loop.sigterm_handler` -> `raise_sys_exit_with_custom_error_message`, which tags the
     exception with `ray_terminate_msg`). If the signal lands while Python runs a weakref callback or a `__del__`,
     Python cannot raise there and prints "Exception ignored in ..." and an 8-line traceback through
-    sys.unraisablehook, which Ray forwards to the driver's console. Only that exception is dropped; the process still
-    exits as Ray meant, and every other unraisable exception is printed as before.
+    sys.unraisablehook, which Ray forwards to the driver's console. Python swallows that exception either way (Ray then
+    ends the process as it does any that outlives its SIGTERM); only the printing is dropped, and every other
+    unraisable exception is printed as before.
     """
     default = sys.unraisablehook
     if getattr(default, "quiet_sigterm_exit", False):
