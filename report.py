@@ -51,6 +51,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--no-retrain", action="store_true", help="evaluate the best trial's last checkpoint instead")
     g.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda when available")
     g.add_argument(
+        "--precision",
+        choices=["trial", "auto", "fp32", "bf16", "fp16"],
+        default="trial",
+        help="autocast dtype of the retrain and the test evaluation: the best trial's recorded one (default), this "
+        "machine's own choice (auto), or a given one",
+    )
+    g.add_argument(
         "--threads",
         type=int,
         default=None,
@@ -150,12 +157,13 @@ def make_report(args) -> None:
     step(f"{'loading the best checkpoint' if args.no_retrain else 'retraining the best config'} "
          f"({exp.info.get('framework', 'torch')})")  # fmt: skip
     fw = local_framework(exp.info.get("framework", "torch"), args.device, threads)
-    runs, results = evaluate_runs(exp, args, dataset, fw)
+    runs, results, preds, precision = evaluate_runs(exp, args, dataset, fw)
+    print(f"precision: {precision['used']}, {precision['chosen_by']}", file=sys.stderr)
 
     out = Path(args.out) / Path(exp.path.rstrip("/")).name
     with replacing(out) as tmp:
         step("writing metrics, the model and the report")
-        write_report(exp, args, dataset, fw, runs, results, tmp)
+        write_report(exp, args, dataset, fw, runs, results, preds, precision, tmp)
     m = json.loads((out / "metrics.json").read_text())
     if not args.no_export:  # after the report is in place: a failed export check loses no result
         saved = [s["seed"] for s in m["seeds"]].index(m["saved_seed"])  # the model write_report saved

@@ -1,8 +1,9 @@
-"""The report folder's files: metrics.json/.md/.csv/.txt, best_config.json, the model, the plots, report.md and
-report.html; and the folder itself, which appears only when complete (`replacing`)."""
+"""The report folder's files: metrics.json/.md/.csv/.txt, best_config.json, retrain_history.csv, the model, the plots,
+report.md and report.html; and the folder itself, which appears only when complete (`replacing`)."""
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 import tempfile
@@ -10,6 +11,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+
+from trainables import metric_names as M
 
 from . import importance, plots
 from .classification_metrics import metrics_csv, metrics_markdown, metrics_text
@@ -36,14 +39,21 @@ def replacing(out: Path):
         raise
 
 
-def write_report(exp, args, dataset, fw, runs, results, out: Path) -> None:
+def write_report(exp, args, dataset, fw, runs, results, preds, precision: dict, out: Path) -> None:
     """Every file of the report on `runs` (evaluation.evaluate_runs) into the folder `out`."""
     config = exp.best_config
-    m, saved, pred = saved_model_metrics(runs, results, config, retrained=not args.no_retrain)
-    run = runs[saved]
+    m, saved = saved_model_metrics(runs, results, config, not args.no_retrain, exp.metric, exp.mode)
+    m["precision"] = precision
+    run, pred = runs[saved], preds[saved]
     write_metrics(m, out)
-    best_config = {**config, "seed": m["saved_seed"], "input": fw.input_spec(run.model, dataset.search_arrays()),
-                   "classes": dataset.classes}  # fmt: skip
+    write_history(runs, [s["seed"] for s in m["seeds"]], out / "retrain_history.csv")
+    best_config = {
+        **config,
+        "seed": m["saved_seed"],
+        M.PRECISION: precision["used"],
+        "input": fw.input_spec(run.model, dataset.search_arrays()),
+        "classes": dataset.classes,
+    }
     (out / "best_config.json").write_text(json.dumps(best_config, indent=2, default=str))
     weights = fw.save_model(run.model, out)
 
@@ -51,6 +61,31 @@ def write_report(exp, args, dataset, fw, runs, results, out: Path) -> None:
     note, rung, rung_trials = draw_plots(exp, dataset, run, m, pred, out)
     (out / "report.md").write_text(report_markdown(exp, m, weights, fw, config, dataset, note, rung, rung_trials))
     (out / "report.html").write_text(report_html((out / "report.md").read_text(), out))  # same content, one file
+
+
+HISTORY_KEYS = (
+    M.EPOCH,
+    M.TRAIN_LOSS,
+    M.TRAIN_ACC,
+    M.VAL_LOSS,
+    M.VAL_ACC,
+    M.LR,
+    M.IMAGES_PER_S,
+    M.EPOCH_SECONDS,
+    M.PRECISION,
+    M.DIVERGED,
+)
+
+
+def write_history(runs, seeds: list[int], path: Path) -> None:
+    """retrain_history.csv: one row per seed and epoch of the report's own training, under the trainables' metric
+    names, and which epoch each seed kept (the shipped model's curves without the experiment folder)."""
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(["seed", *HISTORY_KEYS, "kept"])
+        for seed, run in zip(seeds, runs, strict=True):
+            for h in run.history:
+                w.writerow([seed, *(h.get(k, "") for k in HISTORY_KEYS), int(h.get(M.EPOCH) == run.best_epoch)])
 
 
 def write_metrics(m: dict, out: Path) -> None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from trainables.metric_names import rule_words
+
 from .classification_metrics import metrics_markdown
 from .trials import best_report, versus_first_trial
 
@@ -39,7 +41,7 @@ def report_markdown(exp, m, weights, fw, config, dataset, imp_note, rung, rung_t
         f"{info['data']['num_train']} train / {info['data']['num_val']} val / {len(dataset.y_test)} test images, "
         f"split seed {info['split_seed']})",
         search_line(info, s, exp.metric, exp.mode),
-        f"- best trial `{exp.best_id}` (lowest {exp.metric} reached at any epoch): {exp.metric} "
+        f"- best trial `{exp.best_id}` ({rule_words(exp.metric, exp.mode)} reached at any epoch): {exp.metric} "
         f"{best[exp.metric]:.4f} at epoch {int(best['training_iteration'])} of the "
         f"{int(exp.curves[exp.best_id]['training_iteration'].max())} it ran (val_acc {best['val_acc']:.4f})",
         *([f"- {verdict}"] if (verdict := first_trial_line(exp)) else []),
@@ -51,6 +53,8 @@ def report_markdown(exp, m, weights, fw, config, dataset, imp_note, rung, rung_t
         "```",
         "",
         *test_set_lines(m, test_set_line(dataset)),
+        precision_line(m),
+        "",
         metrics_table_intro(m),
         "",
         *metrics_md_lines(m),
@@ -117,7 +121,9 @@ def test_set_lines(m, size_line: str) -> list[str]:
     if not m["retrained"]:
         own = f"The best trial's own last checkpoint (epoch {seeds[0]['kept_epoch']}), not retrained."
         return ["## Test set (evaluated once)", size_line, "", own, ""]
-    kept = "keeping the weights of the epoch with the lowest validation loss"
+    rule = m.get("rule", {"metric": "val_loss", "mode": "min"})
+    metric = rule["metric"]
+    kept = f"keeping the weights of the epoch with the {rule_words(metric, rule['mode'])} (the search's own rule)"
     if len(seeds) == 1:
         return ["## Test set (evaluated once)", size_line, "",
                 f"Retrained on the training split, {kept} (epoch {seeds[0]['kept_epoch']}).", ""]  # fmt: skip
@@ -129,12 +135,12 @@ def test_set_lines(m, size_line: str) -> list[str]:
         "",
         f"test accuracy **{m['mean']:.4f} ± {m['std']:.4f}** (mean ± sample std over {len(seeds)} seeds)",
         "",
-        "| seed | test accuracy | top-5 | macro F1 | kept epoch | val_loss there | saved |",
+        f"| seed | test accuracy | top-5 | macro F1 | kept epoch | {metric} there | saved |",
         "|---|---|---|---|---|---|---|",
     ]
     lines += [
         f"| {s['seed']} | {s['accuracy']:.4f} | {s['top5_accuracy']:.4f} | {s['macro_f1']:.4f} | {s['kept_epoch']} | "
-        f"{s['val_loss']:.4f} | {'yes' if s['seed'] == m['saved_seed'] else ''} |"
+        f"{s['kept_value']:.4f} | {'yes' if s['seed'] == m['saved_seed'] else ''} |"
         for s in seeds
     ]
     lines += [
@@ -144,6 +150,11 @@ def test_set_lines(m, size_line: str) -> list[str]:
         "",
     ]
     return lines
+
+
+def precision_line(m) -> str:
+    p = m.get("precision")
+    return f"Trained and evaluated in {p['used']}: {p['chosen_by']}." if p else ""
 
 
 def metrics_table_intro(m) -> str:

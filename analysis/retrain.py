@@ -1,5 +1,5 @@
-"""Retrain the best config keeping its best epoch, through the framework seam (trainables/framework.py): one
-keep-best rule for torch and Keras alike. (--no-retrain's checkpoint load: analysis/evaluation.py.)"""
+"""Retrain the best config keeping its best epoch by the search's metric and mode, through the framework seam
+(trainables/framework.py): one keep-best rule for torch and Keras alike. (--no-retrain: analysis/evaluation.py.)"""
 
 from __future__ import annotations
 
@@ -17,23 +17,27 @@ class Run:
     model: object
     history: list[dict]  # one report per epoch (the trainables' metric names)
     best_epoch: int  # epoch whose weights the model holds
+    kept_value: float  # the search metric at that epoch (inf / -inf if no epoch reported a finite one)
 
 
-def retrain(fw: Framework, config: dict, data: dict, epochs: int, on_epoch: Callable[[dict], None]) -> Run:
-    """Train `config` for `epochs` and give back the weights of its lowest-val_loss epoch (the original project's
-    rule, and the search's: analysis/trials.py)."""
-    kept = {"loss": math.inf, "epoch": 0, "weights": None, "history": []}
+def retrain(
+    fw: Framework, config: dict, data: dict, epochs: int, on_epoch: Callable[[dict], None], *, metric: str, mode: str
+) -> Run:
+    """Train `config` for `epochs` and give back the weights of its best epoch by the search's own rule (`metric`
+    and `mode` from experiment.json: analysis/trials.py picks the best trial by the same comparison)."""
+    kept = {"value": None, "epoch": 0, "weights": None, "history": []}
 
     def report(result: dict, state) -> None:
         kept["history"].append(dict(result))
-        if result[M.VAL_LOSS] < kept["loss"]:
-            kept.update(loss=result[M.VAL_LOSS], epoch=result[M.EPOCH], weights=fw.weights_of(state))
+        if M.better(float(result[metric]), kept["value"], mode):
+            kept.update(value=float(result[metric]), epoch=result[M.EPOCH], weights=fw.weights_of(state))
         on_epoch(result)
 
     model = fw.fit(config, data, report, max_epochs=epochs)
     if kept["weights"] is not None:
         fw.set_weights(model, kept["weights"])
-    return Run(model, kept["history"], kept["epoch"])
+    worst = math.inf if mode == "min" else -math.inf
+    return Run(model, kept["history"], kept["epoch"], worst if kept["value"] is None else kept["value"])
 
 
 def local_framework(name: str, device: str | None = None, threads: int = 1) -> Framework:

@@ -37,6 +37,12 @@ class ExportError(Exception):
     """The export failed or disagrees with the framework: one line."""
 
 
+def first_line(e: BaseException) -> str:
+    """`Type: the message's first line`, at most 200 characters: what a one-line error quotes of an exception."""
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0] if text else ''}"[:200]
+
+
 def check_images(x_test: np.ndarray, n: int = CHECK_IMAGES) -> np.ndarray:
     """Up to n test images (NCHW uint8), evenly spaced, so every class of a class-sorted test split is in."""
     idx = np.unique(np.linspace(0, len(x_test) - 1, min(n, len(x_test))).round().astype(int))
@@ -125,9 +131,7 @@ def export_model(out_dir: Path, *, framework: str, model, dataset, config: dict,
         raise
     except Exception as e:  # the exporters' own errors (unsupported op, converter bug): one line, not a traceback
         _remove(written)
-        raise ExportError(
-            f"{framework} export failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-        ) from e
+        raise ExportError(f"{framework} export failed: {first_line(e)}") from e
     for key, path in paths.items():
         files[key].update(
             path=path.name, format=FORMATS[key], sha256=model_card.sha256(path), load=note(key, path.name)
@@ -208,16 +212,21 @@ def export_existing(results_dir: str, *, storage_path: str = "experiments", expe
     if classes is not None and list(classes) != list(dataset.classes):
         raise ExportError(f"{d} was trained on classes {classes}, but {src['path']} has {dataset.classes}")
     framework = info.get("framework", "torch")
-    if framework == "torch":
-        from .export_torch import load_trained
+    # the stored side the model was trained at: LeNet5's first linear layer depends on it (--image-size N)
+    build = {**config, "input_size": int(dataset.x_test.shape[-1])}
+    try:
+        if framework == "torch":
+            from .export_torch import load_trained
 
-        weights = d / "model.pth"
-        model = load_trained(weights, config, dataset.num_classes) if weights.exists() else None
-    else:
-        from .export_keras import load_trained
+            weights = d / "model.pth"
+            model = load_trained(weights, build, dataset.num_classes) if weights.exists() else None
+        else:
+            from .export_keras import load_trained
 
-        weights = d / "model.keras"
-        model = load_trained(weights) if weights.exists() else None
+            weights = d / "model.keras"
+            model = load_trained(weights) if weights.exists() else None
+    except Exception as e:  # a model file that does not fit its config: one line, not a traceback
+        raise ExportError(f"cannot rebuild the model of {d} from its best_config.json: {first_line(e)}") from e
     if model is None:
         raise ExportError(f"{d} has no {weights.name}; run report.py on the experiment again")
     metrics = json.loads((d / "metrics.json").read_text())

@@ -122,12 +122,14 @@ class TorchFramework(_Loop):
     def predict(self, model, x_uint8_nchw: np.ndarray, data: dict, config: dict) -> np.ndarray:
         import torch
 
+        from .torch_device import choose_precision
         from .torch_loop import eval_batch_size, norm_tensors, predict, to_device_tensor
 
         mean, std = norm_tensors(data["mean"], data["std"], self.device)
         batch = eval_batch_size(self.device, int(config["batch_size"]))
         x = to_device_tensor(x_uint8_nchw, self.device)
-        logits = predict(model, x, mean=mean, std=std, device=self.device, batch_size=batch)
+        precision = choose_precision(self.device, config.get("precision"))  # the training's, as the report chose it
+        logits = predict(model, x, mean=mean, std=std, device=self.device, batch_size=batch, precision=precision)
         return torch.softmax(logits, dim=1).cpu().numpy()
 
     def weights_of(self, state: dict):

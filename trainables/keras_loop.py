@@ -35,6 +35,7 @@ EVAL_BATCH = 512
 TF_DEVICES = {"cpu": "/CPU:0", "cuda": "/GPU:0", "gpu": "/GPU:0"}  # torch-style names report.py may pass
 MIXED_POLICY = "mixed_float16"  # fp16 + loss scaling runs on every CUDA GPU TF supports (bf16 needs Ampere+)
 PRECISION_OF_POLICY = {"mixed_float16": "fp16", "mixed_bfloat16": "bf16", "float32": "fp32"}  # metrics.PRECISION
+POLICY_OF_PRECISION = {v: k for k, v in PRECISION_OF_POLICY.items()}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -309,6 +310,8 @@ def fit(
     `device` ("cpu", "cuda"/"gpu", or a TF name like "/GPU:1") pins the work; None lets TF place it (GPU when one
     is visible). Call `setup_tensorflow` first.
     """
+    if config.get("precision"):  # forced (report.py retrains in the trial's recorded precision); else setup's policy
+        keras.mixed_precision.set_global_policy(POLICY_OF_PRECISION[config["precision"]])
     horizon = int(config["max_epochs"])  # the lr schedule's; max_epochs only says where to stop (as the torch fit)
     max_epochs = int(max_epochs or horizon)
     seed = int(config.get("seed", 0))

@@ -59,3 +59,17 @@ def epoch_result(
 
 # The metrics a search may optimise, with their direction.
 SEARCH_METRICS = {VAL_LOSS: "min", VAL_ACC: "max"}
+
+
+def better(value: float, than: float | None, mode: str) -> bool:
+    """The one comparison of the search metric: `value` beats `than` (None: nothing to beat yet) in `mode`."""
+    if mode not in ("min", "max"):
+        raise ValueError(f"mode must be 'min' or 'max', not {mode!r}")
+    if not math.isfinite(value):
+        return False
+    return than is None or (value < than if mode == "min" else value > than)
+
+
+def rule_words(metric: str, mode: str) -> str:
+    """How the rule reads in text: "lowest val_loss" / "highest val_acc"."""
+    return f"{'lowest' if mode == 'min' else 'highest'} {metric}"
