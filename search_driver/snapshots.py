@@ -10,7 +10,7 @@ traceback (seen in CI on a smoke search; with CheckpointConfig(num_to_keep=1) Tu
 The failed upload is not lost: the forced snapshot that waited on it launches a new upload at once, and the last
 snapshot of a run is saved and then waited on with no save beside it.
 
-So: the searcher (the big pickle: OptunaSearch pickles its whole study) writes in a scratch folder beside the
+So: the searcher (the big pickle: search_driver/optuna_searcher.py pickles its whole study) writes in a scratch folder beside the
 staging folder and moves finished files in; what is left (Tune's small wrapper state) is said in one line.
 """
 
@@ -22,7 +22,6 @@ import shutil
 import tempfile
 
 from ray.tune.search import BasicVariantGenerator as _BasicVariantGenerator
-from ray.tune.search.optuna import OptunaSearch as _OptunaSearch
 
 RACE_LINE = "snapshot upload raced a save; the next upload copies it again"  # after Ray's 50-column prefix
 # The loggers of the two places Ray reports a failed upload: the forced snapshot's wait, and the next upload's start.
@@ -46,10 +45,6 @@ class WholeFileSaves:
             return saved
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
-
-
-class OptunaSearch(WholeFileSaves, _OptunaSearch):
-    """Ray's OptunaSearch; its pickle of the study is written whole (WholeFileSaves)."""
 
 
 class BasicVariantGenerator(WholeFileSaves, _BasicVariantGenerator):

@@ -55,14 +55,42 @@ def make_trainable(args, data_arrays: dict):
     return tune.with_resources(tune.with_parameters(train_trial, data=data_arrays), resources)
 
 
-def make_stopper(args):
+def make_stopper(args, experiment_path: str):
     """--patience N: plateau stopping on the search metric, next to (not instead of) ASHA."""
     if args.patience is None:
         return None
+    from search_driver.stopping import PatienceStopper
     from trainables.metric_names import SEARCH_METRICS
-    from trainables.stopping import PatienceStopper
 
-    return PatienceStopper(args.metric, SEARCH_METRICS[args.metric], args.patience)
+    return PatienceStopper(args.metric, SEARCH_METRICS[args.metric], args.patience, experiment_path=experiment_path)
+
+
+def make_scheduler(args, storage: str):
+    """ASHA (its rungs rebuilt from the result files on --resume: search_driver/stopping.py), or FIFO."""
+    from ray.tune.schedulers import FIFOScheduler
+
+    from search_driver.stopping import ResumableASHA
+
+    if args.scheduler != "asha":
+        return FIFOScheduler()
+    return ResumableASHA(
+        storage_path=storage, time_attr="training_iteration", max_t=args.max_epochs,
+        grace_period=args.grace_period, reduction_factor=args.reduction_factor,
+    )  # fmt: skip
+
+
+def make_searcher(args, defaults: dict, storage: str):
+    """Optuna TPE told each trial's best epoch (search_driver/optuna_searcher.py), or Tune's random search."""
+    from search_driver import tracking
+    from search_driver.optuna_searcher import OptunaSearcher
+    from search_driver.snapshots import BasicVariantGenerator
+
+    first = None if args.no_default_trial else [defaults]
+    if args.searcher == "optuna":
+        study = tracking.optuna_study(storage, args.name)  # a journal file optuna-dashboard reads live
+        return OptunaSearcher(make_sampler(args), args.max_epochs, points_to_evaluate=first, **study)
+    # the baseline of bench/search_efficiency.py: independent random draws from the same space
+    return BasicVariantGenerator(random_state=args.seed, points_to_evaluate=first)
 
 
 def startup_trials(args) -> int:
@@ -103,31 +131,20 @@ def search_record(args) -> dict:
 
 def build_tuner(args, trainable, param_space: dict, defaults: dict, storage: str):
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
+    from analysis.experiment import join
     from search_driver import console, tracking
-    from search_driver.snapshots import BasicVariantGenerator, OptunaSearch  # Ray's, saving whole files
+    from search_driver.optuna_searcher import EndedTrials, OptunaSearcher
     from trainables.metric_names import SEARCH_METRICS
 
-    mode = SEARCH_METRICS[args.metric]
-    first = None if args.no_default_trial else [defaults]
-    if args.searcher == "optuna":
-        study = tracking.optuna_study(storage, args.name)  # a journal file optuna-dashboard reads live
-        searcher = OptunaSearch(sampler=make_sampler(args), points_to_evaluate=first, **study)
-    else:  # the baseline of bench/search_efficiency.py: independent random draws from the same space
-        searcher = BasicVariantGenerator(random_state=args.seed, points_to_evaluate=first)
-    if args.scheduler == "asha":
-        scheduler = ASHAScheduler(
-            time_attr="training_iteration", max_t=args.max_epochs,
-            grace_period=args.grace_period, reduction_factor=args.reduction_factor,
-        )  # fmt: skip
-    else:
-        scheduler = FIFOScheduler()
+    searcher = make_searcher(args, defaults, storage)
+    ended = [EndedTrials(searcher)] if isinstance(searcher, OptunaSearcher) else []
     return tune.Tuner(
         trainable,
         param_space=param_space,
         tune_config=tune.TuneConfig(
-            metric=args.metric, mode=mode, search_alg=searcher, scheduler=scheduler,
+            metric=args.metric, mode=SEARCH_METRICS[args.metric], search_alg=searcher,
+            scheduler=make_scheduler(args, storage),
             num_samples=args.num_samples, max_concurrent_trials=args.max_concurrent,
             time_budget_s=args.time_budget * 60 if args.time_budget else None,
             trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}",  # short, stable folder names
@@ -141,10 +158,11 @@ def build_tuner(args, trainable, param_space: dict, defaults: dict, storage: str
             # snapshot one epoch behind, and --resume trained that "finished" epoch again (seen on a driver SIGKILL).
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             failure_config=tune.FailureConfig(max_failures=args.max_failures),
-            stop=make_stopper(args),
+            stop=make_stopper(args, join(storage, args.name)),
             # Tune's own output (a table with a column per config key) off: our console fits 120 columns
             verbose=0,
-            callbacks=[console.console_callback(args, param_space), *tracking.tracking_callbacks(args, param_space)],
+            callbacks=[console.console_callback(args, param_space), *tracking.tracking_callbacks(args, param_space),
+                       *ended],
         ),
     )  # fmt: skip
 

@@ -11,6 +11,7 @@ import pytest
 from ray.tune.search.optuna import OptunaSearch as RayOptunaSearch
 
 from search_driver import snapshots
+from search_driver.optuna_searcher import OptunaSearcher
 
 
 def spy(base):
@@ -26,12 +27,21 @@ def spy(base):
     return Spy
 
 
+def make_searcher(cls):
+    import optuna
+    from ray import tune
+
+    if cls is RayOptunaSearch or issubclass(cls, RayOptunaSearch):
+        return cls(space={"lr": tune.loguniform(1e-4, 1e-1)}, metric="val_loss", mode="min")
+    searcher = cls(optuna.samplers.TPESampler(seed=0), max_epochs=2)
+    searcher.set_search_properties("val_loss", "min", {"lr": tune.loguniform(1e-4, 1e-1)})
+    return searcher
+
+
 def save_in(tmp_path, cls):
     staging = tmp_path / "driver_artifacts"
     staging.mkdir()
-    from ray import tune
-
-    searcher = cls(space={"lr": tune.loguniform(1e-4, 1e-1)}, metric="val_loss", mode="min")
+    searcher = make_searcher(cls)
     searcher.staging = str(staging)
     searcher.suggest("t1")
     searcher.save_to_dir(str(staging), session_str="s1")
@@ -39,15 +49,15 @@ def save_in(tmp_path, cls):
 
 
 def test_the_staging_folder_never_holds_a_half_written_searcher_state(tmp_path):
-    Ours = spy(snapshots.OptunaSearch)
+    Ours = spy(OptunaSearcher)
     _, staging = save_in(tmp_path, Ours)
     seen = Ours.seen
     assert seen == [] and os.listdir(staging) == ["searcher-state-s1.pkl"]
     assert not [p for p in os.listdir(staging.parent) if p.startswith(".searcher-scratch")]  # scratch removed
     # the saved state restores into a new searcher: the upload's copy is a usable snapshot
-    fresh = snapshots.OptunaSearch(metric="val_loss", mode="min")
+    fresh = OptunaSearcher(None, max_epochs=2)
     fresh.restore_from_dir(str(staging))
-    assert [t.number for t in fresh._ot_study.trials] == [0]
+    assert [t.number for t in fresh.study.trials] == [0]
 
 
 def test_rays_own_searcher_shows_the_upload_a_temp_file(tmp_path):

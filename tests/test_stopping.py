@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 
 from trainables import metric_names as M
-from trainables.stopping import PatienceStopper
+from search_driver.stopping import PatienceStopper
 
 
 def feed(stopper, trial, values, metric=M.VAL_ACC):
@@ -47,9 +47,18 @@ def test_bad_arguments():
 def test_make_stopper_follows_the_search_metric():
     from search_driver.tuner import make_stopper
 
-    assert make_stopper(SimpleNamespace(patience=None, metric="val_loss")) is None
-    stopper = make_stopper(SimpleNamespace(patience=8, metric="val_acc"))
+    assert make_stopper(SimpleNamespace(patience=None, metric="val_loss"), "/x") is None
+    stopper = make_stopper(SimpleNamespace(patience=8, metric="val_acc"), "/x")
     assert (stopper.metric, stopper.mode, stopper.patience) == ("val_acc", "max", 8)
+
+
+def journal_trials(exp):
+    import optuna
+
+    from search_driver.tracking import STUDY_FILE
+
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(exp / STUDY_FILE)))
+    return optuna.load_study(study_name=exp.name, storage=storage).trials
 
 
 @pytest.mark.slow
@@ -70,4 +79,8 @@ def test_patience_and_subset_end_to_end(image_folder, tmp_path):
     assert 2 <= len(rows) < 8
     assert all(b > a for a, b in zip(accs[:-2], accs[1:-1], strict=True))  # every epoch before the last improved
     assert accs[-1] <= accs[-2]  # and the trial stopped at the first one that did not
+    # Optuna was told the truth: stopped early, so PRUNED, its value the best val_acc (the report's rule)
+    [trial] = journal_trials(tmp_path / "patience")
+    assert trial.state.name == "PRUNED" and trial.value == pytest.approx(max(accs))
+    assert sorted(trial.intermediate_values) == [row[M.EPOCH] for row in rows]  # every epoch, the last one too
     assert "at least 1" in one_line_error(run_cli("--data-dir", image_folder, "--patience", 0), within=15)
