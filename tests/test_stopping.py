@@ -7,8 +7,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from trainables import metric_names as M
 from search_driver.stopping import PatienceStopper
+from trainables import metric_names as M
 
 
 def feed(stopper, trial, values, metric=M.VAL_ACC):
