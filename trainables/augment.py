@@ -76,7 +76,8 @@ def random_resized_crop(
 
     Box sampling follows torchvision (10 tries per image, first box that fits, else the whole image, which is
     torchvision's fallback for square images); boxes are continuous rather than whole pixels, which only matters
-    when the crop is not upsampled.
+    when the crop is not upsampled. A box larger than the output is antialiased as evaluation's `resize` is
+    (`antialiased_crops`), so training and evaluation see the same pixels of the same box.
     """
     b, c, h, w = x.shape
     dev = x.device
@@ -96,8 +97,41 @@ def random_resized_crop(
     theta[:, 0, 0], theta[:, 1, 1] = fw, fh
     theta[:, 0, 2], theta[:, 1, 2] = (1 - fw) * shift[:, 0], (1 - fh) * shift[:, 1]
     grid = F.affine_grid(theta, [b, c, size, size], align_corners=False)
-    # "border" clamps like F.interpolate does at the edges: with scale (1, 1) this equals resize().
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return antialiased_crops(x, grid, fh * h / size, fw * w / size)
+
+
+AA_STEP = 1.25  # pre-resize sides are size x AA_STEP^k: less than this much downsampling is left to grid_sample
+
+
+def antialiased_crops(x: torch.Tensor, grid: torch.Tensor, down_h: torch.Tensor, down_w: torch.Tensor):
+    """grid_sample of each image's box (`grid`, normalised coordinates), where `down_h`/`down_w` (source pixels per
+    output pixel along each axis) above 1 mean downsampling. grid_sample does not antialias, so those images are
+    first resized with antialiasing, as `resize` does, to the side where their box spans about the output's pixels
+    (rounded down to a few shared sides, AA_STEP apart, so a batch costs a few resizes, not one per image); the
+    normalised grid picks the same box at any resolution. A whole-image box is thus exactly `resize`."""
+    size = grid.shape[1]
+    sample = dict(mode="bilinear", padding_mode="border", align_corners=False)  # "border": as interpolate's edges
+    if bool((down_h < AA_STEP).all() and (down_w < AA_STEP).all()):
+        return F.grid_sample(x, grid, **sample)  # no box downsampled much (CIFAR at a pretrained resolution)
+    h, w = x.shape[-2:]
+    # Level k: pre-resize the axis to size x AA_STEP^k, the smallest such side at which the box (a fraction
+    # h / (down x size) of the side) still spans `size` pixels or more: grid_sample then downsamples by less than
+    # AA_STEP. k = -1 keeps the stored side: boxes downsampled by less than AA_STEP anyway.
+    k_h = torch.ceil(torch.log(h / (down_h * size)) / math.log(AA_STEP) - 1e-6).long()
+    k_w = torch.ceil(torch.log(w / (down_w * size)) / math.log(AA_STEP) - 1e-6).long()
+    k_h = torch.where(down_h >= AA_STEP, k_h, -1)
+    k_w = torch.where(down_w >= AA_STEP, k_w, -1)
+    out = torch.empty(x.shape[0], x.shape[1], size, size, dtype=x.dtype, device=x.device)
+    keys = torch.stack([k_h, k_w], 1)
+    for key in keys.unique(dim=0).tolist():
+        idx = (keys == torch.tensor(key, device=keys.device)).all(1).nonzero().squeeze(1)
+        side_h = h if key[0] < 0 else min(h, round(size * AA_STEP ** key[0]))
+        side_w = w if key[1] < 0 else min(w, round(size * AA_STEP ** key[1]))
+        xs = x[idx]
+        if (side_h, side_w) != (h, w):
+            xs = F.interpolate(xs, size=(side_h, side_w), mode="bilinear", align_corners=False, antialias=True)
+        out[idx] = F.grid_sample(xs, grid[idx], **sample)
+    return out
 
 
 def resize(x: torch.Tensor, size: int) -> torch.Tensor:
