@@ -154,8 +154,8 @@ def build_tuner(args, trainable, param_space: dict, defaults: dict, storage: str
         run_config=tune.RunConfig(
             name=args.name, storage_path=storage,
             # 1: Tune forces an experiment snapshot every num_to_keep checkpoints of a trial, so with 1 the snapshot
-            # always holds each trial's latest epoch. With 2, a driver killed after a trial's odd last epoch left a
-            # snapshot one epoch behind, and --resume trained that "finished" epoch again (seen on a driver SIGKILL).
+            # always holds each trial's latest epoch (with 2 it can be one behind, and --resume trains that epoch
+            # again). A snapshot naming a checkpoint deleted just before: trainables/tune_trial.newest_checkpoint.
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             failure_config=tune.FailureConfig(max_failures=args.max_failures),
             stop=make_stopper(args, join(storage, args.name)),

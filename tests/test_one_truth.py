@@ -257,3 +257,21 @@ def test_a_resume_after_a_driver_kill_stops_what_the_uninterrupted_search_stops(
     assert restored.returncode == 0, restored.stdout[-2000:] + restored.stderr[-3000:]
     curves = sorted(len(r) for r in rows(exp).values())
     assert curves == [1, 3, 3], curves  # C stopped at ASHA's first rung, as without the kill
+
+
+def test_a_trial_whose_named_checkpoint_was_deleted_resumes_from_its_newest(tmp_path, capsys):
+    """The window Tune leaves between deleting a trial's previous checkpoint and uploading the snapshot that names
+    the new one: a resumed trial finds the newest checkpoint in its own folder, skipping a half-written one."""
+    from trainables.tune_trial import newest_checkpoint
+
+    class Files:
+        def load_checkpoint(self, directory):
+            return json.loads((Path(directory) / "state.json").read_text())
+
+    for name, text in (("checkpoint_000001", '{"epoch": 1}'), ("checkpoint_000002", '{"epoch": 2}'),
+                       ("checkpoint_000003", '{"epo')):  # fmt: skip
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "state.json").write_text(text)
+    assert newest_checkpoint(Files(), str(tmp_path)) == {"epoch": 2}
+    assert "checkpoint_000002" in capsys.readouterr().err
+    assert newest_checkpoint(Files(), str(tmp_path / "missing")) is None

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+from pathlib import Path
 
 from . import metric_names as M
 from .framework import Framework, framework_of
@@ -72,8 +73,11 @@ def run_trial(fw: Framework, config: dict, data: dict) -> None:
     node = {M.NODE_ID: ray.get_runtime_context().get_node_id()}
     checkpoint = None
     if (ckpt := tune.get_checkpoint()) is not None:
-        with ckpt.as_directory() as d:
-            checkpoint = fw.load_checkpoint(d)
+        try:
+            with ckpt.as_directory() as d:
+                checkpoint = fw.load_checkpoint(d)
+        except OSError:  # deleted by Tune before the snapshot naming it was uploaded: see newest_checkpoint
+            checkpoint = newest_checkpoint(fw, tune.get_context().get_trial_dir())
 
     def report(result: dict, state) -> None:
         with tempfile.TemporaryDirectory() as d:
@@ -81,3 +85,22 @@ def run_trial(fw: Framework, config: dict, data: dict) -> None:
             tune.report({**result, **node}, checkpoint=tune.Checkpoint.from_directory(d))
 
     fw.fit(config, data, report, checkpoint=checkpoint)
+
+
+def newest_checkpoint(fw: Framework, trial_dir: str) -> dict | None:
+    """The newest checkpoint in the trial's folder that loads, or None (the trial starts over).
+
+    Tune keeps `num_to_keep=1` checkpoint per trial and deletes the previous one as soon as a new one registers
+    (ray/train/_internal/checkpoint_manager.py `register_checkpoint`), before the experiment snapshot that names the
+    new one is uploaded (tune_controller.py `_process_trial_save`, then the next `checkpoint()`). A driver killed in
+    that window leaves a snapshot naming a deleted checkpoint; the trial's newer one is still in its folder."""
+    folders = sorted(Path(trial_dir).glob("checkpoint_*"), reverse=True) if os.path.isdir(trial_dir) else []
+    for folder in folders:
+        try:
+            state = fw.load_checkpoint(str(folder))
+        except (OSError, ValueError, RuntimeError):  # half written when the driver died: try the one before
+            continue
+        print(f"resuming from {folder.name} (the checkpoint the snapshot named was deleted)", file=sys.stderr)
+        return state
+    print("no checkpoint of this trial is left; it starts over", file=sys.stderr)
+    return None
