@@ -38,9 +38,10 @@ class ExportError(Exception):
 
 
 def first_line(e: BaseException) -> str:
-    """`Type: the message's first line`, at most 200 characters: what a one-line error quotes of an exception."""
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0] if text else ''}"[:200]
+    """`Type: message` on one line, at most 200 characters: what a one-line error quotes of an exception (the
+    message's first two lines: torch's load_state_dict says what failed on its second)."""
+    text = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
+    return f"{type(e).__name__}: {' '.join(text[:2])}"[:200]
 
 
 def check_images(x_test: np.ndarray, n: int = CHECK_IMAGES) -> np.ndarray:

@@ -335,3 +335,28 @@ def test_every_framework_has_an_exporter_and_an_unknown_one_is_one_line(dataset,
     assert set(EXPORTERS) == set(FRAMEWORKS)  # adding a Framework without its exporter fails here
     with pytest.raises(ExportError, match=r"^no exporter for framework 'jax' \(have: torch, keras\)$"):
         export_model(tmp_path, framework="jax", model=None, dataset=dataset, config={}, info=INFO, metrics=METRICS)
+
+
+def test_export_only_rebuilds_a_model_trained_at_another_image_size(tmp_path):
+    """--export-only of a LeNet5 report trained at --image-size 40 (its first linear layer depends on the size):
+    rebuilt as trained and exported; a model file that does not fit its config is one line, not a traceback."""
+    from serving.export import export_existing
+
+    data = write_image_folder(tmp_path / "data")
+    ds = load_dataset(data, image_size=40, cache_dir=tmp_path / "cache")
+    storage, report = tmp_path / "experiments", tmp_path / "results" / "big"
+    (storage / "big").mkdir(parents=True)
+    info = {**INFO, "data": {**INFO["data"], "path": str(data), "image_size": 40}, "framework": "torch"}
+    (storage / "big" / "experiment.json").write_text(json.dumps(info))
+    report.mkdir(parents=True)
+    torch.manual_seed(0)
+    model = build_model("lenet5", len(ds.classes), dropout=0.1, input_size=40)
+    torch.save(model.state_dict(), report / "model.pth")
+    config = {"model": "lenet5", "dropout": 0.1, "input": {"input_size": 40}, "classes": ds.classes}
+    (report / "best_config.json").write_text(json.dumps(config))
+    (report / "metrics.json").write_text(json.dumps(METRICS))
+    card = export_existing(str(report), storage_path=str(storage), cache_dir=str(tmp_path / "cache"))
+    assert card["input"]["size"] == 40 and card["check"]["passed"]
+    torch.save(build_model("lenet5", len(ds.classes)).state_dict(), report / "model.pth")  # a 32-pixel model
+    with pytest.raises(ExportError, match="cannot rebuild the model of .*size mismatch"):
+        export_existing(str(report), storage_path=str(storage), cache_dir=str(tmp_path / "cache"))
