@@ -23,9 +23,12 @@ DEVICES = ("auto", "cpu", "cuda")
 
 # How the data loader turned files into training images; the card repeats it for users without this repository.
 # Keep it next to decode_image: the two change together.
-DECODE_NOTE = ("decode the file, apply its EXIF orientation, convert to 8-bit RGB (alpha over white, 16-bit scaled), "
-               "resize the shorter side to {side} with bilinear interpolation (Pillow Image.BILINEAR) and crop the "
-               "centre {side}x{side}, as the training data was")  # fmt: skip
+DECODE_NOTE = (
+    "decode the file (a JPEG with Pillow's draft mode: Image.draft(None, ({side}, {side})) decodes at 1/2, 1/4 or 1/8 "
+    "scale while both sides stay >= {side}), apply its EXIF orientation, convert to 8-bit RGB (alpha over white, "
+    "16-bit scaled), resize the shorter side to {side} with bilinear interpolation (Pillow Image.BILINEAR) and crop "
+    "the centre {side}x{side}, as the training data was"
+)
 
 
 def decode_image(path: Path, side: int) -> np.ndarray:
