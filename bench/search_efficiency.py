@@ -5,6 +5,9 @@ how well early epochs rank trials (what ASHA's rungs rely on); the DEFAULTS tria
     python bench/search_efficiency.py --data-dir ../shared/data/cifar10 --seeds 3 --subset 10000 \\
         --num-samples 16 --max-epochs 20 --json bench/search_efficiency.json
     python bench/search_efficiency.py --data-dir ../shared/data/cifar10 --overhead-only --num-samples 8 --max-epochs 3
+    # TPE told each trial's best epoch (stopped ones PRUNED) vs told its last value (Ray's OptunaSearch), 3 seeds
+    python bench/search_efficiency.py --data-dir ../shared/data/cifar10 --compare-told --seeds 3 --subset 10000 \
+        --num-samples 32 --max-epochs 20 --json bench/search_told.json
 
 Per seed and strategy: trial-epochs, best val_acc any trial reached, wall time. Both strategies start without the
 space's DEFAULTS trial (--no-default-trial), so the searchers find good configs on their own; DEFAULTS is then
@@ -58,14 +61,37 @@ def parse_args(argv=None):
     p.add_argument("--cpus-per-trial", type=float, default=1)
     p.add_argument("--storage-path", default=None, help="default: a temporary folder")
     p.add_argument("--overhead-only", action="store_true", help="only one FIFO run and its overhead")
+    p.add_argument(
+        "--compare-told",
+        action="store_true",
+        help="only ASHA + Optuna, twice per seed: TPE told each trial's best epoch (PRUNED when stopped; the search's "
+        "own searcher) against Ray's OptunaSearch (last value, COMPLETE), side by side",
+    )
     p.add_argument("--json", default=None)
     return p.parse_args(argv)
 
 
-def run_strategy(bench, dataset, seed: int, scheduler: str, searcher: str, storage: str, defaults_only=False) -> dict:
+def rays_optuna_search(args, defaults: dict, storage: str):
+    """Ray's own OptunaSearch, as the search used it before search_driver/optuna_searcher.py: told each trial's last
+    value, COMPLETE even when ASHA stopped it (the --compare-told baseline)."""
+    from ray.tune.search.optuna import OptunaSearch
+
+    from search_driver import tracking, tuner
+
+    first = None if args.no_default_trial else [defaults]
+    return OptunaSearch(sampler=tuner.make_sampler(args), points_to_evaluate=first,
+                        **tracking.optuna_study(storage, args.name))  # fmt: skip
+
+
+def run_strategy(bench, dataset, seed: int, scheduler: str, searcher: str, storage: str, defaults_only=False,
+                 told_last: bool = False) -> dict:  # fmt: skip
     import ray
 
-    name = f"{scheduler}-{searcher}-seed{seed}" + ("-defaults" if defaults_only else "")
+    from search_driver import tuner
+
+    name = (
+        f"{scheduler}-{searcher}-seed{seed}" + ("-defaults" if defaults_only else "") + ("-last" if told_last else "")
+    )
     argv = [
         "--model", bench.model, "--data-dir", bench.data_dir, "--seed", str(seed), "--metric", bench.metric,
         "--max-epochs", str(bench.max_epochs), "--scheduler", scheduler, "--searcher", searcher,
@@ -81,10 +107,15 @@ def run_strategy(bench, dataset, seed: int, scheduler: str, searcher: str, stora
         trainable = make_trainable(args, dataset.search_arrays())
         constants = {"model": args.model, "max_epochs": args.max_epochs, "seed": args.seed}
         write_json(join(storage, name, "experiment.json"), experiment_info(args, dataset, space))
-        tuner = build_tuner(args, trainable, {**space, **constants}, defaults, storage)
+        own = tuner.make_searcher
+        tuner.make_searcher = rays_optuna_search if told_last else own
+        try:
+            fitted = build_tuner(args, trainable, {**space, **constants}, defaults, storage)
+        finally:
+            tuner.make_searcher = own
         slots = min(int(ray.cluster_resources()["CPU"] // args.cpus_per_trial), args.num_samples)
         t = time.perf_counter()
-        tuner.fit()
+        fitted.fit()
         wall = time.perf_counter() - t
     finally:
         ray.shutdown()
@@ -93,7 +124,9 @@ def run_strategy(bench, dataset, seed: int, scheduler: str, searcher: str, stora
     startup = [float(df["time_this_iter_s"].iloc[0] - df[M.EPOCH_SECONDS].iloc[0]) for df in exp.curves.values()]
     best = exp.best_row
     return {
-        "strategy": "DEFAULTS alone" if defaults_only else f"{scheduler.upper()} + {searcher}",
+        "strategy": "DEFAULTS alone"
+        if defaults_only
+        else f"{scheduler.upper()} + {searcher}" + (" (told last)" if told_last else ""),
         "seed": seed,
         "trials": len(exp.curves),
         "trial_epochs": sum(len(df) for df in exp.curves.values()),
@@ -129,9 +162,37 @@ def mean_std(values) -> str:
     return f"{statistics.mean(values):.4f} ± {sd:.4f}"
 
 
+def compare_told(bench, storage: str) -> dict:
+    """TPE told the truth (best epoch; stopped trials PRUNED) vs told the last value, same seeds, side by side."""
+    runs = []
+    for seed in range(bench.seeds):
+        dataset = load_dataset(bench.data_dir, seed=seed, subset=bench.subset)
+        print(f"seed {seed}: {bench.model}, {bench.num_samples} trials x up to {bench.max_epochs} epochs; data "
+              f"{dataset.summary()}; experiments in {storage}", flush=True)  # fmt: skip
+        for told_last in (False, True):
+            runs.append(run_strategy(bench, dataset, seed, "asha", "optuna", storage, told_last=told_last))
+            r = runs[-1]
+            print(f"  {r['strategy']:<28} trial-epochs {r['trial_epochs']:>4}  best val_acc {r['best_val_acc']:.4f}  "
+                  f"best trial val_loss {r['best_trial_val_loss']:.4f}  wall {r['wall_s']:.0f} s", flush=True)  # fmt: skip
+    by = {(r["strategy"], r["seed"]): r for r in runs}
+    truth, last = "ASHA + optuna", "ASHA + optuna (told last)"
+    seeds = range(bench.seeds)
+    acc = [100 * (by[truth, s]["best_val_acc"] - by[last, s]["best_val_acc"]) for s in seeds]
+    loss = [by[truth, s]["best_trial_val_loss"] - by[last, s]["best_trial_val_loss"] for s in seeds]
+    epochs = [by[truth, s]["trial_epochs"] / by[last, s]["trial_epochs"] for s in seeds]
+    print(f"\ntold the truth minus told the last value, {bench.seeds} seeds: best val_acc {mean_std(acc)} points, best "
+          f"trial's val_loss {mean_std(loss)}, trial-epochs ratio {mean_std(epochs)}")  # fmt: skip
+    return {"args": vars(bench), "runs": runs, "val_acc_points": acc, "val_loss_diff": loss, "epochs_ratio": epochs}
+
+
 def main(argv=None) -> int:
     bench = parse_args(argv)
     storage = bench.storage_path or tempfile.mkdtemp(prefix="search-efficiency-")
+    if bench.compare_told:
+        out = compare_told(bench, storage)
+        if bench.json:
+            Path(bench.json).write_text(json.dumps(out, indent=2))
+        return 0
     runs = []
     for seed in range(1 if bench.overhead_only else bench.seeds):
         dataset = load_dataset(bench.data_dir, seed=seed, subset=bench.subset)
