@@ -148,7 +148,7 @@ def test_report_end_to_end_with_seeds(smoke_experiment, tmp_path):
     seed_rows = [ln for ln in report.splitlines() if ln.startswith(("| 0 |", "| 1 |"))]
     assert len(seed_rows) == 2 and sum(ln.rstrip().endswith("| yes |") for ln in seed_rows) == 1
     saved = min(m["seeds"], key=lambda s: s["kept_value"])["seed"]
-    assert m["saved_seed"] == saved and f"Saved model: seed {saved}, the lowest validation loss" in report
+    assert m["saved_seed"] == saved and f"Saved model: seed {saved}, the lowest val_loss at its kept epoch" in report
     assert "evaluated once)" in report and "(evaluated once)" not in report
     # only accuracy beside the original: its other figures' definitions are not ours (and the numbers show it)
     assert "| | test accuracy |" in report and "0.559" in report and "0.948" in report

@@ -105,6 +105,24 @@ def test_time_budget_stops_the_search_and_leaves_a_reportable_experiment(image_f
     # Ray's start-up and the data come on top of the budget (tens of seconds on a loaded 2-core machine)
     assert wall < budget_min * 60 + 90, f"{wall:.0f} s for a {budget_min * 60:.0f} s budget"
     assert "Best trials by val_loss (best epoch of each)" in proc.stdout
+    # the journal holds what the budget did: no trial left RUNNING, each told its best epoch (the report's rule)
+    import optuna
+
+    from search_driver.optuna_searcher import TUNE_TRIAL_ID
+    from search_driver.tracking import STUDY_FILE
+
+    journal = optuna.storages.journal.JournalFileBackend(str(tmp_path / "budget" / STUDY_FILE))
+    study = optuna.load_study(study_name="budget", storage=optuna.storages.JournalStorage(journal))
+    assert "RUNNING" not in {t.state.name for t in study.trials}
+    for t in study.trials:
+        result = tmp_path / "budget" / f"trial_{t.user_attrs[TUNE_TRIAL_ID]}" / "result.json"
+        rows = [json.loads(line) for line in result.read_text().splitlines()] if result.exists() else []
+        if rows:
+            assert t.value == pytest.approx(min(r["val_loss"] for r in rows)) and len(t.intermediate_values) == len(
+                rows
+            )
+        else:
+            assert t.state.name == "FAIL"
 
     out = tmp_path / "results"
     assert report.main(["--experiment", str(tmp_path / "budget"), "--out", str(out), "--device", "cpu"]) == 0
