@@ -132,7 +132,7 @@ def make_report(args) -> None:
     from analysis.report_data import load_data
     from analysis.report_files import replacing, write_report
     from analysis.retrain import default_threads, local_framework
-    from analysis.trials import load_experiment, resolve_experiment
+    from analysis.trials import ReportError, load_experiment, resolve_experiment
     from serving.export import export_model
 
     t0 = time.time()
@@ -140,6 +140,10 @@ def make_report(args) -> None:
     path = resolve_experiment(args.experiment, args.storage_path)
     step(f"reading the experiment {path}")
     exp = load_experiment(path)
+    from trainables.models.user import changed
+
+    if why := changed(exp.info, "report.py"):  # a user's builder file edited since the search: another model
+        raise ReportError(why)
     print(f"experiment {path}: best trial {exp.best_id} by {exp.metric} ({exp.mode})", file=sys.stderr)
     step(f"loading the data ({exp.info['data']['path']})")
     dataset = load_data(exp, args)

@@ -202,6 +202,10 @@ def export_existing(results_dir: str, *, storage_path: str = "experiments", expe
             f"{e}; --export-only checks on the experiment's test images: pass --experiment PATH"
         ) from None
     info = read_json(join(path, EXPERIMENT_FILE))
+    from trainables.models.user import changed
+
+    if why := changed(info, "--export-only"):  # a user's builder file edited since: not the trained architecture
+        raise ExportError(why)
     src = info["data"]
     dataset = load_dataset(data_dir or src["path"], seed=info["split_seed"], image_size=src.get("image_size", 32),
                            cache_dir=cache_dir, subset=src.get("subset"))  # fmt: skip
@@ -217,7 +221,7 @@ def export_existing(results_dir: str, *, storage_path: str = "experiments", expe
         from .export_keras import load_trained
 
         weights = d / "model.keras"
-        model = load_trained(weights) if weights.exists() else None
+        model = load_trained(weights, config["model"]) if weights.exists() else None
     if model is None:
         raise ExportError(f"{d} has no {weights.name}; run report.py on the experiment again")
     metrics = json.loads((d / "metrics.json").read_text())
