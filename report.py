@@ -128,22 +128,22 @@ def check_args(args) -> None:
 
 def make_report(args) -> None:
     from analysis.evaluation import evaluate_runs
+    from analysis.experiment import EXPERIMENT_FILE, join, read_json
     from analysis.progress import restart_clock, step
     from analysis.report_data import load_data
     from analysis.report_files import replacing, write_report
     from analysis.retrain import default_threads, local_framework
     from analysis.trials import ReportError, load_experiment, resolve_experiment
     from serving.export import export_model
+    from trainables.models.user import changed
 
     t0 = time.time()
     restart_clock()
     path = resolve_experiment(args.experiment, args.storage_path)
     step(f"reading the experiment {path}")
-    exp = load_experiment(path)
-    from trainables.models.user import changed
-
-    if why := changed(exp.info, "report.py"):  # a user's builder file edited since the search: another model
+    if why := changed(read_json(join(path, EXPERIMENT_FILE)), "report.py"):  # a user's builder file edited since
         raise ReportError(why)
+    exp = load_experiment(path)
     print(f"experiment {path}: best trial {exp.best_id} by {exp.metric} ({exp.mode})", file=sys.stderr)
     step(f"loading the data ({exp.info['data']['path']})")
     dataset = load_data(exp, args)

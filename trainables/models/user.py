@@ -113,47 +113,58 @@ def _import_file(path: str, name: str):
     return module
 
 
-def _import_module(module: str):
-    """`package.module` as Python imports it; if not found, also from the current directory (where the user ran the
-    command: run_search.py's own sys.path holds the project root, not the working directory)."""
+def _find_module(module: str):
+    """The spec of `package.module` as Python finds it; if not found, also in the current directory (where the user
+    ran the command: run_search.py's own sys.path holds the project root, not the working directory). None: nowhere."""
+    for _ in range(2):
+        try:
+            found = importlib.util.find_spec(module)
+        except ModuleNotFoundError:
+            found = None
+        if found is not None or os.getcwd() in sys.path:
+            return found
+        sys.path.append(os.getcwd())
+    return None
+
+
+KERAS_IMPORT = re.compile(rb"^\s*(?:import|from)\s+(?:keras|tensorflow)\b", re.M)
+
+
+def _keras_first(path: str | None) -> None:
+    """Keras and TensorFlow imported the project's way (trainables/keras_env.py: the backend, TF's start-up noise
+    hidden, and triton's LLVM loaded before TF's, without which torch segfaults later) before a user's code that
+    imports them itself."""
     try:
-        return importlib.import_module(module)
-    except ModuleNotFoundError as e:
-        cwd = os.getcwd()
-        if e.name is None or not module.startswith(e.name) or cwd in sys.path:
-            raise
-        sys.path.append(cwd)
-        return importlib.import_module(module)
+        uses_keras = path is not None and bool(KERAS_IMPORT.search(Path(path).read_bytes()))
+    except OSError:
+        return
+    if uses_keras and "keras" not in sys.modules:
+        from .. import keras_env  # noqa: F401
 
 
 def load_module(ref: str):
     """The module holding the builder of a file or module reference (ModelError: one line)."""
-    # A user's Keras file imports keras itself, before trainables/keras_env.py could choose the backend.
-    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     target, _ = _parts(ref)
     try:
         if kind(ref) == "module":
-            return _import_module(target)
+            found = _find_module(target)
+            if found is None:
+                raise ModelError(
+                    f"--model {ref}: no module {target!r} importable from the project root, the current directory "
+                    "or the installed packages"
+                )
+            _keras_first(found.origin)
+            return importlib.import_module(target)
         name = module_name(target)
         if name in sys.modules:
             return sys.modules[name]
-        try:
-            return importlib.import_module(name)  # the copy Ray shipped to this node (runtime_env py_modules)
-        except ModuleNotFoundError as e:
-            if e.name != name:
-                raise
-        if not Path(target).is_file():
+        shipped = importlib.util.find_spec(name)  # the copy Ray shipped to this node (runtime_env py_modules)
+        if shipped is None and not Path(target).is_file():
             raise ModelError(f"--model {ref}: no such file {target}")
-        return _import_file(target, name)
+        _keras_first(shipped.origin if shipped else target)
+        return importlib.import_module(name) if shipped else _import_file(target, name)
     except ModelError:
         raise
-    except ModuleNotFoundError as e:
-        if kind(ref) == "module" and e.name and target.startswith(e.name):
-            raise ModelError(
-                f"--model {ref}: no module {e.name!r} importable from the project root, the current directory or "
-                "the installed packages"
-            ) from None
-        raise ModelError(f"--model {ref}: importing {target} failed: {_first_line(e)}") from None
     except BaseException as e:  # a user's module can raise anything at import, SystemExit included
         if isinstance(e, KeyboardInterrupt):
             raise
@@ -319,19 +330,48 @@ def own_space(ref: str) -> tuple[dict, dict, int, str | None]:
             "(epochs: MAX_EPOCHS or --max-epochs; seed: --seed)"
         )
     space = {**common.COMMON, **(own["SPACE"] or {})}
-    searched = {k for k, v in space.items() if isinstance(v, Domain)}
+    searched = {k: v for k, v in space.items() if isinstance(v, Domain)}
     defaults = {k: v for k, v in {**common.COMMON_DEFAULTS, **(own["DEFAULTS"] or {})}.items() if k in searched}
+    # Tune's searchers take a whole first point: a searched key DEFAULTS leaves out starts at the builder's default
+    params = inspect.signature(load_builder(ref)).parameters
+    for key, domain in searched.items():
+        if key not in defaults:
+            default = params[key].default if key in params else inspect.Parameter.empty
+            defaults[key] = default if _within(domain, default) else _middle(domain)
     note = None
     if missing := [name for name, value in own.items() if value is None]:
         uses = []
         if own["SPACE"] is None:
-            uses.append("the shared search space (search_spaces/common.py)")
+            uses.append("the shared space (search_spaces/common.py)")
         if own["DEFAULTS"] is None:
-            uses.append("its defaults as the first trial")
+            uses.append("the shared first trial")
         if max_epochs is None:
-            uses.append(f"{common.MAX_EPOCHS} epochs per trial")
-        note = f"note: {target} defines no {', '.join(missing)}: using {', '.join(uses)} (docs/own-model.md)"
+            uses.append(f"{common.MAX_EPOCHS} epochs")
+        note = f"note: {Path(target).name} has no {', '.join(missing)}: {', '.join(uses)}; see docs/own-model.md"
     return space, defaults, int(max_epochs or common.MAX_EPOCHS), note
+
+
+def _within(domain, value) -> bool:
+    from ray.tune.search import sample
+
+    if isinstance(domain, sample.Categorical):
+        return any(value == c and type(value) is type(c) for c in domain.categories)
+    if isinstance(domain, (sample.Float, sample.Integer)) and isinstance(value, (int, float)):
+        return domain.lower <= value <= domain.upper and not isinstance(value, bool)
+    return False
+
+
+def _middle(domain):
+    """A first-trial value of a domain: its first choice, or the middle of its range (geometric on a log scale)."""
+    from ray.tune.search import sample
+
+    if isinstance(domain, sample.Categorical):
+        return domain.categories[0]
+    if isinstance(domain, (sample.Float, sample.Integer)):
+        log = isinstance(domain.get_sampler(), sample.LogUniform)
+        mid = (domain.lower * domain.upper) ** 0.5 if log else (domain.lower + domain.upper) / 2
+        return int(mid) if isinstance(domain, sample.Integer) else float(mid)
+    return domain.sample()
 
 
 # ---------------------------------------------------------------------------------------------------------------
