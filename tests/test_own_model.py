@@ -429,6 +429,17 @@ def test_timm_pretrained_with_weights_offline_search_and_export(image_folder, tm
     assert "timm.create_model('test_resnet', num_classes=3)" in card["rebuild"]["python"]
 
 
+def test_the_docs_example_file_searches_its_width(tmp_path):
+    """docs/own-model.md's example, as written there: it builds, passes the check and searches `width`."""
+    text = (ROOT / "docs" / "own-model.md").read_text().split("```python\n", 1)[1].split("```", 1)[0]
+    ref = f"{write(tmp_path / 'net.py', text)}:build"
+    from search_spaces import get_max_epochs, get_space
+
+    space, defaults = get_space(ref)
+    assert space["width"].categories == [16, 32, 64] and defaults["width"] == 32 and get_max_epochs(ref) == 15
+    assert U.check(ref, 10, 32, {**defaults, "width": 16}) == "torch"
+
+
 def test_help_names_the_own_model_forms_and_how_to_list_timm():
     from search_driver.cli import build_parser
 
