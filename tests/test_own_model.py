@@ -436,8 +436,8 @@ def test_the_docs_example_file_searches_its_width(tmp_path):
     from search_spaces import get_max_epochs, get_space
 
     space, defaults = get_space(ref)
-    assert space["width"].categories == [16, 32, 64] and defaults["width"] == 32 and get_max_epochs(ref) == 15
-    assert U.check(ref, 10, 32, {**defaults, "width": 16}) == "torch"
+    assert space["width"].categories == [8, 16, 32] and defaults["width"] == 16 and get_max_epochs(ref) == 15
+    assert U.check(ref, 10, 32, {**defaults, "width": 8}) == "torch"
 
 
 def test_help_names_the_own_model_forms_and_how_to_list_timm():
