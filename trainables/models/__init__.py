@@ -104,8 +104,10 @@ def rebuild_recipe(name: str, config: dict, num_classes: int, side: int) -> dict
         from .user import rebuild
 
         return rebuild(name, config, num_classes, side)
-    accepted = set(inspect.signature(spec.load()).parameters) - {"num_classes", "weights_path", "load_weights"}
+    params = set(inspect.signature(spec.load()).parameters)
+    accepted = params - {"num_classes", "weights_path", "load_weights"}
     kwargs = "".join(f", {k}={v!r}" for k, v in config.items() if k in accepted)
+    kwargs += ", load_weights=False" if "load_weights" in params else ""  # the trained file has every tensor
     return {
         "model": name,
         "source": f"this repository's registry (trainables/models), {spec.description}",
