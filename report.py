@@ -84,6 +84,7 @@ def main(argv=None) -> int:
     from analysis.trials import ReportError
     from image_data.cache import DataError
     from serving.export import ExportError, export_existing
+    from trainables.models import UnknownModelError
 
     try:
         if args.samples_only:
@@ -98,7 +99,7 @@ def main(argv=None) -> int:
         check_args(args)
         make_report(args)
         return 0
-    except (ReportError, DataError) as e:
+    except (ReportError, DataError, UnknownModelError) as e:  # UnknownModelError: a user's model that cannot load
         print(f"error: {e}", file=sys.stderr)
         return 2
     except ExportError as e:

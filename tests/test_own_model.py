@@ -180,7 +180,8 @@ def test_a_package_module_from_the_working_directory_is_shipped_whole(tmp_path, 
     assert U.check(ref, 3, 32, {"width": 8}) == "torch"
     assert U.ship(ref, tmp_path) == [str(tmp_path / "mynets")]  # Ray's py_modules: importable on every node
     assert U.ship("timm:test_resnet", tmp_path) == []
-    assert U.source_record(ref)["path"] == str(tmp_path / "mynets" / "small.py")
+    record = U.source_record(ref)
+    assert record["path"] == str(tmp_path / "mynets" / "small.py") and record["import_root"] == str(tmp_path)
 
 
 def test_a_file_is_shipped_as_a_copy_under_its_module_name(tmp_path):
@@ -272,6 +273,8 @@ def test_broken_builders_stop_the_search_in_one_line_before_ray(case, image_fold
     line = one_line_error(proc, within=60)
     assert line.startswith(f"error: --model {f}:build: ") and expected in line
     assert not (tmp_path / "exp").exists()  # nothing started: no experiment folder, no Ray
+    if case != "no_function":  # imported: without a SPACE of its own the search would use the shared one
+        assert f"note: {case}.py has no SPACE, DEFAULTS, MAX_EPOCHS: the shared space" in proc.stdout
 
 
 @pytest.mark.slow
@@ -330,38 +333,53 @@ def test_own_torch_file_search_report_export_predict_then_resume_refused_after_a
     assert f"the model file {f} changed since the search started" in one_line_error(resumed, within=60)
 
 
-@pytest.mark.slow
-def test_own_file_without_a_space_searches_the_shared_one(image_folder, tmp_path):
-    f = write(tmp_path / "plain.py", PLAIN)
-    proc = run_cli(
-        "--model", f"{f}:net", "--data-dir", image_folder, "--smoke-test", "--storage-path", tmp_path, "--name", "plain"
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "note: plain.py has no SPACE, DEFAULTS, MAX_EPOCHS: the shared space" in proc.stdout
-    from search_spaces import common, describe
+def one_epoch_search(model: str, image_folder: Path, storage: Path, name: str, *extra, env=None):
+    """A search at its cheapest (one trial of one epoch) that must succeed; its folder."""
+    args = ["--model", model, "--data-dir", image_folder, "--num-samples", 1, "--max-epochs", 1, *extra]
+    proc = run_cli(*args, "--storage-path", storage, "--name", name, env=env)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    proc.folder = storage / name
+    return proc
 
-    info = json.loads((tmp_path / "plain" / "experiment.json").read_text())
-    assert info["search_space"] == json.loads(json.dumps(describe(common.COMMON)))
+
+def fit_first_trial(ref: str, data: dict) -> list[dict]:
+    """The trials' own training loop (trainables/torch_loop.fit), in this process, on the first config of `ref`'s
+    space for one epoch: the reports it made."""
+    import torch
+
+    from search_driver.lr_find import first_config
+    from search_spaces import get_space
+    from trainables.torch_loop import fit
+
+    space, defaults = get_space(ref)
+    reports = []
+    config = first_config(space, defaults, {"model": ref, "max_epochs": 1, "seed": 0})
+    fit(config, data, lambda r, _: reports.append(r), device=torch.device("cpu"))
+    return reports
+
+
+def test_own_file_without_a_space_trains_on_the_shared_space(tiny_arrays, tmp_path):
+    import math
+
+    from trainables import metric_names as M
+
+    [report] = fit_first_trial(f"{write(tmp_path / 'plain.py', PLAIN)}:net", tiny_arrays)
+    assert set(M.REPORT_KEYS) <= set(report) and math.isfinite(report[M.VAL_LOSS]) and not report[M.DIVERGED]
+
+
+def test_timm_from_scratch_trains_in_the_loop(tiny_arrays):
+    from trainables import metric_names as M
+
+    [report] = fit_first_trial("timm:test_resnet", tiny_arrays)
+    assert report[M.EPOCH] == 1 and report[M.VAL_LOSS] > 0 and not report[M.DIVERGED]
 
 
 @pytest.mark.slow
 def test_own_keras_file_search_and_report(image_folder, tmp_path):
     f = write(tmp_path / "knet.py", KERAS)
-    proc = run_cli(
-        "--model",
-        f"{f}:build",
-        "--data-dir",
-        image_folder,
-        "--smoke-test",
-        "--storage-path",
-        tmp_path / "exp",
-        "--name",
-        "k",
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    info = json.loads((tmp_path / "exp" / "k" / "experiment.json").read_text())
-    assert info["framework"] == "keras"
-    assert all(rows[0]["config"]["framework"] == "keras" for rows in trial_results(tmp_path / "exp" / "k").values())
+    proc = one_epoch_search(f"{f}:build", image_folder, tmp_path / "exp", "k")
+    assert json.loads((proc.folder / "experiment.json").read_text())["framework"] == "keras"
+    assert [rows[0]["config"]["framework"] for rows in trial_results(proc.folder).values()] == ["keras"]
     rep = run_report("--experiment", "latest", "--storage-path", tmp_path / "exp", "--out", tmp_path / "res")
     assert rep.returncode == 0, rep.stderr[-3000:]
     card = json.loads((tmp_path / "res" / "k" / "model_card.json").read_text())
@@ -370,57 +388,20 @@ def test_own_keras_file_search_and_report(image_folder, tmp_path):
 
 
 @pytest.mark.slow
-def test_timm_from_scratch_search(image_folder, tmp_path):
-    proc = run_cli(
-        "--model",
-        "timm:test_resnet",
-        "--data-dir",
-        image_folder,
-        "--smoke-test",
-        "--storage-path",
-        tmp_path,
-        "--name",
-        "t",
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    info = json.loads((tmp_path / "t" / "experiment.json").read_text())
-    assert info["framework"] == "torch" and info["model_source"]["kind"] == "timm"
-    assert info["model_source"]["name"] == "test_resnet" and not info["model_source"]["pretrained"]
-    assert all(len(rows) == 2 for rows in trial_results(tmp_path / "t").values())
-
-
-@pytest.mark.slow
 def test_timm_pretrained_with_weights_offline_search_and_export(image_folder, tmp_path):
-    """No network, no Hugging Face cache: --weights (a state dict the test makes) is enough; the export resizes to
-    the model's resolution and normalises with its pretrained_cfg's statistics inside."""
+    """No network, no Hugging Face cache: --weights (a state dict the test makes) is enough (without it: one line,
+    test_timm_unknown_name_and_offline_weights_are_one_line); the export resizes to the model's resolution and
+    normalises with its pretrained_cfg's statistics inside."""
     import timm
     import torch
 
     torch.save(timm.create_model("test_resnet").state_dict(), tmp_path / "w.pth")
     env = {**OFFLINE, "HF_HOME": str(tmp_path / "hf")}
-    missing = run_cli(
-        "--model", "timm:test_resnet:pretrained", "--data-dir", image_folder, "--storage-path", tmp_path / "x", env=env
-    )
-    assert "pretrained weights of timm's test_resnet are not in" in one_line_error(missing, within=60)
-    proc = run_cli(
-        "--model",
-        "timm:test_resnet:pretrained",
-        "--weights",
-        tmp_path / "w.pth",
-        "--data-dir",
-        image_folder,
-        "--smoke-test",
-        "--resolution",
-        40,
-        "--storage-path",
-        tmp_path / "exp",
-        "--name",
-        "tp",
-        env=env,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    for rows in trial_results(tmp_path / "exp" / "tp").values():
-        assert rows[0]["config"]["weights_path"] == str(tmp_path / "w.pth") and rows[0]["config"]["resolution"] == 40
+    model = "timm:test_resnet:pretrained"
+    extra = ("--weights", tmp_path / "w.pth", "--resolution", 40)
+    proc = one_epoch_search(model, image_folder, tmp_path / "exp", "tp", *extra, env=env)
+    [rows] = trial_results(proc.folder).values()
+    assert rows[0]["config"]["weights_path"] == str(tmp_path / "w.pth") and rows[0]["config"]["resolution"] == 40
     rep = run_report("--experiment", "latest", "--storage-path", tmp_path / "exp", "--out", tmp_path / "res", env=env)
     assert rep.returncode == 0, rep.stderr[-3000:]
     card = json.loads((tmp_path / "res" / "tp" / "model_card.json").read_text())

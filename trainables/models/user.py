@@ -401,15 +401,21 @@ def source_record(ref: str) -> dict | None:
     target, function = _parts(ref)
     path = _builder_file(ref)
     record = {"kind": k, "function": function, "path": path, "sha256": sha256(path) if path else None}
-    return record | ({"module": target} if k == "module" else {})
+    if k == "module" and path:  # the folder it was imported from: report.py finds it from any directory
+        package_file = Path(path).name == "__init__.py"
+        record |= {"module": target, "import_root": str(Path(path).parents[target.count(".") + package_file])}
+    return record
 
 
 def changed(info: dict, doing: str) -> str | None:
-    """One line when the builder file an experiment recorded is gone or differs now; None when it is the same."""
+    """One line when the builder file an experiment recorded is gone or differs now; None when it is the same.
+    A module's recorded import folder is put on the import path (the command may run in another directory)."""
     record = info.get("model_source") or {}
     path, old = record.get("path"), record.get("sha256")
     if not path or not old:
         return None
+    if (root := record.get("import_root")) and root not in sys.path:
+        sys.path.append(root)
     if not Path(path).is_file():
         return (
             f"the model file {path} of this experiment no longer exists; {doing} needs the builder the search ran: "
