@@ -91,6 +91,7 @@ def main(argv=None) -> int:
     from analysis.trials import ReportError
     from image_data.cache import DataError
     from serving.export import ExportError, export_existing
+    from trainables.models import UnknownModelError
 
     try:
         if args.samples_only:
@@ -105,7 +106,7 @@ def main(argv=None) -> int:
         check_args(args)
         make_report(args)
         return 0
-    except (ReportError, DataError) as e:
+    except (ReportError, DataError, UnknownModelError) as e:  # UnknownModelError: a user's model that cannot load
         print(f"error: {e}", file=sys.stderr)
         return 2
     except ExportError as e:
@@ -135,17 +136,21 @@ def check_args(args) -> None:
 
 def make_report(args) -> None:
     from analysis.evaluation import evaluate_runs
+    from analysis.experiment import EXPERIMENT_FILE, join, read_json
     from analysis.progress import restart_clock, step
     from analysis.report_data import load_data
     from analysis.report_files import replacing, write_report
     from analysis.retrain import default_threads, local_framework
-    from analysis.trials import load_experiment, resolve_experiment
+    from analysis.trials import ReportError, load_experiment, resolve_experiment
     from serving.export import export_model
+    from trainables.models.user import changed
 
     t0 = time.time()
     restart_clock()
     path = resolve_experiment(args.experiment, args.storage_path)
     step(f"reading the experiment {path}")
+    if why := changed(read_json(join(path, EXPERIMENT_FILE)), "report.py"):  # a user's builder file edited since
+        raise ReportError(why)
     exp = load_experiment(path)
     print(f"experiment {path}: best trial {exp.best_id} by {exp.metric} ({exp.mode})", file=sys.stderr)
     step(f"loading the data ({exp.info['data']['path']})")

@@ -23,6 +23,7 @@ from search_driver.cli import (
     apply_smoke_test,
     check_args,
     check_cuda_here,
+    check_model,
     check_weights,
     fill_defaults,
     fix_resolution,
@@ -54,13 +55,15 @@ def main(argv=None) -> int:
     from search_driver import resume
     from search_driver.data import load_search_data
     from search_driver.interrupts import StopSignals
-    from trainables.models import UnknownModelError
+    from trainables.models import UnknownModelError, model_slug
+    from trainables.models.user import canonical
 
     stop, path = StopSignals(), None
     try:
         # The arguments: --resume's saved ones, --smoke-test's sizes, the defaults that depend on other flags, then
         # every check that can fail in one line before data loading and Ray.
         args.storage_path = normalize_storage_path(args.storage_path)
+        args.model = canonical(args.model)  # a user's file: its absolute path (trials run in other directories)
         if args.resume:
             restore_args(args, given_flags(argv))
         apply_smoke_test(args)
@@ -69,16 +72,21 @@ def main(argv=None) -> int:
         args.train_on_cpu = args.train_on_cpu or bool(args.local_gpus)
         check_cuda_here(args)
         check_weights(args)  # offline without weights: one line now, before data loading and Ray
-        args.name = args.name or f"{args.model}-{time.strftime('%Y%m%d-%H%M%S')}"
+        args.name = args.name or f"{model_slug(args.model)}-{time.strftime('%Y%m%d-%H%M%S')}"
 
         # The data, the search space and the constants every trial gets.
         subset = args.subset or (SMOKE_SUBSET if args.smoke_test else None)
         dataset = load_search_data(args, subset, SMOKE_RESOLUTION)
         print(f"data: {dataset.summary()}", flush=True)
-        from search_spaces import get_space
+        from search_spaces import get_space, space_note
 
         space, defaults = get_space(args.model)
         fix_resolution(args, space, defaults)
+        if note := space_note(args.model):  # a model without a space of its own searches the shared one
+            print(note, flush=True)
+        # a user's model: built once and fed a dummy batch here, before Ray (one line naming the file otherwise)
+        first = first_config(space, defaults, trial_constants(args))
+        check_model(args, dataset.num_classes, int(dataset.x_train.shape[-1]), space, first)
         constants = trial_constants(args)
         path = join(args.storage_path, args.name)
         finder = None

@@ -74,7 +74,7 @@ def report_markdown(exp, m, weights, fw, config, dataset, imp_note, rung, rung_t
         "",
         "## The trained model",
         f"`{weights}`; config, normalisation and input size in `best_config.json`. To load it for inference:",
-        fw.load_note(config, len(dataset.classes)),
+        fw.load_note({**config, "input_size": int(dataset.x_train.shape[-1])}, len(dataset.classes)),
         "",
     ]
     return "\n".join(lines)

@@ -30,6 +30,10 @@ USAGE = """Start or resume a hyperparameter search: Optuna (TPE) proposes config
     # fine-tune ImageNet-pretrained ResNet-18 (weights from the torch hub cache, or --weights PATH offline)
     python run_search.py --model resnet18_pretrained --data-dir DIR --gpus-per-trial 0.5
 
+    # your own model: a builder function in a file (docs/own-model.md), or any timm architecture
+    python run_search.py --model ~/mymodel/net.py:build --data-dir DIR --time-budget 15
+    python run_search.py --model timm:resnet10t --data-dir DIR --time-budget 15
+
     # LR range test only (plot + suggested lr), or a search whose lr range is centred on its suggestion
     python run_search.py --model lenet5 --data-dir DIR --lr-find
     python run_search.py --model lenet5 --data-dir DIR --lr-range-from-finder
@@ -81,13 +85,27 @@ def help_epilog() -> str:
 
     models = "\n".join(f"  {name:<21} {spec.description} [{spec.framework}]" for name, spec in MODELS.items())
     examples = USAGE.split("\n\n", 1)[1]
-    return f"models (--model):\n{models}\n\nexamples:\n{examples}"
+    return f"models (--model):\n{models}\n{OWN_MODELS}\nexamples:\n{examples}"
+
+
+# The user forms of --model (trainables/models/user.py); the --help text under the registered models.
+OWN_MODELS = """  path/to/file.py:function  your own builder returning a torch nn.Module or a Keras model (framework found from
+                        what it returns); the file may define SPACE / DEFAULTS / MAX_EPOCHS: docs/own-model.md
+  package.module:function  the same, imported from the project root, the current directory or installed packages
+  timm:NAME             any timm architecture, from scratch (the shared space); the names:
+                        python -c "import timm; print(timm.list_models())"
+  timm:NAME:pretrained  with timm's pretrained weights, fine-tuned (timm downloads them; offline: --weights PATH)
+"""
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=USAGE.split("\n")[0], formatter_class=HelpFormatter, epilog=help_epilog())
     g = p.add_argument_group("model and data")
-    g.add_argument("--model", default="lenet5", help="one of the models listed below")
+    g.add_argument(
+        "--model",
+        default="lenet5",
+        help="one of the models listed below, your own path/to/file.py:function, or timm:NAME",
+    )
     g.add_argument("--data-dir", default="data", help="image folder (train/<class>/, test/<class>/) or CIFAR-10 root")
     g.add_argument(
         "--cache-dir", default=None, help="decoded-array cache (default: $CIFAR_TUNE_CACHE or ~/.cache/cifar-tune)"
@@ -97,7 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--weights",
         default=None,
         metavar="PATH",
-        help="pretrained models: a state dict file of the torchvision architecture, instead of the torch hub cache",
+        help="pretrained models: a state dict file of the architecture (torchvision's, or timm's for "
+        "timm:NAME:pretrained), instead of the torch hub / Hugging Face cache",
     )
     g.add_argument(
         "--resolution",
@@ -272,7 +291,6 @@ def fill_defaults(args) -> None:
 
 
 def check_args(args) -> None:
-    from trainables.framework import framework_of
     from trainables.models import get_spec
 
     get_spec(args.model)  # UnknownModelError names the known models
@@ -296,13 +314,35 @@ def check_args(args) -> None:
     for name in ("patience", "subset"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise UsageError(f"--{name} must be at least 1 (got {getattr(args, name)})")
-    if (args.lr_find or args.lr_range_from_finder) and not framework_of(args.model).supports_lr_find:
-        raise UsageError(f"the LR range test needs a torch model; {args.model} is {framework_of(args.model).name}")
+    if get_spec(args.model).framework is not None:  # a user's builder: once built (check_model)
+        check_lr_find(args)
     if args.lr_find and args.resume:
         raise UsageError("--lr-find starts no search: use it without --resume")
     for name in ("resolution", "image_size"):
         if getattr(args, name) is not None and getattr(args, name) < 16:
             raise UsageError(f"--{name.replace('_', '-')} must be at least 16 (got {getattr(args, name)})")
+
+
+def check_lr_find(args) -> None:
+    from trainables.framework import framework_of
+
+    if (args.lr_find or args.lr_range_from_finder) and not framework_of(args.model).supports_lr_find:
+        raise UsageError(f"the LR range test needs a torch model; {args.model} is {framework_of(args.model).name}")
+
+
+def check_model(args, num_classes: int, side: int, space: dict, config: dict) -> None:
+    """A user's model (trainables/models/user.py): built with the first trial's `config` (searched keys without a
+    default: a draw from the space), one dummy batch through it, before Ray starts; its framework then recorded."""
+    from ray.tune.search.sample import Domain
+
+    from trainables.models import get_spec
+    from trainables.models.user import check
+
+    if get_spec(args.model).kind == "builtin":
+        return
+    drawn = {k: v.sample() for k, v in space.items() if isinstance(v, Domain) and k not in config}
+    check(args.model, num_classes, side, {**drawn, **config})
+    check_lr_find(args)
 
 
 def check_weights(args) -> None:
@@ -312,7 +352,8 @@ def check_weights(args) -> None:
     check = weights_check(args.model)
     if check is None:
         if args.weights:
-            raise UsageError(f"--weights is for pretrained models (resnet18_pretrained); {args.model} has none")
+            pretrained = f"{args.model}:pretrained" if args.model.startswith("timm:") else "resnet18_pretrained"
+            raise UsageError(f"--weights is for pretrained models ({pretrained}); {args.model} has none")
         return
     try:
         path = check(args.weights)
@@ -367,6 +408,10 @@ def restore_args(args, given: set[str]) -> argparse.Namespace:
 
     args.name, line = resume.choose_experiment(args.storage_path, args.name)
     info = read_json(join(args.storage_path, args.name, EXPERIMENT_FILE))
+    from trainables.models.user import changed
+
+    if why := changed(info, "--resume"):  # a user's builder file edited since: its trials would train another model
+        raise resume.ResumeError(why)
     resume.check_flags(info["args"], args, given)
     for key, value in info["args"].items():
         if key not in resume.CHANGEABLE:

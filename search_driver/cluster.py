@@ -15,6 +15,7 @@ import logging
 import os
 import socket
 import sys
+import tempfile
 from pathlib import Path
 
 from search_driver import ROOT
@@ -24,26 +25,32 @@ from search_driver.cli import UsageError
 def start_ray(args) -> None:
     import ray
 
+    from trainables.models.user import ship
+
     # CheckpointConfig(num_to_keep=1) snapshots the experiment at every trial checkpoint, on purpose (see
     # build_tuner); Tune would warn about that each time several trials checkpoint within 5 s.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     kwargs = dict(logging_level=logging.WARNING, include_dashboard=False)
-    if args.address:
-        check_reachable(args.address)
-        # Trials on other nodes import our packages from a copy of ROOT that Ray ships to every node. Under
-        # `ray job submit --working-dir .` the job has shipped it already, and ray.init refuses a second one.
-        shipped = "working_dir" in (_job_config().get("runtime_env") or {})
-        runtime_env = None if shipped else {"working_dir": str(ROOT), "excludes": _EXCLUDES}
-        try:
-            ray.init(address=args.address, runtime_env=runtime_env, **kwargs)
-        except ConnectionError as e:
-            raise UsageError(f"cannot join the Ray cluster at {args.address}: {_join_error(e)}") from None
-    else:
-        # address="local": never join a stale cluster recorded in /tmp/ray. Workers import our packages from ROOT.
-        ray.init(
-            address="local", num_cpus=args.num_cpus, num_gpus=args.local_gpus,
-            runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}}, **kwargs,
-        )  # fmt: skip
+    with tempfile.TemporaryDirectory() as scratch:
+        # A user's model file (or package) reaches every node as Ray py_modules, uploaded by ray.init: no shared
+        # file system assumed (trainables/models/user.py).
+        own = {"py_modules": modules} if (modules := ship(args.model, Path(scratch))) else {}
+        if args.address:
+            check_reachable(args.address)
+            # Trials on other nodes import our packages from a copy of ROOT that Ray ships to every node. Under
+            # `ray job submit --working-dir .` the job has shipped it already, and ray.init refuses a second one.
+            shipped = "working_dir" in (_job_config().get("runtime_env") or {})
+            runtime_env = (own or None) if shipped else {"working_dir": str(ROOT), "excludes": _EXCLUDES, **own}
+            try:
+                ray.init(address=args.address, runtime_env=runtime_env, **kwargs)
+            except ConnectionError as e:
+                raise UsageError(f"cannot join the Ray cluster at {args.address}: {_join_error(e)}") from None
+        else:
+            # address="local": never join a stale cluster recorded in /tmp/ray. Workers import our packages from ROOT.
+            ray.init(
+                address="local", num_cpus=args.num_cpus, num_gpus=args.local_gpus,
+                runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}, **own}, **kwargs,
+            )  # fmt: skip
 
 
 _EXCLUDES = [".git", "data", "experiments", "results", ".venv", "__pycache__", "*.npz", "*.pth"]

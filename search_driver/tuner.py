@@ -37,7 +37,12 @@ def prepare_gpus(args, space: dict, defaults: dict, constants: dict, data: dict)
 
 def trial_constants(args) -> dict:
     """The config keys every trial gets as they are, next to the searched ones."""
+    from trainables.models import get_spec
+
     constants = {"model": args.model, "max_epochs": args.max_epochs, "seed": args.seed}
+    spec = get_spec(args.model)
+    if spec.kind in ("file", "module") and spec.framework:  # found by building it (cli.check_model): trials need not
+        constants["framework"] = spec.framework
     if args.weights:
         constants["weights_path"] = args.weights
     if args.train_on_cpu:
@@ -187,11 +192,13 @@ def experiment_info(args, dataset, space: dict) -> dict:
     from search_spaces import describe
     from trainables.framework import framework_of
     from trainables.metric_names import SEARCH_METRICS
+    from trainables.models.user import source_record
 
     return {
         "name": args.name,
         "model": args.model,
         "framework": framework_of(args.model).name,
+        "model_source": source_record(args.model),  # a user's builder: its file and sha256; timm: name, version
         "metric": args.metric,
         "mode": SEARCH_METRICS[args.metric],
         "started_at": time.time(),

@@ -1,6 +1,9 @@
 """One search-space module per model: `SPACE` (Tune domains, with the reasons for each range), `DEFAULTS` (the first
 config tried) and `MAX_EPOCHS` (every trial's schedule horizon and ASHA's max_t unless --max-epochs says otherwise).
-`get_space(model)` finds them through the model registry (trainables/models); `describe(space)` makes them JSON for experiment.json."""
+`get_space(model)` finds them through the model registry (trainables/models); `describe(space)` makes them JSON for experiment.json.
+
+A user's builder file brings its own SPACE / DEFAULTS / MAX_EPOCHS, each optional, laid over the shared space
+(trainables/models/user.own_space); `space_note(model)` is the one line that says what the shared space supplies."""
 
 from __future__ import annotations
 
@@ -16,19 +19,51 @@ def _module(model: str):
     try:
         spec = get_spec(model)
     except UnknownModelError as e:
+        if e.__class__ is not UnknownModelError:  # a user model's own error (no such file, ...): already one line
+            raise
         raise KeyError(f"no search space for model {model!r}; known: {', '.join(MODELS)}") from e
     return importlib.import_module(f"{__name__}.{spec.space}")
 
 
+def _own(model: str):
+    """(space, defaults, max_epochs, note) of a user's builder file or module, None for the others."""
+    if get_spec(model).kind not in ("file", "module"):
+        return None
+    from trainables.models.user import own_space
+
+    return own_space(model)
+
+
 def get_space(model: str) -> tuple[dict, dict]:
     """(space, defaults) for `model`."""
+    if own := _own(model):
+        return dict(own[0]), dict(own[1])
     module = _module(model)
-    return dict(module.SPACE), dict(module.DEFAULTS)
+    space, defaults = dict(module.SPACE), dict(module.DEFAULTS)
+    if hasattr(module, "adapt"):  # a space shared by models that differ in one axis (timm_pretrained: resolution)
+        module.adapt(space, defaults, model)
+    return space, defaults
 
 
 def get_max_epochs(model: str) -> int:
     """The model's default epochs per trial (its space module's MAX_EPOCHS)."""
+    if own := _own(model):
+        return own[2]
     return int(_module(model).MAX_EPOCHS)
+
+
+def space_note(model: str) -> str | None:
+    """One line when `model` searches the shared space because it brings no space of its own, else None."""
+    if own := _own(model):
+        return own[3]
+    if get_spec(model).kind == "timm" and get_spec(model).space == "common":
+        from .common import MAX_EPOCHS
+
+        return (
+            f"note: {model} from scratch searches the shared space (search_spaces/common.py), {MAX_EPOCHS} epochs "
+            "per trial (docs/own-model.md)"
+        )
+    return None
 
 
 def describe(space: dict) -> dict:

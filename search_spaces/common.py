@@ -42,3 +42,10 @@ COMMON_DEFAULTS = {
     "crop_padding": 4,
     "cutout": 0,
 }
+
+# The space of a model that brings none of its own: a user's builder file without SPACE (laid under it when it has
+# one: trainables/models/user.py), timm:NAME from scratch. 20 epochs: resnet18_pretrained's horizon, a middle ground
+# between LeNet-5's 40 and what a 15-minute CPU search brings to the end for a larger net.
+SPACE = COMMON
+DEFAULTS = COMMON_DEFAULTS
+MAX_EPOCHS = 20

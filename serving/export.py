@@ -207,6 +207,10 @@ def export_existing(results_dir: str, *, storage_path: str = "experiments", expe
             f"{e}; --export-only checks on the experiment's test images: pass --experiment PATH"
         ) from None
     info = read_json(join(path, EXPERIMENT_FILE))
+    from trainables.models.user import changed
+
+    if why := changed(info, "--export-only"):  # a user's builder file edited since: not the trained architecture
+        raise ExportError(why)
     src = info["data"]
     dataset = load_dataset(data_dir or src["path"], seed=info["split_seed"], image_size=src.get("image_size", 32),
                            cache_dir=cache_dir, subset=src.get("subset"))  # fmt: skip
@@ -225,7 +229,7 @@ def export_existing(results_dir: str, *, storage_path: str = "experiments", expe
             from .export_keras import load_trained
 
             weights = d / "model.keras"
-            model = load_trained(weights) if weights.exists() else None
+            model = load_trained(weights, config["model"]) if weights.exists() else None
     except Exception as e:  # a model file that does not fit its config: one line, not a traceback
         raise ExportError(f"cannot rebuild the model of {d} from its best_config.json: {first_line(e)}") from e
     if model is None:

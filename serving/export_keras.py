@@ -20,9 +20,14 @@ SAVEDMODEL_DIR = "model_savedmodel"
 ONNX_FILE = "model.onnx"
 
 
-def load_trained(path: Path):
+def load_trained(path: Path, model: str | None = None):
+    """A saved .keras model; `model` (its --model) is imported first, so a user's file registers its own layers."""
     import trainables.models.keras_resnet  # noqa: F401  registers the custom Block layer
 
+    if model is not None:
+        from trainables.models import get_spec
+
+        get_spec(model).load()
     return keras.saving.load_model(path, compile=False)
 
 

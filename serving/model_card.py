@@ -124,6 +124,7 @@ def build_card(*, name: str, framework: str, model: str, classes: list[str], sid
         | ({"macro_f1": metrics["macro"]["f1"]} if "macro" in metrics else {})
         | ({"seeds": len(metrics["seeds"])} if "seeds" in metrics else {}),
         "config": config,
+        "rebuild": rebuild(model, config, len(classes), side, info),
         "data": {
             "fingerprint_sha256": fingerprint,
             **{k: data.get(k) for k in ("path", "kind", "image_size", "subset", "num_train", "num_val", "num_test")},
@@ -133,6 +134,17 @@ def build_card(*, name: str, framework: str, model: str, classes: list[str], sid
         "versions": versions(),
         "usage": {"python_onnxruntime": usage_snippet(onnx)} if onnx else {},
     }
+
+
+def rebuild(model: str, config: dict, num_classes: int, side: int, info: dict) -> dict:
+    """How to build the trained architecture again (then load model.pth / model.keras into it): the builder file and
+    function with its sha256 at search time, the timm name, or the registry's name (trainables/models)."""
+    from trainables.models import rebuild_recipe
+
+    source = info.get("model_source") or {}
+    return rebuild_recipe(model, config, num_classes, side) | (
+        {"sha256_at_search": source["sha256"]} if source.get("sha256") else {}
+    )
 
 
 def write_card(out_dir: Path, card: dict) -> Path:

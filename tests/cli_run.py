@@ -12,11 +12,11 @@ from pathlib import Path
 from sample_data import ROOT
 
 
-def run_cli(*args, timeout=240, env=None):
+def run_cli(*args, timeout=240, env=None, cwd=ROOT):
     t = time.time()
     proc = subprocess.run(
         [sys.executable, str(ROOT / "run_search.py"), *map(str, args)],
-        capture_output=True, text=True, timeout=timeout, cwd=ROOT, env={**os.environ, **(env or {})},
+        capture_output=True, text=True, timeout=timeout, cwd=cwd, env={**os.environ, **(env or {})},
     )  # fmt: skip
     proc.seconds = time.time() - t
     return proc

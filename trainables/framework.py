@@ -167,6 +167,10 @@ class TorchFramework(_Loop):
         kwargs = ", ".join(f"{k}={config[k]!r}" for k in ("dropout", "stem") if k in config)
         if config["model"] == "resnet18_pretrained":  # plain torchvision resnet18 keys: no project code needed
             build = f"import torchvision\nmodel = torchvision.models.resnet18(num_classes={num_classes})\n"
+        elif get_spec(config["model"]).kind != "builtin":  # a user's builder or timm: its own code, not ours
+            from .models.user import rebuild
+
+            build = rebuild(config["model"], config, num_classes, int(config["input_size"]))["python"] + "\n"
         else:
             build = (
                 "from trainables.models import build_model\n"
@@ -230,6 +234,7 @@ class KerasFramework(_Loop):
         model.set_weights(weights)
 
     def from_checkpoint(self, directory: str, config: dict, num_classes: int):
+        get_spec(config["model"]).load()  # a user's file first: loading needs its custom layers registered
         state = self.load_checkpoint(directory)
         return state["model"], int(state["epoch"])
 
@@ -242,8 +247,13 @@ class KerasFramework(_Loop):
         return {"mean": list(data["mean"]), "std": list(data["std"]), "input_size": int(data["x_train"].shape[-1])}
 
     def load_note(self, config: dict, num_classes: int) -> str:
+        if get_spec(config["model"]).kind != "builtin":  # a user's file: import it first if it defines layers
+            target = config["model"].rsplit(":", 1)[0]
+            register = f"# import {target} first if it defines custom layers (register_keras_serializable)\n"
+        else:
+            register = "import trainables.models.keras_resnet  # registers the custom Block layer\n"
         return (
-            "```python\nimport keras\nimport trainables.models.keras_resnet  # registers the custom Block layer\n"
+            f"```python\nimport keras\n{register}"
             f"model = keras.saving.load_model('{self.model_file}')\n"
             "# inputs: NHWC float images in [0, 1], normalised with best_config.json's input['mean'] / input['std']; "
             "outputs: class probabilities\n```"
@@ -260,6 +270,10 @@ def get_framework(name: str) -> Framework:
     return FRAMEWORKS[name]()
 
 
-def framework_of(model: str) -> Framework:
-    """The framework that trains registered model `model` (trainables/models: its ModelSpec)."""
-    return get_framework(get_spec(model).framework)
+def framework_of(model: str, framework: str | None = None) -> Framework:
+    """The framework that trains `model` (trainables/models: its ModelSpec). A user's builder file says it only once
+    built: the driver's check found it and recorded it, and trials get it as config["framework"] (`framework`)."""
+    name = get_spec(model).framework or framework
+    if name is None:
+        raise ValueError(f"the framework of {model} is known once the driver has built it (trainables/models/user.py)")
+    return get_framework(name)

@@ -70,7 +70,8 @@ def split_head(model: nn.Module) -> tuple[list, list]:
     cfg = getattr(model, "pretrained_cfg", None)
     if not cfg or "classifier" not in cfg:
         raise ValueError("freeze_epochs and backbone_lr_mult need a pretrained model (one with a named head)")
-    head = list(model.get_submodule(cfg["classifier"]).parameters())
+    names = [cfg["classifier"]] if isinstance(cfg["classifier"], str) else cfg["classifier"]  # timm: some have two
+    head = [p for name in names for p in model.get_submodule(name).parameters()]
     ids = {id(p) for p in head}
     return head, [p for p in model.parameters() if id(p) not in ids]
 

@@ -53,7 +53,7 @@ def train_trial(config: dict, data: dict) -> None:
     # then fails the new trial. Ending a Keras fit took up to 3.3 s on a busy machine; read at reset time.
     os.environ.setdefault("TUNE_FUNCTION_THREAD_TIMEOUT_S", "60")
     quiet_sigterm_exit()
-    fw = framework_of(config["model"])
+    fw = framework_of(config["model"], config.get("framework"))  # a user's builder: the driver found its framework
     # resources first: it also gives a reused process time to end the last trial's Keras fit (0-3.3 s here)
     fw.setup_trial(*trial_resources(), config.get("device"))
     run_trial(fw, config, data)

@@ -5,6 +5,10 @@ Each entry names its builder as "module:function" (imported on first use, so a t
 TensorFlow and vice versa), its framework (which loop trains it: trainables/framework.py) and its search space
 (a module of search_spaces/; several models may share one). A builder takes only the keys it declares;
 the rest of a trial config (lr, batch size, ...) is ignored here, so trainables can pass the whole config.
+
+Models from outside the registry have a spec too, made from the `--model` string itself (trainables/models/user.py):
+`path/to/file.py:function`, `package.module:function` (framework detected from what the builder returns) and
+`timm:NAME[:pretrained]`. The string is all a trial needs to resolve the model again, in any process, on any node.
 """
 
 from __future__ import annotations
@@ -16,12 +20,17 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class ModelSpec:
-    builder: str  # "module:function", relative to this package
-    framework: str  # "torch" or "keras"
-    space: str  # module of search_spaces/ holding SPACE, DEFAULTS and MAX_EPOCHS
+    builder: str  # "module:function", relative to this package; a user model: its --model string
+    framework: str | None  # "torch" or "keras"; None: a user builder whose model has not been built yet
+    space: str  # module of search_spaces/ holding SPACE, DEFAULTS and MAX_EPOCHS ("": the user file's own)
     description: str
+    kind: str = "builtin"  # "builtin", or a user model's: "file", "module", "timm" (trainables/models/user.py)
 
     def load(self):
+        if self.kind != "builtin":
+            from .user import load_builder
+
+            return load_builder(self.builder)
         module, func = self.builder.split(":")
         return getattr(importlib.import_module(f"{__name__}.{module}"), func)
 
@@ -52,13 +61,56 @@ class UnknownModelError(ValueError):
 
 
 def get_spec(name: str) -> ModelSpec:
-    if name not in MODELS:
-        raise UnknownModelError(f"unknown model {name!r}; known models: {', '.join(MODELS)}")
-    return MODELS[name]
+    if name in MODELS:
+        return MODELS[name]
+    from . import user
+
+    if user.kind(name) is None:
+        raise UnknownModelError(
+            f"unknown model {name!r}; known models: {', '.join(MODELS)}, or your own: path/to/file.py:function, "
+            "package.module:function, timm:NAME (docs/own-model.md)"
+        )
+    return user.spec(name)
 
 
 def build_model(name: str, num_classes: int, **config):
-    """Build `name` with the config keys its builder accepts (e.g. `dropout`, `stem`)."""
+    """Build `name` with the config keys its builder accepts (e.g. `dropout`, `stem`).
+
+    `input_size` (the side of the square images) and `input_shape` ((side, side, 3), Keras' NHWC) are two names for
+    the same thing: a loop passes one, a builder may name either."""
     builder = get_spec(name).load()
+    if "input_shape" in config and "input_size" not in config:
+        config["input_size"] = int(config["input_shape"][0])
+    elif "input_size" in config and "input_shape" not in config:
+        config["input_shape"] = (int(config["input_size"]), int(config["input_size"]), 3)
     accepted = set(inspect.signature(builder).parameters) - {"num_classes"}
     return builder(num_classes=num_classes, **{k: v for k, v in config.items() if k in accepted})
+
+
+def model_slug(name: str) -> str:
+    """`name` as a folder-name prefix: a registered name as is, a user model's short form (net-build, timm-resnet10t)."""
+    if name in MODELS:
+        return name
+    from .user import slug
+
+    return slug(name)
+
+
+def rebuild_recipe(name: str, config: dict, num_classes: int, side: int) -> dict:
+    """{"model", "source", "python"}: what builds the architecture of a model trained from `config` (the card's
+    "rebuild"): a user's builder file or module and function, a timm name, or this registry."""
+    spec = get_spec(name)
+    if spec.kind != "builtin":
+        from .user import rebuild
+
+        return rebuild(name, config, num_classes, side)
+    params = set(inspect.signature(spec.load()).parameters)
+    accepted = params - {"num_classes", "weights_path", "load_weights"}
+    kwargs = "".join(f", {k}={v!r}" for k, v in config.items() if k in accepted)
+    kwargs += ", load_weights=False" if "load_weights" in params else ""  # the trained file has every tensor
+    return {
+        "model": name,
+        "source": f"this repository's registry (trainables/models), {spec.description}",
+        "python": f"from trainables.models import build_model\nmodel = build_model({name!r}, num_classes={num_classes}"
+        f"{kwargs}, input_size={side})",
+    }
