@@ -130,14 +130,19 @@ class OptunaSearcher(WholeFileSaves, Searcher):
 
 class EndedTrials(Callback):
     """At the end of a search, tell the searcher (and say on the console) which trials the time budget ended:
-    Tune marks them TERMINATED without telling anyone. Interrupted trials stay RUNNING / PENDING (a --resume
-    continues them) and are left alone. Built with the searcher; tuner.pkl pickles both, so a restored search
-    keeps the link."""
+    Tune marks them TERMINATED without telling anyone. Interrupted trials are left alone: Tune's clean-up after a
+    stop signal (search_driver/interrupts.py) marks them TERMINATED too, but after its last snapshot, which keeps
+    them running for --resume. Built with the searcher; tuner.pkl pickles both, so a restored search keeps the
+    link."""
 
     def __init__(self, searcher: OptunaSearcher):
         self.searcher = searcher
 
     def on_experiment_end(self, trials, **info):
+        from search_driver.interrupts import stopping
+
+        if stopping():  # an interrupt: Tune's clean-up set the running trials TERMINATED, its snapshot did not
+            return
         for trial in trials:
             if trial.status == "TERMINATED":
                 self.searcher.on_trial_complete(trial.trial_id, result=dict(trial.last_result or {}))

@@ -309,3 +309,22 @@ def test_warm_start_bad_input_is_one_line_each(image_folder, tmp_path):
     assert "other exists" in line
     line = one_line_error(run_cli("--resume", "other", "--warm-start", "other", "--storage-path", tmp_path))
     assert "--warm-start starts a new experiment" in line
+
+
+def test_an_interrupt_leaves_the_running_trials_to_resume(monkeypatch):
+    """Ctrl-C: Tune's clean-up marks the running trials TERMINATED after its last snapshot, which keeps them running
+    for --resume; they must stay RUNNING in the study too, or each resumed trial fails on its next epoch (seen on an
+    interrupted extension: UpdateFinishedTrialError)."""
+    import signal
+
+    from search_driver import interrupts
+    from search_driver.optuna_searcher import EndedTrials
+
+    s = OptunaSearcher(optuna.samplers.RandomSampler(seed=0), 3)
+    s.set_search_properties("val_loss", "min", {"x": tune.uniform(0, 1)})
+    s.suggest("a")
+    s.on_trial_result("a", {"val_loss": 1.0, M.EPOCH: 1})
+    monkeypatch.setattr(interrupts, "_RECEIVED", [signal.SIGINT])
+    EndedTrials(s).on_experiment_end([SimpleNamespace(trial_id="a", status="TERMINATED", last_result={})])
+    s.on_trial_result("a", {"val_loss": 0.9, M.EPOCH: 2})  # the resumed trial's next epoch
+    assert s.study.trials[0].state.name == "RUNNING"
