@@ -61,6 +61,11 @@ def parts_line(info: dict, curves: dict[str, pd.DataFrame], trial_ids) -> str | 
     return "; ".join(p.line() for p in parts(info, curves, trial_ids))
 
 
+def console_lines(head: str, parts_: list[Part]) -> list[str]:
+    """`head` then one part per line, aligned under the first ("Extended search: part 1 ...")."""
+    return [f"{head if i == 0 else ' ' * len(head)}{p.line()}" for i, p in enumerate(parts_)]
+
+
 def results_curves(results) -> tuple[dict[str, pd.DataFrame], list[str]]:
     """(trial id -> its reports, every trial id) of a Tune ResultGrid."""
     curves, ids = {}, []

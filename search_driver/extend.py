@@ -23,7 +23,6 @@ An interrupted extension is continued like any search: `--resume NAME` restores 
 from __future__ import annotations
 
 import json
-import textwrap
 import time
 
 from search_driver.cli import UsageError
@@ -78,7 +77,7 @@ def begin(args, path: str):
     import pandas as pd
 
     from analysis.experiment import EXPERIMENT_FILE, join, read_json
-    from analysis.parts import parts
+    from analysis.parts import console_lines, parts
     from search_driver import resume
     from search_driver.stopping import read_rows
     from search_driver.tuner import Prior
@@ -87,9 +86,8 @@ def begin(args, path: str):
     folders = trial_folders(path)
     part = len(info.get("extensions") or []) + 2
     curves = {tid: pd.DataFrame(read_rows(folder)) for tid, folder in folders.items()}
-    so_far = "; ".join(p.line() for p in parts(info, curves, folders))
-    line = f"extending {args.name} with part {part}: {budget_words(args)}; so far {so_far}"
-    print(textwrap.fill(line, 120, subsequent_indent="    "), flush=True)
+    print(f"extending {args.name} with part {part}: {budget_words(args)}", flush=True)
+    print("\n".join(console_lines("so far: ", parts(info, curves, folders))), flush=True)
     resume.record(path, extension={
         "part": part, "started_at": time.time(), "time_budget_min": args.time_budget,
         "num_samples": None if args.num_samples == -1 else args.num_samples, "earlier_trials": sorted(folders),

@@ -66,10 +66,11 @@ def print_summary(results, args, path: str) -> None:
     line = versus_first_trial(configs, dict(zip(df.trial_id, df[args.metric], strict=True)), first, args.metric, mode)
     if line:
         print(textwrap.fill(line[0].upper() + line[1:], 120))
-    from analysis.parts import parts_line, results_curves
+    from analysis.parts import console_lines, parts, results_curves
 
-    if line := parts_line(read_json(join(path, EXPERIMENT_FILE)), *results_curves(results)):
-        print(textwrap.fill(f"Extended search: {line}", 120, subsequent_indent="    "))
+    info = read_json(join(path, EXPERIMENT_FILE))
+    if info.get("extensions"):  # how many trials and minutes each part brought
+        print("\n".join(console_lines("Extended search: ", parts(info, *results_curves(results)))))
     print(f"\nExperiment: {path}\nReport: python report.py --experiment {path}")
 
 
