@@ -132,8 +132,19 @@ class Experiment:
             "diverged": int(diverged.sum()),
             "epochs_spent": int(epochs.sum()),
             "max_epochs": max_epochs,
-            "wall_time_s": float(max(ends) - min(starts)) if ends else 0.0,
+            "wall_time_s": self._wall_time_s(starts, ends),
         }
+
+    def _wall_time_s(self, starts, ends) -> float:
+        """First start to last report; an extended experiment's parts each so (not the pauses between them)."""
+        if not ends:
+            return 0.0
+        if not self.info.get("extensions"):
+            return float(max(ends) - min(starts))
+        from .parts import parts
+
+        ids = [t.trial_id for t in self.analysis.trials]
+        return 60 * sum(p.minutes for p in parts(self.info, self.curves, ids))
 
 
 SNAPSHOT_PREFIX = "experiment_state-"  # Tune's snapshot files: experiment_state-<session start time>.json

@@ -10,7 +10,9 @@ budget, in the same storage path and name; Tune writes its own experiment_state-
 ones and new trial_<id>/ folders beside the earlier trials, and leaves those alone. What carries over:
 
 - the Optuna study: the same journal file (search_driver/tracking.py), so TPE continues with every earlier trial;
-  the searcher never reuses an earlier Tune trial id (search_driver/optuna_searcher.py);
+  the searcher never reuses an earlier Tune trial id (search_driver/optuna_searcher.py). On remote storage
+  (s3://, gs://) the study lives in memory and in the searcher's saved state: the extension's new study starts
+  with the earlier study's trials, read from the newest searcher-state-*.pkl (our searcher's own pickle);
 - ASHA's rungs: the new ResumableASHA replays the earlier trials' result files before any new trial reports
   (search_driver/stopping.py);
 - the record: experiment.json's `extensions` list (budget, start, the trials that came before, end); report.py and
@@ -65,6 +67,30 @@ def trial_folders(path: str) -> dict[str, str]:
     return out
 
 
+def earlier_study(path: str) -> list:
+    """Remote storage: the finished trials of the study in the experiment's newest saved searcher state (the
+    OptunaSearcher's pickled attributes, search_driver/optuna_searcher.py `save`), [] without one. Unpickling
+    trusts the folder, as Tuner.restore does."""
+    import pickle
+
+    import pyarrow.fs as pafs
+    from optuna.trial import TrialState
+
+    from analysis.experiment import filesystem, join
+
+    fs, root = filesystem(path)
+    names = sorted(
+        i.base_name for i in fs.get_file_info(pafs.FileSelector(root)) if i.base_name.startswith("searcher-state-")
+    )
+    if not names:
+        return []
+    fs, p = filesystem(join(path, names[-1]))
+    with fs.open_input_stream(p) as f:
+        study = pickle.loads(f.read()).get("_study")
+    ended = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+    return [] if study is None else study.get_trials(deepcopy=True, states=ended)
+
+
 def budget_words(args) -> str:
     words = [f"up to {args.num_samples} more trials" if args.num_samples > 0 else "as many more trials as fit"]
     if args.time_budget:
@@ -92,7 +118,10 @@ def begin(args, path: str):
         "part": part, "started_at": time.time(), "time_budget_min": args.time_budget,
         "num_samples": None if args.num_samples == -1 else args.num_samples, "earlier_trials": sorted(folders),
     })  # fmt: skip
-    return Prior(part=part, earlier_trials=[folders[t] for t in sorted(folders)], first=[])
+    from analysis.experiment import is_uri
+
+    evidence = earlier_study(path) if is_uri(path) and args.searcher == "optuna" else []  # local: the same journal
+    return Prior(part=part, earlier_trials=[folders[t] for t in sorted(folders)], first=[], evidence=evidence)
 
 
 def results(path: str, results, args):

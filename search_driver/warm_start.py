@@ -193,6 +193,8 @@ def prepare(args, space: dict, old_path: str, old_info: dict) -> WarmStart:
 
     old = old_path.rstrip("/").rsplit("/", 1)[-1]
     trials = old_trials(old_path, old_info)
+    if not trials:
+        raise UsageError(f"{old}'s study holds no trials: nothing to warm-start from; start without --warm-start")
     evidence, dropped = fit_evidence(trials, space, old)
     if not evidence:
         first = f" (e.g. {dropped[0][0]}: {dropped[0][1]})" if dropped else ""

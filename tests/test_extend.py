@@ -328,3 +328,21 @@ def test_an_interrupt_leaves_the_running_trials_to_resume(monkeypatch):
     EndedTrials(s).on_experiment_end([SimpleNamespace(trial_id="a", status="TERMINATED", last_result={})])
     s.on_trial_result("a", {"val_loss": 0.9, M.EPOCH: 2})  # the resumed trial's next epoch
     assert s.study.trials[0].state.name == "RUNNING"
+
+
+def test_on_remote_storage_an_extension_starts_from_the_saved_study(tmp_path):
+    """s3:// / gs:// keep the study in memory (no journal file): the extension's new study begins with the trials
+    of the searcher state the finished search saved, and declines their Tune trial ids."""
+    from search_driver.extend import earlier_study
+
+    first = OptunaSearcher(optuna.samplers.RandomSampler(seed=0), 1)  # no storage: an in-memory study
+    first.set_search_properties("val_loss", "min", {"x": tune.uniform(0, 1)})
+    for tid in ("a", "b"):
+        first.on_trial_complete(tid, {"val_loss": first.suggest(tid)["x"], M.EPOCH: 1})
+    first.suggest("c")  # never finished: no evidence
+    first.save_to_dir(str(tmp_path), session_str="2026-12-06_10-00-00")
+    trials = earlier_study(str(tmp_path))
+    assert [t.user_attrs[TUNE_TRIAL_ID] for t in trials] == ["a", "b"]
+    extension = OptunaSearcher(optuna.samplers.RandomSampler(seed=1), 1, evidence=trials)
+    extension.set_search_properties("val_loss", "min", {"x": tune.uniform(0, 1)})
+    assert [t.value for t in extension.study.trials] == [t.value for t in trials] and extension.suggest("a") is None
