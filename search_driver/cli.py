@@ -398,9 +398,12 @@ def restore_args(args, given: set[str]) -> argparse.Namespace:
         )
     args.name, line = resume.choose_experiment(args.storage_path, args.name)
     info = read_json(join(args.storage_path, args.name, EXPERIMENT_FILE))
-    args.extend = resume.extends(join(args.storage_path, args.name), info, args, given)
+    path = join(args.storage_path, args.name)
+    args.extend = resume.extends(path, info, args, given)
     own = resume.BUDGET if args.extend else set()
     resume.check_flags(info["args"], args, given, changeable=own)
+    if not args.extend:
+        resume.check_something_to_do(path, info)
     for key, value in info["args"].items():
         if key not in resume.CHANGEABLE | own:
             setattr(args, key, value)

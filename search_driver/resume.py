@@ -131,23 +131,29 @@ def extend_command(name: str) -> str:
 
 
 def extends(path: str, info: dict, args, given: set[str]) -> bool:
-    """Whether this --resume extends the experiment at `path` (True) or continues it (False); a request that can do
-    neither is one line. A finished experiment is extended when a budget flag is given; an unfinished one only
-    continues, with the budget it has left."""
+    """Whether this --resume extends the experiment at `path` (True) or continues it (False). A finished experiment
+    is extended when a budget flag is given; an unfinished one only continues, with the budget it has left: a new
+    budget for it is one line."""
     p = progress(path, info)
-    finished = p is not None and not p.unfinished
+    if p is not None and not p.unfinished:
+        return bool(given & BUDGET)
     budget = sorted(f"--{d.replace('_', '-')}" for d in given & BUDGET if getattr(args, d) != info["args"].get(d))
-    name = path.rstrip("/").rsplit("/", 1)[-1]
-    if finished and given & BUDGET:
-        return True
     if budget:
+        name = path.rstrip("/").rsplit("/", 1)[-1]
         raise ResumeError(
             f"{name} is not finished ({p.words() if p else 'no Tune state yet'}): `python run_search.py --resume "
             f"{name}` continues it with the budget it has left; {' and '.join(budget)} can extend it once it has finished"
         )
-    if finished and not p.errored:  # (errored trials: Tune's restore retries them)
-        raise ResumeError(f"{name} is finished ({p.words()}); to extend it: {extend_command(name)}")
     return False
+
+
+def check_something_to_do(path: str, info: dict) -> None:
+    """A finished experiment resumed without a new budget: one line saying so and how to extend it, unless it has
+    errored trials (Tune's restore retries them)."""
+    p = progress(path, info)
+    if p is not None and not p.unfinished and not p.errored:
+        name = path.rstrip("/").rsplit("/", 1)[-1]
+        raise ResumeError(f"{name} is finished ({p.words()}); to extend it: {extend_command(name)}")
 
 
 def _info(storage_path: str, name: str) -> dict:

@@ -19,6 +19,8 @@ from cli_run import one_line_error, run_cli
 from ray import tune
 from sample_data import ROOT, write_image_folder
 
+from analysis.parts import report_lines
+from analysis.trials import load_experiment
 from search_driver.optuna_searcher import TUNE_TRIAL_ID, OptunaSearcher
 from search_driver.stopping import ResumableASHA
 from search_driver.tracking import STUDY_FILE
@@ -122,13 +124,23 @@ def test_resume_of_a_finished_search_says_how_to_extend_it(finished, tmp_path):
     assert tree_digest(exp) == before
 
 
-@pytest.mark.slow
-def test_a_new_budget_on_an_unfinished_experiment_is_refused(tmp_path):
+def main_error(capsys, *argv) -> str:
+    """run_search.main in this process, for bad input that stops before data or Ray: exit 2 and one error line."""
+    import run_search
+
+    code = run_search.main([str(a) for a in argv])
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+def test_a_new_budget_on_an_unfinished_experiment_is_refused(tmp_path, capsys):
     from test_resume import fake_experiment
 
     fake_experiment(tmp_path, "half", 100, ["TERMINATED", "RUNNING"])
-    line = one_line_error(run_cli("--resume", "half", "--time-budget", 5, "--storage-path", tmp_path), within=30)
-    assert "half is not finished" in line and "--resume half" in line
+    line = main_error(capsys, "--resume", "half", "--time-budget", 5, "--storage-path", tmp_path)
+    assert "half is not finished (1 of 2 trials finished)" in line and "`python run_search.py --resume half`" in line
 
 
 def test_resume_name_forms(tmp_path):
@@ -273,42 +285,41 @@ def test_warm_start_into_a_new_experiment(finished, tmp_path):
     assert info["warm_start"]["from"] == "base" and info["warm_start"]["evidence"] == 2
     assert info["warm_start"]["dropped"] == [] and len(info["warm_start"]["first_trials"]) == 2
     assert "warm start from base: 2 of its 2 trials as evidence" in proc.stdout
-    md = report(tmp_path / "warm", tmp_path / "results")
-    assert "warm-started from `base`" in md
+    (line,) = report_lines(load_experiment(str(tmp_path / "warm")))  # report.md's line (report_markdown)
+    assert line.startswith("- warm-started from `base`: 2 of its 2 trials as evidence")
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Bad input: one line each
 
 
-@pytest.mark.slow
-def test_warm_start_bad_input_is_one_line_each(image_folder, tmp_path):
-    from test_resume import fake_experiment
-
-    base = ["--data-dir", image_folder, "--smoke-test", "--storage-path", tmp_path]
-    line = one_line_error(run_cli(*base, "--warm-start", "nope"), within=30)
-    assert "no experiment 'nope' to warm-start from" in line
-    d = fake_experiment(tmp_path, "other", 100, ["TERMINATED"], finished=True)  # a lenet5 experiment
-    info = json.loads((d / "experiment.json").read_text())
-    (d / "experiment.json").write_text(json.dumps({**info, "metric": "val_loss", "mode": "min"}))
-    line = one_line_error(run_cli(*base, "--model", "resnet18", "--warm-start", "other"), within=30)
-    assert "other searched lenet5" in line and "--model lenet5" in line
-    # its study searched keys the lenet5 space does not have
+def test_warm_start_bad_input_is_one_line_each(image_folder, tmp_path, capsys):
     from optuna.distributions import FloatDistribution
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
+    from test_resume import fake_experiment
 
+    base = ["--data-dir", image_folder, "--smoke-test", "--storage-path", tmp_path]
+    assert "no experiment 'nope' to warm-start from" in main_error(capsys, *base, "--warm-start", "nope")
+    d = fake_experiment(tmp_path, "other", 100, ["TERMINATED"], finished=True)  # a lenet5 experiment
+    info = json.loads((d / "experiment.json").read_text())
+    (d / "experiment.json").write_text(json.dumps({**info, "metric": "val_loss", "mode": "min"}))
+    line = main_error(capsys, *base, "--model", "resnet18", "--warm-start", "other")
+    assert "other searched lenet5" in line and "--model lenet5" in line
+    assert "has no Optuna study" in main_error(capsys, *base, "--warm-start", "other")
+    # its study searched keys the lenet5 space does not have
     study = optuna.create_study(study_name="other", storage=JournalStorage(JournalFileBackend(str(d / STUDY_FILE))))
     study.add_trial(optuna.trial.create_trial(value=1.0, params={"width": 3.0},
                                               distributions={"width": FloatDistribution(1, 4)}))  # fmt: skip
     before = tree_digest(d)
-    line = one_line_error(run_cli(*base, "--warm-start", "other", "--name", "new"), within=60)
+    line = main_error(capsys, *base, "--warm-start", "other", "--name", "new")
     assert "shares no searched key with other" in line
     assert tree_digest(d) == before and not (tmp_path / "new" / "experiment.json").exists()
-    line = one_line_error(run_cli(*base, "--warm-start", "other", "--name", "other"), within=30)
-    assert "other exists" in line
-    line = one_line_error(run_cli("--resume", "other", "--warm-start", "other", "--storage-path", tmp_path))
+    assert "other exists" in main_error(capsys, *base, "--warm-start", "other", "--name", "other")
+    line = main_error(capsys, "--resume", "other", "--warm-start", "other", "--storage-path", tmp_path)
     assert "--warm-start starts a new experiment" in line
+    line = main_error(capsys, *base, "--warm-start", "other", "--searcher", "random")
+    assert "use it with --searcher optuna" in line
 
 
 def test_an_interrupt_leaves_the_running_trials_to_resume(monkeypatch):
