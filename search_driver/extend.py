@@ -62,8 +62,8 @@ def trial_folders(path: str) -> dict[str, str]:
         with fs.open_input_stream(p) as f:
             state = json.loads(f.read().decode())
         for trial_json, _ in state["trial_data"]:
-            trial = json.loads(trial_json)
-            out[trial["trial_id"]] = join(path, trial["relative_logdir"])
+            tid = json.loads(trial_json)["trial_id"]
+            out[tid] = join(path, f"trial_{tid}")  # build_tuner's trial_dirname_creator
     return out
 
 
@@ -102,7 +102,7 @@ def begin(args, path: str):
     """Record the extension in experiment.json, say what came before, and return what the new Tune run needs."""
     import pandas as pd
 
-    from analysis.experiment import EXPERIMENT_FILE, join, read_json
+    from analysis.experiment import EXPERIMENT_FILE, is_uri, join, read_json
     from analysis.parts import console_lines, parts
     from search_driver import resume
     from search_driver.stopping import read_rows
@@ -118,8 +118,6 @@ def begin(args, path: str):
         "part": part, "started_at": time.time(), "time_budget_min": args.time_budget,
         "num_samples": None if args.num_samples == -1 else args.num_samples, "earlier_trials": sorted(folders),
     })  # fmt: skip
-    from analysis.experiment import is_uri
-
     evidence = earlier_study(path) if is_uri(path) and args.searcher == "optuna" else []  # local: the same journal
     return Prior(part=part, earlier_trials=[folders[t] for t in sorted(folders)], first=[], evidence=evidence)
 
