@@ -5,7 +5,8 @@
 
 main() is the story of a search, each step from search_driver/: the arguments, parsed and checked (cli.py); the
 data and the search space; Ray started or joined, waiting for the cluster to fit a trial (cluster.py); the Tuner
-built or restored and run (tuner.py); what it found, or what an interrupt kept (summary.py).
+built or restored and run (tuner.py); what it found, or what an interrupt kept (summary.py). A finished experiment
+is extended by a new Tuner in its folder (extend.py); a new one may start from an old one's trials (warm_start.py).
 
 Results: <storage-path>/<name>/ holds Ray's trial folders (result.json, progress.csv, checkpoints) and
 experiment.json (model, data, split seed, arguments, search space, git sha, package versions).
@@ -35,6 +36,7 @@ from search_driver.cluster import check_one_gpu_per_trial, check_resources, star
 from search_driver.lr_find import first_config, run_lr_finder, search_lr_around
 from search_driver.summary import print_interrupted, print_summary
 from search_driver.tuner import (
+    Prior,
     build_tuner,
     experiment_info,
     make_trainable,
@@ -50,9 +52,9 @@ def main(argv=None) -> int:
         from search_driver import cluster_preflight
 
         return cluster_preflight.main(args.check_cluster)
-    from analysis.experiment import EXPERIMENT_FILE, join, normalize_storage_path, write_json
+    from analysis.experiment import EXPERIMENT_FILE, exists, join, normalize_storage_path, write_json
     from image_data.cache import DataError
-    from search_driver import resume
+    from search_driver import extend, resume, warm_start
     from search_driver.data import load_search_data
     from search_driver.interrupts import StopSignals
     from trainables.models import UnknownModelError, model_slug
@@ -65,7 +67,8 @@ def main(argv=None) -> int:
         args.storage_path = normalize_storage_path(args.storage_path)
         args.model = canonical(args.model)  # a user's file: its absolute path (trials run in other directories)
         if args.resume:
-            restore_args(args, given_flags(argv))
+            restore_args(args, given_flags(argv))  # sets args.extend: a finished experiment given a new budget
+        extending = bool(args.resume and args.extend)
         apply_smoke_test(args)
         fill_defaults(args)
         check_args(args)
@@ -73,6 +76,11 @@ def main(argv=None) -> int:
         check_cuda_here(args)
         check_weights(args)  # offline without weights: one line now, before data loading and Ray
         args.name = args.name or f"{model_slug(args.model)}-{time.strftime('%Y%m%d-%H%M%S')}"
+        path = join(args.storage_path, args.name)
+        if not args.resume and not args.lr_find and exists(join(path, EXPERIMENT_FILE)):
+            raise UsageError(f"experiment {args.name} exists under {args.storage_path}: `--resume {args.name}` "
+                             "continues or extends it; give a new search another --name")  # fmt: skip
+        old = warm_start.source(args) if args.warm_start and not args.resume else None  # one line each, now
 
         # The data, the search space and the constants every trial gets.
         subset = args.subset or (SMOKE_SUBSET if args.smoke_test else None)
@@ -88,13 +96,15 @@ def main(argv=None) -> int:
         first = first_config(space, defaults, trial_constants(args))
         check_model(args, dataset.num_classes, int(dataset.x_train.shape[-1]), space, first)
         constants = trial_constants(args)
-        path = join(args.storage_path, args.name)
         finder = None
         if args.lr_find or (args.lr_range_from_finder and not args.resume):
             finder = run_lr_finder(args, dataset.search_arrays(), first_config(space, defaults, constants), path)
             if args.lr_find:
                 return 0
             search_lr_around(finder["suggested_lr"], space, defaults)
+        if extending:
+            extend.check_space(args, path, space, defaults)
+        warm = warm_start.prepare(args, {**space, **constants}, *old) if old else None
 
         # Ray, and a cluster that can run a trial (now, or once the autoscaler adds a node).
         from search_driver.console import quiet_ray_output
@@ -108,18 +118,26 @@ def main(argv=None) -> int:
 
         # The search: a new experiment is recorded in experiment.json first; a resumed one continues Tune's state.
         with stop:  # Ctrl-C / SIGTERM: Tune stops gracefully, we say so (search_driver/interrupts.py)
-            if args.resume:
+            if args.resume and not extending:
                 tuner = restore_tuner(args, trainable, path)
             else:
-                info = experiment_info(args, dataset, space)
-                if finder:
-                    info["lr_finder"] = finder
-                if packing:
-                    info["gpu_packing"] = packing
-                if not args.no_default_trial:  # so the summary and the report can say whether the search beat it
-                    info["search"]["first_trial_config"] = defaults
-                write_json(join(path, EXPERIMENT_FILE), info)
-                tuner = build_tuner(args, trainable, {**space, **constants}, defaults, args.storage_path)
+                if extending:  # a new Tune run in the same folder, after the earlier parts
+                    prior = extend.begin(args, path)
+                else:
+                    info = experiment_info(args, dataset, space)
+                    if finder:
+                        info["lr_finder"] = finder
+                    if packing:
+                        info["gpu_packing"] = packing
+                    prior = None
+                    if warm:  # its first trials are the old best configs, not DEFAULTS
+                        info["warm_start"] = warm.record
+                        info["search"]["first_trial"] = f"the {len(warm.first)} best configs of {warm.record['from']}"
+                        prior = Prior(evidence=warm.evidence, first=warm.first)
+                    elif not args.no_default_trial:  # so the summary and the report can say whether it beat them
+                        info["search"]["first_trial_config"] = defaults
+                    write_json(join(path, EXPERIMENT_FILE), info)
+                tuner = build_tuner(args, trainable, {**space, **constants}, defaults, args.storage_path, prior)
             from search_driver.tracking import watch_hint
 
             print(watch_hint(args, path), flush=True)
@@ -130,7 +148,7 @@ def main(argv=None) -> int:
             print_interrupted(args, path, stop)
             return stop.exit_code
         resume.record(path, finished_at=time.time())
-        print_summary(results, args, path)
+        print_summary(extend.results(path, results, args), args, path)  # every part of an extended experiment
         return 0
     except (UsageError, UnknownModelError, DataError, resume.ResumeError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -11,6 +11,7 @@ from pathlib import Path
 from trainables.metric_names import rule_words
 
 from .classification_metrics import metrics_markdown
+from .parts import report_lines
 from .trials import best_report, versus_first_trial
 
 # The original project's published test figures (CIFAR-10's test split, 10 classes). Only accuracy is compared with
@@ -41,6 +42,7 @@ def report_markdown(exp, m, weights, fw, config, dataset, imp_note, rung, rung_t
         f"{info['data']['num_train']} train / {info['data']['num_val']} val / {len(dataset.y_test)} test images, "
         f"split seed {info['split_seed']})",
         search_line(info, s, exp.metric, exp.mode),
+        *report_lines(exp),  # a warm start's origin, an extended search's parts
         f"- best trial `{exp.best_id}` ({rule_words(exp.metric, exp.mode)} reached at any epoch): {exp.metric} "
         f"{best[exp.metric]:.4f} at epoch {int(best['training_iteration'])} of the "
         f"{int(exp.curves[exp.best_id]['training_iteration'].max())} it ran (val_acc {best['val_acc']:.4f})",

@@ -1,4 +1,9 @@
-"""Find an experiment (latest / NAME / PATH / URI) and read its trials with Ray's ExperimentAnalysis."""
+"""Find an experiment (latest / NAME / PATH / URI) and read its trials with Ray's ExperimentAnalysis.
+
+An experiment folder may hold several Tune runs: each `--resume` writes a new experiment_state-<time>.json, and each
+extension of a finished search (search_driver/extend.py) is a new Tune run in the same folder. Ray's
+ExperimentAnalysis reads the newest snapshot only; `experiment_analysis` gives it the trials of every snapshot.
+"""
 
 from __future__ import annotations
 
@@ -127,19 +132,65 @@ class Experiment:
             "diverged": int(diverged.sum()),
             "epochs_spent": int(epochs.sum()),
             "max_epochs": max_epochs,
-            "wall_time_s": float(max(ends) - min(starts)) if ends else 0.0,
+            "wall_time_s": self._wall_time_s(starts, ends),
         }
+
+    def _wall_time_s(self, starts, ends) -> float:
+        """First start to last report; an extended experiment's parts each so (not the pauses between them)."""
+        if not ends:
+            return 0.0
+        if not self.info.get("extensions"):
+            return float(max(ends) - min(starts))
+        from .parts import parts
+
+        ids = [t.trial_id for t in self.analysis.trials]
+        return 60 * sum(p.minutes for p in parts(self.info, self.curves, ids))
+
+
+SNAPSHOT_PREFIX = "experiment_state-"  # Tune's snapshot files: experiment_state-<session start time>.json
+
+
+def snapshot_files(path: str) -> list[str]:
+    """The experiment folder's Tune snapshots, oldest first (their names carry the session's start time)."""
+    fs, root = filesystem(path)
+    try:
+        infos = fs.get_file_info(pafs.FileSelector(root, recursive=False))
+    except (FileNotFoundError, OSError):
+        return []
+    names = sorted(
+        i.base_name for i in infos if i.base_name.startswith(SNAPSHOT_PREFIX) and i.base_name.endswith(".json")
+    )
+    return [join(path, n) for n in names]
+
+
+def experiment_analysis(path: str, metric: str, mode: str):
+    """Ray's ExperimentAnalysis over every trial of every Tune run in the folder (each trial as the newest snapshot
+    that lists it has it)."""
+    from ray.tune import ExperimentAnalysis
+
+    files = snapshot_files(path)
+    if len(files) < 2:
+        return ExperimentAnalysis(path, default_metric=metric, default_mode=mode)
+    trials = {}
+    for f in files:  # oldest first: a newer snapshot's copy of a trial replaces an older one's
+        trials.update({t.trial_id: t for t in ExperimentAnalysis(f).trials})
+    return ExperimentAnalysis(path, trials=list(trials.values()), default_metric=metric, default_mode=mode)
+
+
+def all_results(path: str, metric: str, mode: str):
+    """A ResultGrid (what Tuner.fit returns) over every trial of the experiment, earlier Tune runs included."""
+    from ray.tune import ResultGrid
+
+    return ResultGrid(experiment_analysis(path, metric, mode))
 
 
 def load_experiment(path: str) -> Experiment:
     import logging
 
-    from ray.tune import ExperimentAnalysis
-
     info = read_json(join(path, EXPERIMENT_FILE))
     logging.getLogger("ray.tune").setLevel(logging.ERROR)  # "no result for trial X" warnings for pending trials
     try:
-        analysis = ExperimentAnalysis(path, default_metric=info["metric"], default_mode=info["mode"])
+        analysis = experiment_analysis(path, info["metric"], info["mode"])
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         raise ReportError(f"{path} has experiment.json but no readable Tune state ({e})") from None
     curves = {tid: df for tid, df in analysis.trial_dataframes.items() if len(df) and info["metric"] in df}

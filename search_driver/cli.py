@@ -1,6 +1,7 @@
 """run_search.py's command line: the flags and their help, the defaults that depend on other flags, the checks
 that fail in one line (UsageError, exit 2) before data loading or Ray, --smoke-test's sizes, and --resume's saved
-arguments (search_driver/resume.py decides which experiment and which flags may differ)."""
+arguments (search_driver/resume.py decides which experiment, whether it is continued or extended, and which flags
+may differ)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,13 @@ USAGE = """Start or resume a hyperparameter search: Optuna (TPE) proposes config
 
     # continue an interrupted experiment (finished trials are not re-run): the latest unfinished one, or NAME
     python run_search.py --resume
-    python run_search.py --resume --name lenet5-20261121-120000 --max-failures 2
+    python run_search.py --resume lenet5-20261121-120000 --max-failures 2
+
+    # extend a finished experiment: 30 more minutes (or 10 more trials) in the same folder and Optuna study
+    python run_search.py --resume lenet5-20261121-120000 --time-budget 30
+
+    # a new search (new data, --image-size, a changed space) whose TPE starts from a finished one's trials
+    python run_search.py --model lenet5 --data-dir DIR --time-budget 15 --warm-start lenet5-20261121-120000
 
     # before `ray up cluster.yaml`: what the launcher needs here (boto3, credentials, region, ssh), one line each
     python run_search.py --check-cluster cluster.yaml
@@ -188,6 +195,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--searcher", default="optuna", choices=["optuna", "random"], help="random: Tune's random search")
     g.add_argument("--no-default-trial", action="store_true", help="do not start from the space's DEFAULTS config")
     g.add_argument(
+        "--warm-start",
+        default=None,
+        metavar="NAME",
+        help="a new experiment that starts from a finished one (NAME under --storage-path, or its path): its trials "
+        "that fit this space seed TPE, its best configs run first; NAME is only read (docs/first-run.md)",
+    )
+    g.add_argument(
         "--patience",
         type=int,
         default=None,
@@ -239,9 +253,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--name", default=None, help="experiment name (default: <model>-<timestamp>)")
     g.add_argument(
         "--resume",
-        action="store_true",
-        help="continue --name, or else the latest unfinished experiment, with its saved arguments; only "
-        "--max-failures and cluster/resource flags (--address, --num-cpus, --local-gpus) may differ",
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="NAME",
+        help="continue NAME (or --name), or else the latest unfinished experiment, with its saved arguments; only "
+        "--max-failures and cluster/resource flags (--address, --num-cpus, --local-gpus) may differ. A finished "
+        "NAME with --time-budget M or --num-samples N is extended: M more minutes, N more trials",
     )
     g.add_argument(
         "--address",
@@ -318,6 +336,8 @@ def check_args(args) -> None:
         check_lr_find(args)
     if args.lr_find and args.resume:
         raise UsageError("--lr-find starts no search: use it without --resume")
+    if args.warm_start and not args.resume and args.searcher != "optuna":
+        raise UsageError("--warm-start seeds Optuna's TPE with the old trials: use it with --searcher optuna")
     for name in ("resolution", "image_size"):
         if getattr(args, name) is not None and getattr(args, name) < 16:
             raise UsageError(f"--{name.replace('_', '-')} must be at least 16 (got {getattr(args, name)})")
@@ -375,7 +395,7 @@ def fix_resolution(args, space: dict, defaults: dict) -> None:
 
 
 def apply_smoke_test(args) -> None:
-    if args.smoke_test:
+    if args.smoke_test and not getattr(args, "extend", False):  # an extension: its saved sizes, its own budget
         args.num_samples, args.max_epochs, args.grace_period = 2, 2, 1
         args.time_budget = None
 
@@ -402,20 +422,36 @@ def check_cuda_here(args) -> None:
 
 
 def restore_args(args, given: set[str]) -> argparse.Namespace:
-    """--resume: pick the experiment, refuse changed search flags, take its saved arguments (search_driver.resume)."""
+    """--resume [NAME]: pick the experiment, decide whether it is continued or extended (args.extend), refuse changed
+    search flags, take its saved arguments (search_driver.resume). An extension keeps its own budget flags."""
     from analysis.experiment import EXPERIMENT_FILE, join, read_json
     from search_driver import resume
 
+    if isinstance(args.resume, str):  # --resume NAME
+        if args.name not in (None, args.resume):
+            raise UsageError(f"--resume {args.resume} and --name {args.name} name two experiments; give one")
+        args.name = args.resume
+    args.resume = True
+    if "warm_start" in given:
+        raise UsageError(
+            "--warm-start starts a new experiment from an old one's trials, --resume continues or extends an "
+            "existing one: give one of them"
+        )
     args.name, line = resume.choose_experiment(args.storage_path, args.name)
     info = read_json(join(args.storage_path, args.name, EXPERIMENT_FILE))
     from trainables.models.user import changed
 
     if why := changed(info, "--resume"):  # a user's builder file edited since: its trials would train another model
         raise resume.ResumeError(why)
-    resume.check_flags(info["args"], args, given)
+    path = join(args.storage_path, args.name)
+    args.extend = resume.extends(path, info, args, given)
+    own = resume.BUDGET if args.extend else set()
+    resume.check_flags(info["args"], args, given, changeable=own)
+    if not args.extend:
+        resume.check_something_to_do(path, info)
     for key, value in info["args"].items():
-        if key not in resume.CHANGEABLE:
+        if key not in resume.CHANGEABLE | own:
             setattr(args, key, value)
     args.max_failures = resume.effective_max_failures(info, args, given)
-    print(line, flush=True)
+    print(line.replace("resuming", "extending", 1) if args.extend else line, flush=True)
     return args

@@ -19,6 +19,13 @@ EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}  # 128 + the signal numbe
 
 # Tune's own messages on an interrupt: its resume hint is Python (Tuner.restore), ours is the command line.
 _TUNE_NOISE = ("Stop signal received", "Experiment has been interrupted", "Trials did not complete")
+_RECEIVED: list[int] = []  # the stop signals this process received (one search per driver process)
+
+
+def stopping() -> bool:
+    """Whether this process is stopping on a signal. Tune's clean-up then marks the running trials TERMINATED, as
+    the time budget does, though its last snapshot keeps them running for --resume (optuna_searcher.EndedTrials)."""
+    return bool(_RECEIVED)
 
 
 class StopSignals:
@@ -55,6 +62,7 @@ class StopSignals:
             print(f"\n{name} again: stopping now, without a last snapshot", file=sys.stderr, flush=True)
             os._exit(EXIT_CODES[signum])
         self.received = signum
+        _RECEIVED.append(signum)
         tune_stop = signal.getsignal(signal.SIGUSR1)  # Tune's graceful stop, installed while fit() runs
         if not callable(tune_stop):
             raise KeyboardInterrupt

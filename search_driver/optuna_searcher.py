@@ -15,6 +15,10 @@ around Optuna's ask/tell, follows the project's one rule for "best" (analysis/tr
 
 So each trial's value in the journal is the value report.py uses for it. `EndedTrials` (a Tune callback) tells the
 searcher about the trials the time budget ended.
+
+A search that continues an earlier study (an extension: search_driver/extend.py) never reuses one of its Tune trial
+ids: `suggest` declines an id the study already holds, and Tune asks again with a new one. A warm start
+(search_driver/warm_start.py) hands a new study `evidence`, an old study's trials, before its first points.
 """
 
 from __future__ import annotations
@@ -35,11 +39,15 @@ TUNE_TRIAL_ID = "tune_trial_id"  # Optuna user attribute: the Tune trial (folder
 class OptunaSearcher(WholeFileSaves, Searcher):
     """Optuna TPE (or any Optuna sampler) behind Tune's Searcher API; see the module docstring for what it tells."""
 
+    _taken: frozenset = frozenset()  # Tune trial ids of earlier runs of the study (a class default: older pickles)
+
     def __init__(self, sampler, max_epochs: int, points_to_evaluate: list[dict] | None = None, storage=None,
-                 study_name: str | None = None, metric: str | None = None, mode: str | None = None):  # fmt: skip
+                 study_name: str | None = None, metric: str | None = None, mode: str | None = None,
+                 evidence: list | None = None):  # fmt: skip
         super().__init__(metric=metric, mode=mode)
         self._sampler, self._max_epochs = sampler, int(max_epochs)
         self._points, self._storage, self._study_name = list(points_to_evaluate or []), storage, study_name
+        self._evidence = list(evidence or [])  # optuna FrozenTrials for a new study (a warm start)
         self._space: dict = {}
         self._study = None
         self._trials: dict = {}  # Tune trial id -> optuna.trial.Trial
@@ -63,12 +71,16 @@ class OptunaSearcher(WholeFileSaves, Searcher):
             study_name=self._study_name, load_if_exists=True,
             direction="minimize" if self._mode == "min" else "maximize",
         )  # fmt: skip
-        if not self._study.trials:  # a new study: the first trials are the given points (the space's DEFAULTS)
+        if not self._study.trials:  # a new study: the evidence, then the given points (DEFAULTS, or a warm start's)
+            self._study.add_trials(self._evidence)
             for point in self._points:
                 self._study.enqueue_trial(point)
+        self._taken = frozenset(t.user_attrs.get(TUNE_TRIAL_ID) for t in self._study.get_trials(deepcopy=False))
         return True
 
     def suggest(self, trial_id: str) -> dict | None:
+        if trial_id in self._taken and trial_id not in self._trials:
+            return None  # an earlier run's trial has this id (and folder): Tune tries again with a new one
         if trial_id not in self._trials:
             trial = self._study.ask(fixed_distributions=self._space)
             trial.set_user_attr(TUNE_TRIAL_ID, trial_id)
@@ -118,14 +130,19 @@ class OptunaSearcher(WholeFileSaves, Searcher):
 
 class EndedTrials(Callback):
     """At the end of a search, tell the searcher (and say on the console) which trials the time budget ended:
-    Tune marks them TERMINATED without telling anyone. Interrupted trials stay RUNNING / PENDING (a --resume
-    continues them) and are left alone. Built with the searcher; tuner.pkl pickles both, so a restored search
-    keeps the link."""
+    Tune marks them TERMINATED without telling anyone. Interrupted trials are left alone: Tune's clean-up after a
+    stop signal (search_driver/interrupts.py) marks them TERMINATED too, but after its last snapshot, which keeps
+    them running for --resume. Built with the searcher; tuner.pkl pickles both, so a restored search keeps the
+    link."""
 
     def __init__(self, searcher: OptunaSearcher):
         self.searcher = searcher
 
     def on_experiment_end(self, trials, **info):
+        from search_driver.interrupts import stopping
+
+        if stopping():  # an interrupt: Tune's clean-up set the running trials TERMINATED, its snapshot did not
+            return
         for trial in trials:
             if trial.status == "TERMINATED":
                 self.searcher.on_trial_complete(trial.trial_id, result=dict(trial.last_result or {}))

@@ -1,17 +1,22 @@
-"""`--resume`: which experiment (the latest unfinished one when no --name is given), which flags may change, and
-how a new --max-failures reaches a restored experiment.
+"""`--resume [NAME]`: which experiment (the latest unfinished one when no name is given), whether it is continued or
+extended, which flags may change, and how a new --max-failures reaches a restored experiment.
 
 Unfinished: run_search.py records `finished_at` in experiment.json when Tune's run ends on its own (all trials
 done or stopped, or the time budget spent). An experiment without it, whose newest Tune snapshot
 (experiment_state-*.json) lists a trial that is pending, running or paused, or fewer trials than --num-samples,
 is unfinished: the driver was interrupted or killed. Errored trials count as ended (an explicit
-`--resume --name NAME` still retries them).
+`--resume NAME` still retries them).
+
+Unfinished experiments are continued with Tune's Tuner.restore. A finished one given a new --time-budget or
+--num-samples is extended (search_driver/extend.py); a finished one given neither, with no errored trial to retry,
+is refused in one line that says how to extend it.
 
 Flags on resume: Tune restores the experiment as it was pickled (searcher, scheduler, stopper, run config), so only
 what does not define the search may change. --max-failures: Ray offers no way to change it on restore (each trial
 keeps the limit it was created with), so a Tune callback sets every trial's limit to the new value; failures count
 per trial over the whole experiment, before and after the resume. --time-budget: Tune restores the budget that was
-left from its snapshot and offers no way to replace it, so a different value is refused.
+left from its snapshot and offers no way to replace it, so a different value is refused until the experiment has
+finished; then it is an extension's budget.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from analysis.experiment import EXPERIMENT_FILE, exists, filesystem, join, read_
 
 # May differ from the experiment's saved arguments: where and on what it runs, how failures are retried.
 CHANGEABLE = {"resume", "name", "storage_path", "address", "num_cpus", "local_gpus", "cache_dir", "max_failures"}
+BUDGET = {"time_budget", "num_samples"}  # an extension's own: how much more to search
 PATH_FLAGS = {"data_dir", "weights"}  # compared as resolved paths
 NOT_RESUMABLE_WHY = {
     "time_budget": "Tune restores the budget left from its snapshot and cannot replace it",
@@ -43,7 +49,7 @@ class Progress:
     trials: int  # in the Tune snapshot
     finished: int  # TERMINATED
     errored: int
-    num_samples: int
+    num_samples: int  # of the current part (the search, or its latest extension); -1: no cap
     marked_finished: bool  # run_search recorded finished_at
 
     @property
@@ -51,6 +57,10 @@ class Progress:
         return not self.marked_finished and (
             self.trials < self.num_samples or self.finished + self.errored < self.trials
         )
+
+    def words(self) -> str:
+        of = f" of {self.num_samples}" if self.num_samples > 0 else ""
+        return f"{self.finished}{of} trials finished"
 
 
 def tune_state(path: str) -> dict | None:
@@ -76,9 +86,11 @@ def progress(path: str, info: dict | None = None) -> Progress | None:
         return None
     info = info or read_json(join(path, EXPERIMENT_FILE))
     statuses = [json.loads(t)["status"] for t, _ in state["trial_data"]]
+    extensions = info.get("extensions") or []  # an extension is a Tune run of its own: its snapshot, its budget
+    num_samples = (extensions[-1]["num_samples"] or -1) if extensions else info["args"]["num_samples"]
     return Progress(
         trials=len(statuses), finished=statuses.count("TERMINATED"), errored=statuses.count("ERROR"),
-        num_samples=int(info["args"]["num_samples"]), marked_finished="finished_at" in info,
+        num_samples=int(num_samples), marked_finished="finished_at" in info,
     )  # fmt: skip
 
 
@@ -106,22 +118,53 @@ def choose_experiment(storage_path: str, name: str | None) -> tuple[str, str]:
         info = _info(storage_path, n)
         p = progress(join(storage_path, n), info)
         if name is not None or (p is not None and p.unfinished):
-            done = f"{p.finished} of {p.num_samples} trials finished" if p else "no Tune state yet"
+            done = p.words() if p else "no Tune state yet"
             return n, f"resuming {n} (started {_started(info)}, {done})"
     raise ResumeError(
         f"no unfinished experiment under {storage_path} (latest: {candidates[0]}, finished); "
-        "to continue a finished one anyway: --resume --name NAME"
+        f"to extend it: {extend_command(candidates[0])}"
     )
+
+
+def extend_command(name: str) -> str:
+    return f"python run_search.py --resume {name} --time-budget MINUTES (or --num-samples N)"
+
+
+def extends(path: str, info: dict, args, given: set[str]) -> bool:
+    """Whether this --resume extends the experiment at `path` (True) or continues it (False). A finished experiment
+    is extended when a budget flag is given; an unfinished one only continues, with the budget it has left: a new
+    budget for it is one line."""
+    p = progress(path, info)
+    if p is not None and not p.unfinished:
+        return bool(given & BUDGET)
+    budget = sorted(f"--{d.replace('_', '-')}" for d in given & BUDGET if getattr(args, d) != info["args"].get(d))
+    if budget:
+        name = path.rstrip("/").rsplit("/", 1)[-1]
+        raise ResumeError(
+            f"{name} is not finished ({p.words() if p else 'no Tune state yet'}): `python run_search.py --resume "
+            f"{name}` continues it with the budget it has left; {' and '.join(budget)} can extend it once it has finished"
+        )
+    return False
+
+
+def check_something_to_do(path: str, info: dict) -> None:
+    """A finished experiment resumed without a new budget: one line saying so and how to extend it, unless it has
+    errored trials (Tune's restore retries them)."""
+    p = progress(path, info)
+    if p is not None and not p.unfinished and not p.errored:
+        name = path.rstrip("/").rsplit("/", 1)[-1]
+        raise ResumeError(f"{name} is finished ({p.words()}); to extend it: {extend_command(name)}")
 
 
 def _info(storage_path: str, name: str) -> dict:
     return read_json(join(storage_path, name, EXPERIMENT_FILE))
 
 
-def check_flags(saved: dict, args, given: set[str]) -> None:
-    """Flags given on the command line that differ from the experiment's own: one line naming them all."""
+def check_flags(saved: dict, args, given: set[str], changeable: set[str] = frozenset()) -> None:
+    """Flags given on the command line that differ from the experiment's own (and may not: CHANGEABLE, and here
+    `changeable`): one line naming them all."""
     fixed, budget = [], []
-    for dest in sorted(given - CHANGEABLE):
+    for dest in sorted(given - CHANGEABLE - changeable):
         new, old = getattr(args, dest, None), saved.get(dest)
         if _same(dest, new, old):
             continue
@@ -151,15 +194,19 @@ def effective_max_failures(info: dict, args, given: set[str]) -> int:
 
 
 def record(path: str, **fields) -> None:
-    """Add fields to experiment.json (finished_at) or append to its `resumes` list (resume=dict)."""
+    """Add fields to experiment.json (finished_at, also the latest extension's) or append to its `resumes` list
+    (resume=dict) or its `extensions` list (extension=dict)."""
     info_path = join(path, EXPERIMENT_FILE)
     if not exists(info_path):
         return
     info = read_json(info_path)
-    resume = fields.pop("resume", None)
-    if resume is not None:
-        info.setdefault("resumes", []).append(resume)
-        info.pop("finished_at", None)  # running again: finished only when this run ends
+    for key in ("resume", "extension"):
+        entry = fields.pop(key, None)
+        if entry is not None:
+            info.setdefault(f"{key}s", []).append(entry)
+            info.pop("finished_at", None)  # running again: finished only when this run ends
+    if "finished_at" in fields and info.get("extensions"):
+        info["extensions"][-1]["finished_at"] = fields["finished_at"]
     info.update(fields)
     write_json(info_path, info)
 

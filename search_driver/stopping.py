@@ -6,7 +6,9 @@ rebuilt here from the trials' own result files (the record every other part read
 the uninterrupted one would have stopped.
 
 - `ResumableASHA`: Ray's ASHAScheduler; each restored trial's reported epochs are replayed into its rungs when Tune
-  adds the trial back (`on_trial_add`, called for every restored trial, finished ones included).
+  adds the trial back (`on_trial_add`, called for every restored trial, finished ones included). An extension of a
+  finished search is a new Tune run (search_driver/extend.py): the earlier parts' trials are replayed when Tune hands
+  the scheduler its metric (`set_search_properties`), before any new trial reports.
 - `PatienceStopper`: `run_search.py --patience N` stops a trial after N epochs without a new best validation metric
   (the original Keras project's EarlyStopping(patience=8) as a Tune Stopper). Ray's TrialPlateauStopper is not
   this: it stops when the last results' standard deviation is small, so a noisy metric that never improves keeps
@@ -47,11 +49,29 @@ def read_rows(trial_dir: str) -> list[dict]:
 
 
 class ResumableASHA(ASHAScheduler):
-    """Ray's ASHA, whose rungs a restored experiment refills from the trials' result files."""
+    """Ray's ASHA, whose rungs a restored experiment refills from the trials' result files, and an extension from
+    the earlier parts' trial folders (`earlier_trials`: paths or URIs)."""
 
-    def __init__(self, *, storage_path: str, **asha_kwargs):
+    def __init__(self, *, storage_path: str, earlier_trials: list[str] = (), **asha_kwargs):
         super().__init__(**asha_kwargs)
         self.storage_path = storage_path
+        self.earlier_trials = list(earlier_trials)
+
+    def set_search_properties(self, metric, mode, **spec) -> bool:
+        if not super().set_search_properties(metric, mode, **spec):
+            return False
+        for folder in self.earlier_trials:  # Tuner.restore unpickles tuner.pkl's copy, taken before any replay
+            trial = _Earlier(folder.rstrip("/").rsplit("/", 1)[-1].removeprefix("trial_"))
+            super().on_trial_add(None, trial)
+            self._replay(trial, read_rows(folder))
+        return True
+
+    def _replay(self, trial, rows: list[dict], tune_controller=None) -> None:
+        """The same results in the same order record the same rung values; ASHA's decisions are ignored."""
+        for row in rows:
+            super().on_trial_result(tune_controller, trial, row)
+        if trial.status in ("TERMINATED", "ERROR"):  # it will not report again
+            super().on_trial_remove(tune_controller, trial)
 
     def on_trial_add(self, tune_controller, trial) -> None:
         super().on_trial_add(tune_controller, trial)
@@ -60,11 +80,17 @@ class ResumableASHA(ASHAScheduler):
         # trial.path is a path on the storage's filesystem: the storage URI's scheme makes it a URI again
         scheme = self.storage_path.split("://")[0] + "://" if is_uri(self.storage_path) else ""
         rows = read_rows(scheme + trial.path)
-        for row in rows:  # the same results in the same order record the same rung values; decisions are ignored
-            super().on_trial_result(tune_controller, trial, row)
+        self._replay(trial, rows, tune_controller)
         log.debug("trial %s: %d reported epochs replayed into ASHA's rungs", trial.trial_id, len(rows))
-        if trial.status in ("TERMINATED", "ERROR"):  # it will not report again
-            super().on_trial_remove(tune_controller, trial)
+
+
+class _Earlier:
+    """A trial of an earlier part, as ASHA's bookkeeping sees it: an id, ended."""
+
+    status = "TERMINATED"
+
+    def __init__(self, trial_id: str):
+        self.trial_id = trial_id
 
 
 class PatienceStopper(Stopper):

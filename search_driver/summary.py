@@ -1,6 +1,6 @@
 """What a search prints when it ends: each failed trial's cause once, the best trials by the search metric (each at
-its best epoch) and whether the search beat its first (DEFAULTS) trial; after an interrupt, what was kept and the
-command that resumes it.
+its best epoch) and whether the search beat its first (DEFAULTS) trial; for an extended experiment, the trials and
+minutes of each part; after an interrupt, what was kept and the command that resumes it.
 """
 
 from __future__ import annotations
@@ -66,6 +66,11 @@ def print_summary(results, args, path: str) -> None:
     line = versus_first_trial(configs, dict(zip(df.trial_id, df[args.metric], strict=True)), first, args.metric, mode)
     if line:
         print(textwrap.fill(line[0].upper() + line[1:], 120))
+    from analysis.parts import console_lines, parts, results_curves
+
+    info = read_json(join(path, EXPERIMENT_FILE))
+    if info.get("extensions"):  # how many trials and minutes each part brought
+        print("\n".join(console_lines("Extended search: ", parts(info, *results_curves(results)))))
     print(f"\nExperiment: {path}\nReport: python report.py --experiment {path}")
 
 
@@ -81,11 +86,11 @@ def print_interrupted(args, path: str | None, stop) -> None:
     if p is None:
         print(f"\ninterrupted ({how}) before the search started; nothing to resume", file=sys.stderr)
         return
-    cmd = f"python run_search.py --resume --name {args.name}"
+    cmd = f"python run_search.py --resume {args.name}"
     if args.storage_path != normalize_storage_path("experiments"):
         cmd += f" --storage-path {args.storage_path}"
     if args.address:
         cmd += f" --address {args.address}"
-    print(f"\ninterrupted ({how}): {p.finished} of {p.num_samples} trials finished, {p.trials - p.finished - p.errored}"
+    print(f"\ninterrupted ({how}): {p.words()}, {p.trials - p.finished - p.errored}"
           f" stopped mid-way or pending; everything so far is kept in {path}\nresume with: {cmd}",
           file=sys.stderr, flush=True)  # fmt: skip

@@ -6,6 +6,7 @@ holds them, and the record of it all that experiment.json keeps.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 
 from search_driver import ROOT
 from search_driver.cli import UsageError
@@ -70,8 +71,20 @@ def make_stopper(args, experiment_path: str):
     return PatienceStopper(args.metric, SEARCH_METRICS[args.metric], args.patience, experiment_path=experiment_path)
 
 
-def make_scheduler(args, storage: str):
-    """ASHA (its rungs rebuilt from the result files on --resume: search_driver/stopping.py), or FIFO."""
+@dataclass
+class Prior:
+    """What a search starts from besides its space: an extension's earlier parts (search_driver/extend.py), or a
+    warm start's evidence (search_driver/warm_start.py)."""
+
+    part: int = 1  # 1: the first search of an experiment; 2, 3, ...: its extensions (the sampler's seed moves on)
+    earlier_trials: list[str] = field(default_factory=list)  # trial folders of the earlier parts: ASHA's rungs
+    evidence: list = field(default_factory=list)  # optuna FrozenTrials for a new study
+    first: list[dict] | None = None  # the first configs; None: the space's DEFAULTS unless --no-default-trial
+
+
+def make_scheduler(args, storage: str, earlier_trials: list[str] = ()):
+    """ASHA (its rungs rebuilt from the result files on --resume and from the earlier parts' in an extension:
+    search_driver/stopping.py), or FIFO."""
     from ray.tune.schedulers import FIFOScheduler
 
     from search_driver.stopping import ResumableASHA
@@ -79,23 +92,28 @@ def make_scheduler(args, storage: str):
     if args.scheduler != "asha":
         return FIFOScheduler()
     return ResumableASHA(
-        storage_path=storage, time_attr="training_iteration", max_t=args.max_epochs,
+        storage_path=storage, earlier_trials=earlier_trials, time_attr="training_iteration", max_t=args.max_epochs,
         grace_period=args.grace_period, reduction_factor=args.reduction_factor,
     )  # fmt: skip
 
 
-def make_searcher(args, defaults: dict, storage: str):
+def make_searcher(args, defaults: dict, storage: str, prior: Prior | None = None):
     """Optuna TPE told each trial's best epoch (search_driver/optuna_searcher.py), or Tune's random search."""
     from search_driver import tracking
     from search_driver.optuna_searcher import OptunaSearcher
     from search_driver.snapshots import BasicVariantGenerator
 
-    first = None if args.no_default_trial else [defaults]
+    prior = prior or Prior()
+    first = prior.first
+    if first is None:
+        first = None if args.no_default_trial else [defaults]
     if args.searcher == "optuna":
         study = tracking.optuna_study(storage, args.name)  # a journal file optuna-dashboard reads live
-        return OptunaSearcher(make_sampler(args), args.max_epochs, points_to_evaluate=first, **study)
-    # the baseline of bench/search_efficiency.py: independent random draws from the same space
-    return BasicVariantGenerator(random_state=args.seed, points_to_evaluate=first)
+        return OptunaSearcher(make_sampler(args, prior.part), args.max_epochs, points_to_evaluate=first,
+                              evidence=prior.evidence, **study)  # fmt: skip
+    # the baseline of bench/search_efficiency.py: independent random draws from the same space (an extension's
+    # seed moves on, or it would draw the first part's configs again)
+    return BasicVariantGenerator(random_state=args.seed + prior.part - 1, points_to_evaluate=first)
 
 
 def startup_trials(args) -> int:
@@ -103,13 +121,14 @@ def startup_trials(args) -> int:
     return 8 if args.num_samples == -1 else max(4, min(10, args.num_samples // 4))
 
 
-def make_sampler(args):
+def make_sampler(args, part: int = 1):
     import optuna
 
     # constant_liar: trials running in parallel count as (pessimistically) finished, so TPE does not hand two
-    # workers near-identical configs; multivariate: lr x batch size x weight decay are modelled jointly.
+    # workers near-identical configs; multivariate: lr x batch size x weight decay are modelled jointly. An
+    # extension's seed moves on, so its random draws are not the first part's again.
     return optuna.samplers.TPESampler(
-        seed=args.seed, multivariate=True, constant_liar=True, n_startup_trials=startup_trials(args)
+        seed=args.seed + part - 1, multivariate=True, constant_liar=True, n_startup_trials=startup_trials(args)
     )
 
 
@@ -134,7 +153,7 @@ def search_record(args) -> dict:
     }
 
 
-def build_tuner(args, trainable, param_space: dict, defaults: dict, storage: str):
+def build_tuner(args, trainable, param_space: dict, defaults: dict, storage: str, prior: Prior | None = None):
     from ray import tune
 
     from analysis.experiment import join
@@ -142,14 +161,15 @@ def build_tuner(args, trainable, param_space: dict, defaults: dict, storage: str
     from search_driver.optuna_searcher import EndedTrials, OptunaSearcher
     from trainables.metric_names import SEARCH_METRICS
 
-    searcher = make_searcher(args, defaults, storage)
+    prior = prior or Prior()
+    searcher = make_searcher(args, defaults, storage, prior)
     ended = [EndedTrials(searcher)] if isinstance(searcher, OptunaSearcher) else []
     return tune.Tuner(
         trainable,
         param_space=param_space,
         tune_config=tune.TuneConfig(
             metric=args.metric, mode=SEARCH_METRICS[args.metric], search_alg=searcher,
-            scheduler=make_scheduler(args, storage),
+            scheduler=make_scheduler(args, storage, prior.earlier_trials),
             num_samples=args.num_samples, max_concurrent_trials=args.max_concurrent,
             time_budget_s=args.time_budget * 60 if args.time_budget else None,
             trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}",  # short, stable folder names

@@ -60,7 +60,7 @@ def test_ctrl_c_stops_cleanly_and_resume_without_name_completes(image_folder, tm
     os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: the terminal signals the whole foreground group
     code, err, _ = finish(proc, timeout=90)
     assert code == 130, err[-3000:]
-    assert f"resume with: python run_search.py --resume --name ctrlc --storage-path {tmp_path}" in err
+    assert f"resume with: python run_search.py --resume ctrlc --storage-path {tmp_path}" in err
     assert "Tuner.restore" not in err and "Traceback" not in err
     out = (tmp_path / "ctrlc.out").read_text()
     assert "Best trials" not in out  # no results table that looks like success

@@ -115,10 +115,10 @@ def test_mlflow_logs_every_trial(live_search):
 
 
 @pytest.mark.slow
-def test_resume_keeps_the_optuna_study(live_search):
+def test_an_extension_keeps_the_optuna_study(live_search):
     study = live_search.exp / STUDY_FILE
     before = study.read_bytes()
-    proc = run_cli("--resume", "--name", "live", "--storage-path", live_search.exp.parent, "--num-cpus", 2)
+    proc = run_cli("--resume", "live", "--num-samples", 1, "--storage-path", live_search.exp.parent, "--num-cpus", 2)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert long_lines(proc.stdout) == [] and long_lines(proc.stderr) == []
     assert study.read_bytes().startswith(before)  # the same journal, continued (not a new study)
