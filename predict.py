@@ -45,6 +45,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    from analysis.shell import error_lines
     from serving.model_card import CardError
     from serving.predict import CsvWriter, PredictError, find_images, format_line, load_predictor, predict_files
 
@@ -54,7 +55,7 @@ def main(argv=None) -> int:
     try:
         predictor = load_predictor(args.model, args.backend, args.device, args.threads)
     except (CardError, PredictError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(error_lines(str(e)), file=sys.stderr)
         return 2
     files, problems, ignored = find_images(args.inputs)
     for item, why in problems:

@@ -50,6 +50,7 @@ def main(argv=None) -> int:
 
         return cluster_preflight.main(args.check_cluster)
     from analysis.experiment import EXPERIMENT_FILE, join, normalize_storage_path, write_json
+    from analysis.shell import error_lines
     from image_data.cache import DataError
     from search_driver import resume
     from search_driver.data import load_search_data
@@ -125,7 +126,7 @@ def main(argv=None) -> int:
         print_summary(results, args, path)
         return 0
     except (UsageError, UnknownModelError, DataError, resume.ResumeError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(error_lines(str(e)), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print_interrupted(args, path, stop)

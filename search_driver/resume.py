@@ -45,6 +45,7 @@ class Progress:
     errored: int
     num_samples: int
     marked_finished: bool  # run_search recorded finished_at
+    started: int = 0  # RUNNING or PAUSED in the snapshot: stopped mid-way by the interrupt, continued by --resume
 
     @property
     def unfinished(self) -> bool:
@@ -79,6 +80,7 @@ def progress(path: str, info: dict | None = None) -> Progress | None:
     return Progress(
         trials=len(statuses), finished=statuses.count("TERMINATED"), errored=statuses.count("ERROR"),
         num_samples=int(info["args"]["num_samples"]), marked_finished="finished_at" in info,
+        started=statuses.count("RUNNING") + statuses.count("PAUSED"),
     )  # fmt: skip
 
 
