@@ -24,6 +24,8 @@ from search_driver.cli import UsageError
 def start_ray(args) -> None:
     import ray
 
+    from search_driver.console import quiet_trial_logs
+
     # CheckpointConfig(num_to_keep=1) snapshots the experiment at every trial checkpoint, on purpose (see
     # build_tuner); Tune would warn about that each time several trials checkpoint within 5 s.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
@@ -33,7 +35,9 @@ def start_ray(args) -> None:
         # Trials on other nodes import our packages from a copy of ROOT that Ray ships to every node. Under
         # `ray job submit --working-dir .` the job has shipped it already, and ray.init refuses a second one.
         shipped = "working_dir" in (_job_config().get("runtime_env") or {})
-        runtime_env = None if shipped else {"working_dir": str(ROOT), "excludes": _EXCLUDES}
+        runtime_env = {"worker_process_setup_hook": quiet_trial_logs}
+        if not shipped:
+            runtime_env.update(working_dir=str(ROOT), excludes=_EXCLUDES)
         try:
             ray.init(address=args.address, runtime_env=runtime_env, **kwargs)
         except ConnectionError as e:
@@ -42,7 +46,8 @@ def start_ray(args) -> None:
         # address="local": never join a stale cluster recorded in /tmp/ray. Workers import our packages from ROOT.
         ray.init(
             address="local", num_cpus=args.num_cpus, num_gpus=args.local_gpus,
-            runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}}, **kwargs,
+            runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}, "worker_process_setup_hook": quiet_trial_logs},
+            **kwargs,
         )  # fmt: skip
 
 
