@@ -123,6 +123,25 @@ def test_empty_class_folders(tmp_path):
     assert "no images" in line
 
 
+def test_one_class_folder_and_too_small_subset_are_one_line_errors(tmp_path):
+    """Issue 23.3: a one-class folder searched (`1 classes`, val_loss 0) and --subset 5 quietly became 10 images."""
+    from sample_data import write_image_folder
+
+    one = write_image_folder(tmp_path / "one", n_train=4, n_test=2)
+    for split in ("train", "test"):
+        for cls in ("dog", "ship"):
+            for f in (one / split / cls).iterdir():
+                f.unlink()
+            (one / split / cls).rmdir()
+    line = one_line_error(run_cli("--data-dir", one, "--storage-path", tmp_path), within=15)
+    assert "has one class folder (cat); a classifier needs at least 2" in line
+    three = write_image_folder(tmp_path / "three", n_train=4, n_test=2)
+    line = one_line_error(run_cli("--data-dir", three, "--subset", 2, "--storage-path", tmp_path), within=15)
+    assert (
+        line == "error: --subset 2 is fewer training images than the 3 classes (each needs one); use --subset 3 or more"
+    )
+
+
 def test_gpu_request_without_gpus(image_folder, tmp_path):
     line = one_line_error(run_cli("--data-dir", image_folder, "--gpus-per-trial", 0.25, "--storage-path", tmp_path),
                           within=15)  # fmt: skip
