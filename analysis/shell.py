@@ -73,6 +73,9 @@ def command_lines(lead: str, cmd: str, width: int = WIDTH) -> str:
 
 def error_lines(message: str, width: int = WIDTH) -> str:
     """`error: MESSAGE` in lines of at most `width` columns: one message, continued on lines indented by two spaces,
-    broken only at spaces (a path or URL longer than the line stays whole on its own line)."""
-    return textwrap.fill(f"error: {message}", width, subsequent_indent="  ", break_long_words=False,
-                         break_on_hyphens=False)  # fmt: skip
+    broken only at spaces (a path or URL longer than the line stays whole on its own line). A message whose later
+    lines are commands (`...; export it with:\\nCMD`) gets each on its own indented line, whole, to paste."""
+    text, *commands = message.split("\n")
+    lines = [textwrap.fill(f"error: {text}", width, subsequent_indent="  ", break_long_words=False,
+                           break_on_hyphens=False)]  # fmt: skip
+    return "\n".join(lines + [command_lines("  ", c, width) for c in commands])

@@ -80,6 +80,8 @@ def decode(path: Path, size: int) -> np.ndarray:
 
     limit = pixel_limit()
     try:
+        if Path(path).stat().st_size == 0:  # what PIL would call "cannot identify"; the listing's own reason
+            raise BadImage(EMPTY, "zero bytes")
         with Image.open(path) as im:
             if limit and im.width * im.height > limit:
                 raise BadImage(TOO_LARGE, f"{im.width}x{im.height} px, over the {limit:,}-pixel limit")

@@ -151,14 +151,16 @@ def read_card(model_dir: str | Path) -> dict:
     if not path.exists():
         export = command("report.py", "--export-only", path_arg(d))
         hint = (
-            f"export it with: {export}" if (d / "best_config.json").exists() else "run report.py on an experiment first"
+            f"export it with:\n{export}"
+            if (d / "best_config.json").exists()
+            else "run report.py on an experiment first"
         )
         raise CardError(f"{d} has no {CARD_FILE} (no exported model); {hint}")
     try:
         card = json.loads(path.read_text())
     except json.JSONDecodeError as e:
         export = command("report.py", "--export-only", path_arg(d))
-        raise CardError(f"{path} is not valid JSON ({e}); re-export with: {export}") from None
+        raise CardError(f"{path} is not valid JSON ({e}); re-export with:\n{export}") from None
     if card.get("format_version") != FORMAT_VERSION:
         raise CardError(f"{path} has format_version {card.get('format_version')!r}, this code reads {FORMAT_VERSION}")
     return card

@@ -102,7 +102,7 @@ def test_the_export_hint_runs_when_pasted_without_the_venv(tmp_path):
     try:
         read_card(tmp_path)
     except CardError as e:
-        hint = str(e).split("export it with: ", 1)[1]
+        hint = str(e).split("export it with:\n", 1)[1]
     proc = in_plain_shell(hint)
     assert proc.returncode == 2 and "error: export:" in proc.stderr, proc.stderr
 
