@@ -21,6 +21,8 @@ import time
 
 from ray.tune import Callback
 
+from search_driver.resume import trial_counts
+
 WIDTH = 120
 
 
@@ -171,19 +173,6 @@ class CompactConsole(Callback):
         text = self.status(trials)
         if text.split(" ", 1)[1] != self._last_text.split(" ", 1)[-1]:  # not the last line again (clock aside)
             self._print(text)
-
-
-def trial_counts(done: int, errors: int, stopped: int, not_started: int, of: int | None = None,
-                 running: int | None = None) -> str:  # fmt: skip
-    """The one wording of trial counts, for the status line and the interrupt summary alike:
-    '1 running, 3 done, 0 errors, 2 stopped mid-way, 2 not started (of 8)'."""
-    parts = [f"{running} running"] if running is not None else []
-    parts += [f"{done} done", f"{errors} errors"]
-    if stopped:
-        parts.append(f"{stopped} stopped mid-way")
-    if of is not None or not_started:
-        parts.append(f"{not_started} not started")
-    return ", ".join(parts) + (f" (of {of})" if of is not None else "")
 
 
 def quiet_ray_output() -> None:

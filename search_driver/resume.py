@@ -17,6 +17,7 @@ left from its snapshot and offers no way to replace it, so a different value is 
 from __future__ import annotations
 
 import json
+import textwrap
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +53,29 @@ class Progress:
         return not self.marked_finished and (
             self.trials < self.num_samples or self.finished + self.errored < self.trials
         )
+
+    def counts(self) -> str:
+        """As the console's status line counts them (trial_counts): not started = pending in the snapshot, or not
+        created yet (of --num-samples; a search under a time budget has no such number)."""
+        capped = self.num_samples > 0
+        created = self.trials - self.finished - self.errored - self.started
+        not_started = created + (max(0, self.num_samples - self.trials) if capped else 0)
+        return trial_counts(
+            self.finished, self.errored, self.started, not_started, self.num_samples if capped else None
+        )
+
+
+def trial_counts(done: int, errors: int, stopped: int, not_started: int, of: int | None = None,
+                 running: int | None = None) -> str:  # fmt: skip
+    """The one wording of trial counts, for the status line and the interrupt summary alike:
+    '1 running, 3 done, 0 errors, 2 stopped mid-way, 2 not started (of 8)'."""
+    parts = [f"{running} running"] if running is not None else []
+    parts += [f"{done} done", f"{errors} errors"]
+    if stopped:
+        parts.append(f"{stopped} stopped mid-way")
+    if of is not None or not_started:
+        parts.append(f"{not_started} not started")
+    return ", ".join(parts) + (f" (of {of})" if of is not None else "")
 
 
 def tune_state(path: str) -> dict | None:
@@ -108,8 +132,8 @@ def choose_experiment(storage_path: str, name: str | None) -> tuple[str, str]:
         info = _info(storage_path, n)
         p = progress(join(storage_path, n), info)
         if name is not None or (p is not None and p.unfinished):
-            done = f"{p.finished} of {p.num_samples} trials finished" if p else "no Tune state yet"
-            return n, f"resuming {n} (started {_started(info)}, {done})"
+            done = f"trials {p.counts()}" if p else "no Tune state yet"
+            return n, textwrap.fill(f"resuming {n} (started {_started(info)}): {done}", 120, subsequent_indent="  ")
     raise ResumeError(
         f"no unfinished experiment under {storage_path} (latest: {candidates[0]}, finished); "
         "to continue a finished one anyway: --resume --name NAME"

@@ -108,7 +108,6 @@ def print_interrupted(args, path: str | None, stop) -> None:
     that continues it."""
     import signal
 
-    from search_driver.console import trial_counts
     from search_driver.resume import progress
 
     how = signal.Signals(stop.received).name if stop.received else "SIGINT"
@@ -116,9 +115,6 @@ def print_interrupted(args, path: str | None, stop) -> None:
     if p is None:
         print(f"\ninterrupted ({how}) before the search started; nothing to resume", file=sys.stderr)
         return
-    capped = p.num_samples > 0
-    not_started = p.trials - p.finished - p.errored - p.started + (max(0, p.num_samples - p.trials) if capped else 0)
-    counts = trial_counts(p.finished, p.errored, p.started, not_started, p.num_samples if capped else None)
-    line = f"interrupted ({how}): trials {counts}; everything so far is kept in {path_arg(path)}"
+    line = f"interrupted ({how}): trials {p.counts()}; everything so far is kept in {path_arg(path)}"
     print("\n" + textwrap.fill(line, WIDTH, subsequent_indent="  ", break_long_words=False), file=sys.stderr)
     print(command_lines("resume with: ", resume_command(args)), file=sys.stderr, flush=True)
