@@ -56,6 +56,7 @@ class CompactConsole(Callback):
         self._last_text = ""
         self._started, self._done = set(), set()  # trial ids started in this run, ended on their own
         self._before = None  # trial ids that had ended when this run began (a resume), known at its first step
+        self._resumed = False
 
     def __getstate__(self):  # Tuner.restore unpickles the callbacks: the clock, the best and the counts restart
         state = self.__dict__.copy()
@@ -63,7 +64,9 @@ class CompactConsole(Callback):
         return state
 
     def __setstate__(self, state):  # also fills in what a console pickled by older code did not have
-        self.__dict__.update({**state, **_RESTART, "_started": set(), "_done": set(), "_before": None})
+        self.__dict__.update(
+            {**state, **_RESTART, "_started": set(), "_done": set(), "_before": None, "_resumed": False}
+        )
 
     # ---- output
 
@@ -105,7 +108,9 @@ class CompactConsole(Callback):
         if self._best is not None:
             value, tid, epoch = self._best
             parts.append(f"best {self.metric} {value:.4f} (trial_{tid}, epoch {epoch})")
-        if self.time_budget_s:
+        if self.time_budget_s and self._resumed:  # Tune goes on with what was left, which it keeps to itself
+            parts.append(f"the rest of the {self.time_budget_s / 60:g}-min budget")
+        elif self.time_budget_s:
             left = max(0.0, self.time_budget_s - (time.time() - self._start))
             parts.append(f"{left / 60:.1f} min left of {self.time_budget_s / 60:g}")
         return " | ".join(parts)
@@ -163,8 +168,9 @@ class CompactConsole(Callback):
         self._maybe_status(trials, force=True, ended=trial, as_status="ERROR")
 
     def on_step_begin(self, iteration, trials, **info):
-        if self._before is None:
+        if self._before is None:  # trials at the first step: a resume (its ended ones count as done)
             self._before = {t.trial_id for t in trials if t.status == "TERMINATED"}
+            self._resumed = bool(trials)
 
     def on_step_end(self, iteration, trials, **info):
         self._maybe_status(trials)  # a heartbeat during long epochs

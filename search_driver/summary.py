@@ -37,7 +37,7 @@ def unreported_line(results) -> str | None:
         return None
     shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
     n = len(names)
-    line = f"{n} trial{'s' if n > 1 else ''} ended with the search before their first epoch: {shown}"
+    line = f"{n} trial{'s' if n > 1 else ''} ended with the search before {'their' if n > 1 else 'its'} first epoch: {shown}"
     return textwrap.shorten(line, 120, placeholder=" ...")
 
 
