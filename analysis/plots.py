@@ -12,7 +12,7 @@ matplotlib.use("Agg")  # files only; no display needed (CI, clusters)
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter  # noqa: E402
 
 from trainables import metric_names as M  # noqa: E402
 
@@ -114,8 +114,11 @@ def hyperparameters(finals: pd.DataFrame, space: dict, metric: str, best_id: str
             ax.set_xlim(-0.5, len(cats) - 0.5)
         else:
             pos = x.to_numpy(dtype=float)
-            if spec.get("log"):
+            if spec.get("log"):  # ticks at 1, 2, 5 x 10^k as plain numbers: a decade or less has no 10^k to label
                 ax.set_xscale("log")
+                ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+                ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+                ax.xaxis.set_minor_formatter(NullFormatter())
             elif spec["type"] == "int":
                 ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.scatter(pos[~is_best], y[~is_best], alpha=0.7)

@@ -402,9 +402,12 @@ def test_hyperparameter_plot_draws_the_searched_keys_and_the_best_trial_once(dra
     for ax in axes:
         others, best = (c.get_offsets() for c in ax.collections)
         assert len(others) == 3 and len(best) == 1 and best[0][1] == 0.7  # the best trial: its star alone
-    flip, _, depth = axes
+    flip, lr, depth = axes
     assert [t.get_text() for t in flip.get_xticklabels()] == ["True", "False"] and flip.get_xlim() == (-0.5, 1.5)
     assert all(float(t).is_integer() for t in depth.get_xticks())
+    drawn[0].canvas.draw()  # tick labels exist once drawn: on the log axis plain numbers, no overlapping minor labels
+    assert {t.get_text() for t in lr.get_xticklabels(minor=True)} <= {""}
+    assert {t.get_text() for t in lr.get_xticklabels() if t.get_text()} >= {"0.001", "0.01", "0.1"}
 
 
 def test_learning_curves_have_whole_epochs_and_show_a_one_epoch_trial(drawn, tmp_path):
