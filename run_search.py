@@ -13,6 +13,7 @@ experiment.json (model, data, split seed, arguments, search space, git sha, pack
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 
@@ -41,6 +42,10 @@ from search_driver.tuner import (
     restore_tuner,
     trial_constants,
 )
+
+# Tune warns when a step of its loop (our callbacks included) takes over 0.5 s: routine on 2 busy cores, and a
+# 140-column line. It reads the threshold when ray.tune is first imported (search_spaces does), hence here.
+os.environ.setdefault("TUNE_WARN_THRESHOLD_S", "5")
 
 
 def main(argv=None) -> int:

@@ -104,7 +104,7 @@ def resume_command(args) -> str:
 
 
 def print_interrupted(args, path: str | None, stop) -> None:
-    """What an interrupt kept (counted as the console's status line counts: console.trial_counts), and the command
+    """What an interrupt kept (counted as the console's status line counts: resume.Progress.counts), and the command
     that continues it."""
     import signal
 

@@ -30,6 +30,13 @@ def trial_results(exp: Path) -> dict[str, list[dict]]:
     }
 
 
+def printed(path) -> str:
+    """A path as analysis/shell.py prints it from a process whose working directory is ROOT (the CLIs' in these
+    tests): relative when it lies under ROOT (.venv/bin/python after the README's install), else absolute."""
+    p = os.path.abspath(path)
+    return os.path.relpath(p, ROOT) if p.startswith(f"{ROOT}{os.sep}") else p
+
+
 def one_line_error(proc, *, within: float = 30) -> str:
     """The one `error:` message, joined again when it was continued past 120 columns on lines indented by two."""
     assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import yaml
+from cli_run import printed
 from sample_data import ROOT
 
 NO_AWS = {
@@ -35,7 +36,7 @@ def preflight(cluster, tmp_path, extra_env=None, shim=False):
     return proc
 
 
-RAY = str(Path(sys.executable).parent / "ray")
+RAY = printed(Path(sys.executable).parent / "ray")  # the environment's own, as run from ROOT
 
 
 def missing(proc) -> list[str]:

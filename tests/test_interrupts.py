@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from cli_run import rows, run_cli
+from cli_run import printed, rows, run_cli
 from sample_data import ROOT
 
 pytestmark = pytest.mark.slow
@@ -61,7 +61,9 @@ def test_ctrl_c_stops_cleanly_and_resume_without_name_completes(image_folder, tm
     code, err, _ = finish(proc, timeout=90)
     assert code == 130, err[-3000:]
     # the interpreter that ran the search (a shell without the venv on PATH runs it too: test_printed_commands.py)
-    resume_line = f"resume with: {sys.executable} run_search.py --resume --name ctrlc --storage-path {tmp_path}"
+    resume_line = (
+        f"resume with: {printed(sys.executable)} run_search.py --resume --name ctrlc --storage-path {tmp_path}"
+    )
     assert resume_line in err.replace(" \\\n    ", " "), err[-3000:]
     counts = next(ln for ln in err.splitlines() if ln.startswith("interrupted (SIGINT): trials "))
     assert "done" in counts and "(of 2)" in counts

@@ -33,15 +33,21 @@ def in_plain_shell(line: str, timeout: float = 120) -> subprocess.CompletedProce
     return subprocess.run(["bash", "-c", line], capture_output=True, text=True, cwd=ROOT, env=env, timeout=timeout)
 
 
+def commands_after(label: str, text: str) -> list[str]:
+    """Each command printed after `label`, with its continuation lines (` \\` + newline, as a shell reads them)."""
+    lines, found = text.splitlines(), []
+    for i, line in enumerate(lines):
+        if line.startswith(label):
+            cmd = [line.removeprefix(label)]
+            while cmd[-1].endswith(" \\"):
+                i += 1
+                cmd.append(lines[i])
+            found.append("\n".join(cmd))
+    return found
+
+
 def after(label: str, text: str) -> str:
-    """The command printed after `label`, with its continuation lines (` \\` + newline, as a shell reads them)."""
-    lines = text.splitlines()
-    i = next(k for k, ln in enumerate(lines) if ln.startswith(label))
-    cmd = [lines[i].removeprefix(label)]
-    while cmd[-1].endswith(" \\"):
-        i += 1
-        cmd.append(lines[i])
-    return "\n".join(cmd)
+    return commands_after(label, text)[0]
 
 
 def fake_experiment(tmp_path, name="gone", num_val=50) -> tuple[SimpleNamespace, str]:
@@ -88,9 +94,9 @@ def test_the_report_line_runs_when_pasted_without_the_venv(tmp_path, capsys):
 
 def test_the_watch_lines_run_when_pasted_without_the_venv(tmp_path):
     args = SimpleNamespace(searcher="optuna", mlflow=None)
-    text = watch_hint(args, str(tmp_path / "exp"))
-    for label in ("watch: ", "watch: "):
-        text, line = text.split("\n", 1)[-1] if text.count("\n") else "", after(label, text)
+    lines = commands_after("watch: ", watch_hint(args, str(tmp_path / "exp")))
+    assert [ln.split()[0].rsplit("/", 1)[-1] for ln in lines] == ["optuna-dashboard", "tensorboard"]
+    for line in lines:
         proc = in_plain_shell(line + " --help", timeout=180)
         assert proc.returncode == 0, (line, proc.stdout[-2000:], proc.stderr[-2000:])
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from cli_run import printed
 from PIL import Image
 from sample_data import CLASSES, ROOT, write_image_folder
 
@@ -279,7 +280,7 @@ def test_predict_exits_nonzero_only_when_nothing_was_read(lenet, tmp_path):
     proc = run_predict("--model", report, bad)
     assert proc.returncode == 2 and proc.stderr.startswith("error: ") and "export it with:\n" in proc.stderr
     command = proc.stderr.split("export it with:\n")[1].replace(" \\\n    ", " ").strip()  # ` \` continues it
-    assert command == f"{sys.executable} report.py --export-only {report}"  # run from the repo root
+    assert command == f"{printed(sys.executable)} report.py --export-only {report}"  # run from the repo root
 
 
 def test_backend_choice_and_gpu_requests(lenet, monkeypatch):
