@@ -191,8 +191,7 @@ def asha_rungs(grace_period: int, reduction_factor: int, max_t: int) -> list[int
 # What a validation set of n images can resolve (docs/search.md, "Did the search beat its starting point?"): a
 # difference counts only beyond RESOLVE_SE standard errors of one trial's metric. val_acc: binomial,
 # sqrt(p(1-p)/n). val_loss: sd/sqrt(n), where sd, the spread of per-image cross-entropy (not recorded per trial), is
-# taken as max(val_loss, LOSS_SD_FLOOR) nats: measured 0.56-1.13 on CIFAR-10 for LeNet-5, rising towards 1.1 as
-# it trains.
+# taken as max(val_loss, LOSS_SD_FLOOR) nats: above every spread measured (docs/measurements.md).
 RESOLVE_SE = 2.0
 LOSS_SD_FLOOR = 1.2
 
