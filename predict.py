@@ -45,8 +45,17 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    from analysis.shell import error_lines
     from serving.model_card import CardError
-    from serving.predict import CsvWriter, PredictError, find_images, format_line, load_predictor, predict_files
+    from serving.predict import (
+        CsvWriter,
+        PredictError,
+        find_images,
+        format_line,
+        ignored_line,
+        load_predictor,
+        predict_files,
+    )
 
     if args.top_k < 1 or args.batch_size < 1:
         print("error: --top-k and --batch-size must be at least 1", file=sys.stderr)
@@ -54,18 +63,20 @@ def main(argv=None) -> int:
     try:
         predictor = load_predictor(args.model, args.backend, args.device, args.threads)
     except (CardError, PredictError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(error_lines(str(e)), file=sys.stderr)
         return 2
     files, problems, ignored = find_images(args.inputs)
     for item, why in problems:
         print(f"skipped {item}: {why}", file=sys.stderr)
+    if ignored:  # named, not only counted: a misnamed image (.jfif, no extension) shows here
+        print(ignored_line(ignored), file=sys.stderr)
     writer = CsvWriter(args.csv, args.top_k) if args.csv else None
     t0, done, bad = time.perf_counter(), 0, len(problems)
     try:
         for pred in predict_files(predictor, files, args.batch_size, args.workers):
             if pred.probs is None:
                 bad += 1
-                print(f"skipped {pred.error}", file=sys.stderr)
+                print(f"skipped {pred.path}: {pred.error}", file=sys.stderr)
             else:
                 done += 1
                 if writer is None:
@@ -81,11 +92,11 @@ def main(argv=None) -> int:
     seconds = time.perf_counter() - t0
     if not done:
         print(f"error: no image could be read ({len(files) + len(problems)} inputs tried"
-              + (f", {ignored} non-image files ignored" if ignored else "") + ")", file=sys.stderr)  # fmt: skip
+              + (f", {len(ignored)} non-image files ignored" if ignored else "") + ")", file=sys.stderr)  # fmt: skip
         return 1
     print(f"{done} images predicted with {predictor.backend} on {predictor.device} in {seconds:.1f} s "
           f"({done / max(seconds, 1e-9):.0f} images/s)" + (f"; {bad} unreadable" if bad else "")
-          + (f"; {ignored} non-image files ignored" if ignored else "")
+          + (f"; {len(ignored)} non-image files ignored" if ignored else "")
           + (f"; wrote {args.csv}" if writer is not None else ""), file=sys.stderr)  # fmt: skip
     return 0
 

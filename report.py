@@ -88,6 +88,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     # Imports after parsing, here and below: --help and a bad argument answer without loading torch, Ray or Optuna.
+    from analysis.shell import error_lines
     from analysis.trials import ReportError
     from image_data.cache import DataError
     from serving.export import ExportError, export_existing
@@ -107,10 +108,10 @@ def main(argv=None) -> int:
         make_report(args)
         return 0
     except (ReportError, DataError, UnknownModelError) as e:  # UnknownModelError: a user's model that cannot load
-        print(f"error: {e}", file=sys.stderr)
+        print(error_lines(str(e)), file=sys.stderr)
         return 2
     except ExportError as e:
-        print(f"error: export: {e}", file=sys.stderr)
+        print(error_lines(f"export: {e}"), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("\ninterrupted; no report written", file=sys.stderr)

@@ -14,6 +14,7 @@ experiment.json (model, data, split seed, arguments, search space, git sha, pack
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 
@@ -45,6 +46,10 @@ from search_driver.tuner import (
     trial_constants,
 )
 
+# Tune warns when a step of its loop (our callbacks included) takes over 0.5 s: routine on 2 busy cores, and a
+# 140-column line. It reads the threshold when ray.tune is first imported (search_spaces does), hence here.
+os.environ.setdefault("TUNE_WARN_THRESHOLD_S", "5")
+
 
 def main(argv=None) -> int:
     args = parse_args(argv)
@@ -53,6 +58,7 @@ def main(argv=None) -> int:
 
         return cluster_preflight.main(args.check_cluster)
     from analysis.experiment import EXPERIMENT_FILE, exists, join, normalize_storage_path, write_json
+    from analysis.shell import error_lines
     from image_data.cache import DataError
     from search_driver import extend, resume, warm_start
     from search_driver.data import load_search_data
@@ -151,7 +157,7 @@ def main(argv=None) -> int:
         print_summary(extend.results(path, results, args), args, path)  # every part of an extended experiment
         return 0
     except (UsageError, UnknownModelError, DataError, resume.ResumeError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(error_lines(str(e)), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print_interrupted(args, path, stop)

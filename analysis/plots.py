@@ -12,30 +12,38 @@ matplotlib.use("Agg")  # files only; no display needed (CI, clusters)
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter  # noqa: E402
 
 from trainables import metric_names as M  # noqa: E402
 
 DPI = 110
 
 
-def _save(fig, path: Path) -> Path:
-    fig.tight_layout()
+def _save(fig, path: Path, h_pad: float | None = None) -> Path:
+    fig.tight_layout(h_pad=h_pad)
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return path
 
 
 def learning_curves(curves: dict[str, pd.DataFrame], best_id: str, metric: str, rungs: list[int], path: Path):
-    """Every trial's validation metric per epoch, ASHA's rungs as vertical lines, the best trial highlighted."""
+    """Every trial's validation metric per epoch, ASHA's rungs as vertical lines (behind the trials), the best trial
+    highlighted, and each trial's last epoch marked: a trial stopped after one epoch is a point, not a line, and
+    would vanish under the first rung without its marker."""
     fig, ax = plt.subplots(figsize=(8, 5))
+    for i, r in enumerate(rungs):
+        ax.axvline(r, color="tab:blue", ls=":", lw=1, zorder=0, label="ASHA rung" if i == 0 else None)
     for tid, df in curves.items():
         if tid != best_id:
             ax.plot(df[M.EPOCH], df[metric], color="tab:gray", alpha=0.5, lw=1, marker=".", ms=4)
+    ends = [df.iloc[-1] for tid, df in curves.items() if tid != best_id]
+    if ends:
+        ax.scatter([e[M.EPOCH] for e in ends], [e[metric] for e in ends], s=22, facecolors="none",
+                   edgecolors="tab:gray", lw=1, zorder=3, label=f"other trials' last epoch ({len(ends)})")  # fmt: skip
     best = curves[best_id]
-    ax.plot(best[M.EPOCH], best[metric], color="tab:red", lw=2.5, marker="o", ms=5, label=f"best trial {best_id}")
-    for i, r in enumerate(rungs):
-        ax.axvline(r, color="tab:blue", ls=":", lw=1, label="ASHA rung" if i == 0 else None)
-    ax.plot([], [], color="tab:gray", label=f"other trials ({len(curves) - 1})")
+    ax.plot(best[M.EPOCH], best[metric], color="tab:red", lw=2.5, marker="o", ms=5, label=f"best trial {best_id}",
+            zorder=4)  # fmt: skip
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole
     ax.set_xlabel("epoch")
     ax.set_ylabel(metric)
     ax.set_title(f"{metric} per epoch of every trial")
@@ -85,26 +93,36 @@ def confusion(cm: np.ndarray, classes: list[str], path: Path):
 
 def hyperparameters(finals: pd.DataFrame, space: dict, metric: str, best_id: str, epoch: int, path: Path):
     """Each searched hyperparameter (x) against each trial's best validation metric by `epoch` (y): one row per
-    trial that reached that epoch (Experiment.results_at), so every point had the same training."""
-    keys = [k for k in space if f"config/{k}" in finals]
+    trial that reached that epoch (Experiment.results_at), so every point had the same training.
+
+    Only the keys this space searches (its constants would be one column of points); choices (booleans, strings,
+    numbers) on a categorical axis of their values, integers with whole ticks; the best trial is its red star alone.
+    """
+    keys = [k for k in space if f"config/{k}" in finals and space[k].get("type") != "constant"]
     cols = min(4, max(1, len(keys)))
     rows = max(1, math.ceil(len(keys) / cols))
     fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.2 * rows), squeeze=False)
-    is_best = finals["trial_id"] == best_id
+    is_best = (finals["trial_id"] == best_id).to_numpy()
+    y = finals[metric].to_numpy(dtype=float)
     for ax, key in zip(axes.flat, keys, strict=False):
         spec, x = space[key], finals[f"config/{key}"]
         if spec["type"] == "choice":
             cats = [str(v) for v in spec["values"]]
-            pos = x.astype(str).map({c: i for i, c in enumerate(cats)}).astype(float)
-            jitter = np.random.default_rng(0).uniform(-0.12, 0.12, len(pos))
-            ax.scatter(pos + jitter, finals[metric], alpha=0.7)
-            ax.scatter(pos[is_best], finals[metric][is_best], color="tab:red", s=80, marker="*", label="best")
-            ax.set_xticks(range(len(cats)), cats, rotation=30)
+            pos = x.astype(str).map({c: i for i, c in enumerate(cats)}).to_numpy(dtype=float)
+            pos = pos + np.random.default_rng(0).uniform(-0.12, 0.12, len(pos))  # points of one value side by side
+            ax.set_xticks(range(len(cats)), cats, rotation=30 if max(map(len, cats)) > 4 else 0)
+            ax.set_xlim(-0.5, len(cats) - 0.5)
         else:
-            ax.scatter(x, finals[metric], alpha=0.7)
-            ax.scatter(x[is_best], finals[metric][is_best], color="tab:red", s=80, marker="*", label="best")
-            if spec.get("log"):
+            pos = x.to_numpy(dtype=float)
+            if spec.get("log"):  # ticks at 1, 2, 5 x 10^k as plain numbers: a decade or less has no 10^k to label
                 ax.set_xscale("log")
+                ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+                ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+                ax.xaxis.set_minor_formatter(NullFormatter())
+            elif spec["type"] == "int":
+                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.scatter(pos[~is_best], y[~is_best], alpha=0.7)
+        ax.scatter(pos[is_best], y[is_best], color="tab:red", s=80, marker="*", label="best", zorder=3)
         ax.set_xlabel(key)
         ax.set_ylabel(f"best {metric} by epoch {epoch}")
         ax.grid(alpha=0.3)
@@ -144,7 +162,7 @@ def prediction_samples(x: np.ndarray, y: np.ndarray, pred: np.ndarray, classes: 
     idx = np.random.default_rng(0).choice(len(y), n, replace=False)
     cols = 8
     rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(1.7 * cols, 1.95 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.7 * cols, 2.15 * rows), squeeze=False)
     for ax, i in zip(axes.flat, idx, strict=False):
         _show_image(ax, x[i])
         wrong = pred[i] != y[i]
@@ -157,7 +175,7 @@ def prediction_samples(x: np.ndarray, y: np.ndarray, pred: np.ndarray, classes: 
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
     fig.suptitle("test images: true → predicted (red = mistake)")
-    return _save(fig, path)
+    return _save(fig, path, h_pad=1.6)  # the two-line titles clear the images above them
 
 
 def class_grid(x: np.ndarray, y: np.ndarray, classes: list[str], path: Path | None, per_class: int = 8):

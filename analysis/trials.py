@@ -191,7 +191,7 @@ def load_experiment(path: str) -> Experiment:
     logging.getLogger("ray.tune").setLevel(logging.ERROR)  # "no result for trial X" warnings for pending trials
     try:
         analysis = experiment_analysis(path, info["metric"], info["mode"])
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
+    except (ValueError, FileNotFoundError, RuntimeError, KeyError) as e:  # KeyError: a snapshot missing a field
         raise ReportError(f"{path} has experiment.json but no readable Tune state ({e})") from None
     curves = {tid: df for tid, df in analysis.trial_dataframes.items() if len(df) and info["metric"] in df}
     if not curves:
@@ -239,10 +239,28 @@ def asha_rungs(grace_period: int, reduction_factor: int, max_t: int) -> list[int
     return rungs
 
 
+# What a validation set of n images can resolve (docs/search.md, "Did the search beat its starting point?"): a
+# difference counts only beyond RESOLVE_SE standard errors of one trial's metric. val_acc: binomial,
+# sqrt(p(1-p)/n). val_loss: sd/sqrt(n), where sd, the spread of per-image cross-entropy (not recorded per trial), is
+# taken as max(val_loss, LOSS_SD_FLOOR) nats: above every spread measured (docs/measurements.md).
+RESOLVE_SE = 2.0
+LOSS_SD_FLOOR = 1.2
+
+
+def metric_standard_error(metric: str, value: float, n: int) -> float:
+    """The standard error of one trial's `metric` measured on n validation images (see RESOLVE_SE above)."""
+    if metric == M.VAL_ACC:
+        p = min(max(value, 1 / n), 1 - 1 / n)  # a perfect or zero score still has the resolution of one image
+        return math.sqrt(p * (1 - p) / n)
+    return max(value, LOSS_SD_FLOOR) / math.sqrt(n)
+
+
 def versus_first_trial(configs: dict[str, dict], best: dict[str, float], first: dict | None, metric: str,
-                       mode: str) -> str | None:  # fmt: skip
+                       mode: str, n_val: int | None = None) -> str | None:  # fmt: skip
     """Did the search beat the config it started from? One line comparing the first trial (the space's DEFAULTS,
-    found by its config) with the best trial the searcher proposed, each at its best epoch; None without one."""
+    found by its config) with the best trial the searcher proposed, each at its best epoch; None without one.
+    A verdict only when the difference exceeds what `n_val` validation images resolve (RESOLVE_SE standard errors);
+    otherwise "no difference the validation set can show"."""
     if not first or len(best) < 2:
         return None
 
@@ -255,7 +273,15 @@ def versus_first_trial(configs: dict[str, dict], best: dict[str, float], first: 
     d = first_ids[0]
     pick = min if mode == "min" else max
     other = pick((t for t in best if t != d), key=lambda t: best[t])
+    diff = abs(best[other] - best[d])
+    pair = (f"best proposed trial {other} {metric} {best[other]:.4f} vs {best[d]:.4f} for the first trial {d} "
+            f"(the space's DEFAULTS)")  # fmt: skip
+    if not n_val:
+        return f"{pair}, a difference of {diff:.4f} (the validation set's size is not recorded: no verdict)"
+    resolves = RESOLVE_SE * max(metric_standard_error(metric, best[t], n_val) for t in (d, other))
+    scale = f"{RESOLVE_SE:g} standard errors on {n_val:,} validation images: {resolves:.4f}"
+    if diff <= resolves:
+        return f"no difference the validation set can show: {pair}, a difference of {diff:.4f}, within {scale}"
     better = best[other] < best[d] if mode == "min" else best[other] > best[d]
     verdict = "the search beat its starting point" if better else "the search did not beat its starting point"
-    return (f"{verdict}: best proposed trial {other} {metric} {best[other]:.4f} vs {best[d]:.4f} for the first "
-            f"trial {d} (the space's DEFAULTS), a difference of {abs(best[other] - best[d]):.4f}")  # fmt: skip
+    return f"{verdict}: {pair}, a difference of {diff:.4f}, more than {scale}"

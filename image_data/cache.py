@@ -197,6 +197,10 @@ def load_arrays(data_dir, image_size: int | None = None, cache_dir=None, *, mode
         image_size = image_size or choose_image_size(files, model_side)
         fingerprint = _fingerprint(files["stats"])
         plan = DecodePlan(kind, image_size, len(files["train"]), len(files["test"]), subset)
+    num_classes = 10 if kind == "cifar10" else len(files["classes"])
+    if subset and subset < num_classes:  # before decoding: a subset without every class is no subset of this data
+        raise DataError(f"--subset {subset} is fewer training images than the {num_classes} classes (each needs one);"
+                        f" use --subset {num_classes} or more")  # fmt: skip
     if check is not None:
         check(plan)
     parts = [CACHE_VERSION, kind, str(root), image_size, fingerprint, images.pixel_limit()]
@@ -216,6 +220,9 @@ def load_arrays(data_dir, image_size: int | None = None, cache_dir=None, *, mode
         _atomic_savez(cache, arrays)
     classes = [str(c) for c in arrays.pop("classes")]
     skipped = json.loads(str(arrays.pop("skipped", "[]")))
+    if kind == "folder":  # from this listing, not the cache: subfolders are outside the cache key
+        skipped += [{"path": d, "reason": images.SUBFOLDER, "detail": "subfolders of a class folder are not read"}
+                    for d in files["subfolders"]]  # fmt: skip
     num_files = int(arrays.pop("num_files", len(arrays["y_train"]) + len(arrays["y_test"])))
     if kind == "folder":
         _check_classes(root, files, classes, arrays, skipped)
@@ -265,8 +272,14 @@ def choose_image_size(files: dict, model_side: int = DEFAULT_SIDE) -> int:
 def skip_summary(skipped: list[dict], num_files: int, where: str = "", width: int = 120) -> str:
     """Two console lines of at most `width` columns: the counts, then the first few files and why:
     'skipped 3 of 1,204 files (2 unreadable, 1 not images); <where>' / '  a.jpg (truncated), b.png (corrupt), ...'."""
-    counts = Counter(SKIP_GROUPS.get(s["reason"], s["reason"]) for s in skipped)
-    head = f"skipped {len(skipped):,} of {num_files:,} files ({', '.join(f'{n} {r}' for r, n in counts.most_common())})"
+    subs = sum(s["reason"] == images.SUBFOLDER for s in skipped)
+    counts = Counter(SKIP_GROUPS.get(s["reason"], s["reason"]) for s in skipped if s["reason"] != images.SUBFOLDER)
+    files = len(skipped) - subs
+    head = f"skipped {files:,} of {num_files:,} files ({', '.join(f'{n} {r}' for r, n in counts.most_common())})"
+    if not files:
+        head = "skipped"
+    if subs:
+        head += f"{' and' if files else ''} {subs} subfolder{'s' if subs > 1 else ''} of class folders (not read)"
     head += f"; {where}" if where else ""
     listing = "  "
     for i, s in enumerate(skipped):
@@ -407,7 +420,7 @@ def _folder_files(root: Path) -> dict:
     {'train'/'test': [(class, path)] of files to decode, 'classes': train's class names,
      'class_dirs': {split: [class]} of folders present, 'skipped': [{path, reason, detail}] of files skipped without
      opening them, 'stats': [(path, size, mtime_ns)] of every file (the cache key: fixing any file re-decodes)}."""
-    out = {"skipped": [], "stats": [], "class_dirs": {}}
+    out = {"skipped": [], "stats": [], "class_dirs": {}, "subfolders": []}
 
     def class_dirs(split_dir: Path) -> list[Path]:
         # hidden folders (.ipynb_checkpoints) and macOS archive leftovers (__MACOSX) are not classes
@@ -424,7 +437,10 @@ def _folder_files(root: Path) -> dict:
             if cls_dir.name not in train_classes:
                 raise DataError(f"{cls_dir} is a class that {root}/train does not have ({', '.join(train_classes)})")
             with os.scandir(cls_dir) as it:
-                entries = sorted((e for e in it if e.is_file()), key=lambda e: e.name)
+                listed = list(it)
+            entries = sorted((e for e in listed if e.is_file()), key=lambda e: e.name)
+            out["subfolders"] += sorted(f"{split}/{cls_dir.name}/{e.name}/" for e in listed
+                                        if e.is_dir() and not e.name.startswith((".", "__MACOSX")))  # fmt: skip
             for e in entries:
                 st = e.stat()
                 rel = f"{split}/{cls_dir.name}/{e.name}"
@@ -437,6 +453,9 @@ def _folder_files(root: Path) -> dict:
         if not items:
             raise DataError(f"no images in {root}/{split}/<class>/ (looked for {', '.join(images.IMAGE_EXTENSIONS)})")
         out[split] = items
+    if len(train_classes) == 1:  # after "no images": an empty folder is said to be empty first
+        raise DataError(f"{root}/train has one class folder ({train_classes[0]}); a classifier needs at least 2: "
+                        f"add a folder per class, {root}/train/<class>/*.jpg|png")  # fmt: skip
     out["classes"] = train_classes
     return out
 
@@ -501,8 +520,15 @@ def _check_classes(root: Path, files: dict, classes: list[str], arrays: dict, sk
         for name in files["class_dirs"][split]:
             if counts[classes.index(name)] == 0:
                 bad = [s for s in skipped if s["path"].startswith(f"{split}/{name}/")]
-                why = f" (all {len(bad)} files skipped: {_listing(bad, 3)})" if bad else ""
-                raise DataError(f"class folder {root}/{split}/{name} has no usable images{why}")
+                subs = [s for s in bad if s["reason"] == images.SUBFOLDER]
+                bad = [s for s in bad if s not in subs]
+                why = [f"all {len(bad)} files skipped: {_listing(bad, 3)}"] if bad else []
+                if subs:
+                    names = ", ".join(s["path"].removeprefix(f"{split}/{name}/") for s in subs[:3])
+                    why.append(f"subfolders are not read: {names}{', ...' if len(subs) > 3 else ''}; put the "
+                               "images directly in the class folder")  # fmt: skip
+                reason = f" ({'; '.join(why)})" if why else ""
+                raise DataError(f"class folder {root}/{split}/{name} has no usable images{reason}")
 
 
 # ---------------------------------------------------------------------------------------------------------------

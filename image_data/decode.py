@@ -30,6 +30,8 @@ BACKGROUND = (255, 255, 255)  # behind transparent pixels; see the module docstr
 # Reasons a file is skipped, as recorded in experiment.json (short: they are counted on one console line).
 APPLEDOUBLE, HIDDEN, EMPTY, NOT_IMAGE = "AppleDouble", "hidden", "empty", "not an image"
 TRUNCATED, CORRUPT, TOO_LARGE = "truncated", "corrupt", "too large"
+# A folder inside a class folder: not read (its images would need a class of their own, or to move up one level).
+SUBFOLDER = "subfolder, not read"
 
 
 class BadImage(Exception):
@@ -78,6 +80,8 @@ def decode(path: Path, size: int) -> np.ndarray:
 
     limit = pixel_limit()
     try:
+        if Path(path).stat().st_size == 0:  # what PIL would call "cannot identify"; the listing's own reason
+            raise BadImage(EMPTY, "zero bytes")
         with Image.open(path) as im:
             if limit and im.width * im.height > limit:
                 raise BadImage(TOO_LARGE, f"{im.width}x{im.height} px, over the {limit:,}-pixel limit")

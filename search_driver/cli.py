@@ -88,10 +88,12 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 
 def help_epilog() -> str:
+    from analysis.shell import command
     from trainables.models import MODELS
 
     models = "\n".join(f"  {name:<21} {spec.description} [{spec.framework}]" for name, spec in MODELS.items())
-    examples = USAGE.split("\n\n", 1)[1]
+    # the examples name the interpreter that is running (.venv/bin/python ...), so they work when pasted
+    examples = USAGE.split("\n\n", 1)[1].replace("python run_search.py", command("run_search.py"))
     return f"models (--model):\n{models}\n{OWN_MODELS}\nexamples:\n{examples}"
 
 
@@ -136,7 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         metavar="N",
-        help=f"keep N training images, stratified (val: a tenth as many; test: all); --smoke-test keeps {SMOKE_SUBSET}",
+        help="keep N training images, stratified, at least one per class (val: a tenth as many, at least one per "
+        f"class; test: all); --smoke-test keeps {SMOKE_SUBSET}",
     )
     g.add_argument(
         "--image-size",

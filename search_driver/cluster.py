@@ -25,6 +25,7 @@ from search_driver.cli import UsageError
 def start_ray(args) -> None:
     import ray
 
+    from search_driver.console import quiet_trial_logs
     from trainables.models.user import ship
 
     # CheckpointConfig(num_to_keep=1) snapshots the experiment at every trial checkpoint, on purpose (see
@@ -35,12 +36,13 @@ def start_ray(args) -> None:
         # A user's model file (or package) reaches every node as Ray py_modules, uploaded by ray.init: no shared
         # file system assumed (trainables/models/user.py).
         own = {"py_modules": modules} if (modules := ship(args.model, Path(scratch))) else {}
+        own["worker_process_setup_hook"] = quiet_trial_logs
         if args.address:
             check_reachable(args.address)
             # Trials on other nodes import our packages from a copy of ROOT that Ray ships to every node. Under
             # `ray job submit --working-dir .` the job has shipped it already, and ray.init refuses a second one.
             shipped = "working_dir" in (_job_config().get("runtime_env") or {})
-            runtime_env = (own or None) if shipped else {"working_dir": str(ROOT), "excludes": _EXCLUDES, **own}
+            runtime_env = own if shipped else {"working_dir": str(ROOT), "excludes": _EXCLUDES, **own}
             try:
                 ray.init(address=args.address, runtime_env=runtime_env, **kwargs)
             except ConnectionError as e:

@@ -12,11 +12,15 @@ from __future__ import annotations
 import importlib
 import re
 import shutil
+import textwrap
 from importlib import metadata
 from pathlib import Path
 
-INSTALL = "pip install -r requirements-cluster.txt"
-INSTALL_GCP = "pip install google-api-python-client==2.202.0"  # the version requirements-cluster.txt names
+from analysis.shell import WIDTH, command_lines, error_lines, path_arg, tool
+
+# Commands printed with the running environment's own tools (.venv/bin/pip, .venv/bin/ray: analysis/shell.py).
+INSTALL = f"{tool('pip')} install -r requirements-cluster.txt"
+INSTALL_GCP = f"{tool('pip')} install google-api-python-client==2.202.0"  # the version requirements-cluster.txt names
 
 
 def _importable(module: str) -> bool:
@@ -52,10 +56,10 @@ def _aws_credentials() -> tuple[bool, str]:
         return False, f"AWS credentials: {e}; fix AWS_PROFILE or run `aws configure --profile NAME`"
     except botocore.exceptions.BotoCoreError as e:
         return False, f"AWS credentials: {e}"
-    if creds is None:
-        return False, (
-            "AWS credentials: none found (env AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, ~/.aws/credentials, "
-            "AWS_PROFILE, SSO or an instance role); run `aws configure`"
+    if creds is None:  # the AWS CLI (`aws configure`) is in no requirements file: name the file and variables
+        return (
+            False,
+            "AWS credentials: none found; put a key in ~/.aws/credentials or AWS_ACCESS_KEY_ID/_SECRET_ACCESS_KEY",
         )
     return True, f"AWS credentials from {creds.method}"
 
@@ -78,7 +82,40 @@ def gcp_checks(config: dict) -> list[tuple[bool, str]]:
     # not in requirements-cluster.txt: AWS is the default cloud, and the GCP client is a large install nobody else needs
     out.append((ok, "google-api-python-client" + ("" if ok else f" (ray up's GCP provider imports it): {INSTALL_GCP}")))
     project = (config.get("provider") or {}).get("project_id")
-    out.append((bool(project), f"project_id {project}" if project else "project_id: not set in provider"))
+    if not project:
+        out.append((False, "project_id: not set in provider"))
+    elif placeholder(project):
+        out.append((False, f"project_id: {project} is a placeholder, not a project; set provider.project_id to yours"))
+    else:
+        out.append((True, f"project_id {project}"))
+    return out
+
+
+# Values a cluster file ships with for the user to replace: YOUR_PROJECT_ID, <BUCKET>, CHANGE_ME, REPLACE_ME.
+PLACEHOLDER = re.compile(r"YOUR_[A-Z0-9_]+|<[A-Za-z0-9_ -]+>|\bCHANGE_?ME\b|\bREPLACE_?ME\b")
+
+
+def placeholder(value) -> str | None:
+    m = PLACEHOLDER.search(str(value)) if isinstance(value, str) else None
+    return m.group(0) if m else None
+
+
+def placeholder_checks(config: dict, path: str) -> list[tuple[bool, str]]:
+    """Every other value still holding a placeholder (a service account's email in YOUR_PROJECT_ID, ...): one
+    missing line each, naming where it is (provider.project_id has its own line, in the provider's checks)."""
+    out = []
+
+    def walk(node, where: str) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, f"{where}.{k}" if where else str(k))
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                walk(v, f"{where}[{i}]")
+        elif where != "provider.project_id" and placeholder(node):
+            out.append((False, f"{where} holds the placeholder {placeholder(node)}; replace it in {path}"))
+
+    walk(config, "")
     return out
 
 
@@ -92,9 +129,11 @@ def ssh_checks(config: dict) -> list[tuple[bool, str]]:
         )
     else:
         out.append((True, "SSH key: ray up creates a key pair for the cluster (auth.ssh_private_key not set)"))
-    for tool in ("ssh", "rsync"):  # ray up runs commands over ssh and syncs file_mounts with rsync
-        found = shutil.which(tool)
-        out.append((bool(found), f"{tool} client" + ("" if found else f": not on PATH (e.g. apt-get install {tool})")))
+    for client in ("ssh", "rsync"):  # ray up runs commands over ssh and syncs file_mounts with rsync
+        found = shutil.which(client)
+        out.append(
+            (bool(found), f"{client} client" + ("" if found else f": not on PATH (e.g. apt-get install {client})"))
+        )
     return out
 
 
@@ -137,20 +176,21 @@ def preflight(path: str) -> tuple[list[tuple[bool, str]], str | None]:
     if provider not in PROVIDERS:
         known = ", ".join(PROVIDERS)
         return [(True, f"provider {provider!r}: no launcher checks here (only {known})")], None
-    checks = [(True, f"provider {provider}")] + PROVIDERS[provider](config)
+    checks = [(True, f"provider {provider}")] + PROVIDERS[provider](config) + placeholder_checks(config, path)
     return checks + ssh_checks(config) + mount_checks(config) + ray_version_check(config), None
 
 
 def main(path: str) -> int:
     checks, error = preflight(path)
     if error:
-        print(f"error: {error}", flush=True)
+        print(error_lines(error), flush=True)
         return 2
-    for ok, text in checks:
-        print(f"{'ok' if ok else 'missing'}: {text}")
+    for ok, text in checks:  # one check each, continued on indented lines past 120 columns
+        print(textwrap.fill(f"{'ok' if ok else 'missing'}: {text}", WIDTH, subsequent_indent="  ",
+                            break_long_words=False, break_on_hyphens=False))  # fmt: skip
     missing = sum(not ok for ok, _ in checks)
     if missing:
-        print(f"{missing} missing; fix them, then: ray up {path}")
+        print(command_lines(f"{missing} missing; fix them, then: ", f"{tool('ray')} up {path_arg(path)}"))
         return 2
-    print(f"ready: ray up {path}")
+    print(command_lines("ready: ", f"{tool('ray')} up {path_arg(path)}"))
     return 0

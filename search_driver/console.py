@@ -21,6 +21,8 @@ import time
 
 from ray.tune import Callback
 
+from search_driver.resume import trial_counts
+
 WIDTH = 120
 
 
@@ -36,6 +38,10 @@ def _clock(seconds: float) -> str:
     return f"[{h}:{m:02d}:{s:02d}]" if h else f"[{m:02d}:{s:02d}]"
 
 
+# What a restored console starts afresh (its trial sets too: __setstate__).
+_RESTART = {"_best": None, "_last_status": 0.0, "_last_text": ""}
+
+
 class CompactConsole(Callback):
     """A Tune callback printing one line per trial start, epoch and end, and a status line now and then."""
 
@@ -48,11 +54,19 @@ class CompactConsole(Callback):
         self._last_status = 0.0
         self._best = None  # (value, trial id, epoch): the best metric at any epoch of any trial
         self._last_text = ""
+        self._started, self._done = set(), set()  # trial ids started in this run, ended on their own
+        self._before = None  # trial ids that had ended when this run began (a resume), known at its first step
+        self._resumed = False
 
-    def __getstate__(self):  # Tuner.restore unpickles the callbacks: the clock and the best restart with it
+    def __getstate__(self):  # Tuner.restore unpickles the callbacks: the clock, the best and the counts restart
         state = self.__dict__.copy()
-        state.update(_best=None, _last_status=0.0, _last_text="")
+        state.update(_RESTART)
         return state
+
+    def __setstate__(self, state):  # also fills in what a console pickled by older code did not have
+        self.__dict__.update(
+            {**state, **_RESTART, "_started": set(), "_done": set(), "_before": None, "_resumed": False}
+        )
 
     # ---- output
 
@@ -67,22 +81,36 @@ class CompactConsole(Callback):
         return value < than if self.mode == "min" else value > than
 
     def status(self, trials, ended=None, as_status: str = "TERMINATED") -> str:
-        """`ended`: a trial Tune reports as ending, whose status Tune sets only after the callbacks."""
-        counts = {}
+        """`ended`: a trial Tune reports as ending, whose status Tune sets only after the callbacks.
+
+        Counted as the interrupt summary counts (`trial_counts`): done = ended on its own (all epochs, or stopped by
+        ASHA or --patience: on_trial_complete), or before this run began (a resume); stopped mid-way = ended by the
+        driver (an interrupt, the time budget) after it started; not started = pending, or ended before it started.
+        Tune marks every trial it stops TERMINATED, so its status alone cannot tell these apart."""
+        done = errors = running = stopped = pending = 0
         for t in trials:
             status = as_status if t is ended else t.status
-            counts[status] = counts.get(status, 0) + 1
-        running = counts.get("RUNNING", 0) + counts.get("PAUSED", 0)
+            if t.trial_id in self._done or t.trial_id in (self._before or ()):
+                done += 1
+            elif status == "ERROR":
+                errors += 1
+            elif status == "TERMINATED" and t.trial_id in self._started:
+                stopped += 1
+            elif status in ("RUNNING", "PAUSED"):
+                running += 1
+            else:
+                pending += 1
         capped = self.num_samples > 0  # -1: no cap (a time budget decides how many)
-        waiting = counts.get("PENDING", 0) + (max(0, self.num_samples - len(trials)) if capped else 0)
-        parts = [
-            f"{self._now()} trials {running} running, {counts.get('TERMINATED', 0)} done, "
-            f"{counts.get('ERROR', 0)} errors, {waiting} not started" + (f" (of {self.num_samples})" if capped else "")
-        ]
+        if capped:
+            pending += max(0, self.num_samples - len(trials))
+        counts = trial_counts(done, errors, stopped, pending, self.num_samples if capped else None, running)
+        parts = [f"{self._now()} trials {counts}"]
         if self._best is not None:
             value, tid, epoch = self._best
             parts.append(f"best {self.metric} {value:.4f} (trial_{tid}, epoch {epoch})")
-        if self.time_budget_s:
+        if self.time_budget_s and self._resumed:  # Tune goes on with what was left, which it keeps to itself
+            parts.append(f"the rest of the {self.time_budget_s / 60:g}-min budget")
+        elif self.time_budget_s:
             left = max(0.0, self.time_budget_s - (time.time() - self._start))
             parts.append(f"{left / 60:.1f} min left of {self.time_budget_s / 60:g}")
         return " | ".join(parts)
@@ -105,6 +133,7 @@ class CompactConsole(Callback):
         )
 
     def on_trial_start(self, iteration, trials, trial, **info):
+        self._started.add(trial.trial_id)
         params = " ".join(f"{k}={_fmt(trial.config[k])}" for k in self.searched if k in trial.config)
         self._print(f"{self._now()} start trial_{trial.trial_id}  {params}")
 
@@ -123,6 +152,7 @@ class CompactConsole(Callback):
         self._maybe_status(trials)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
+        self._done.add(trial.trial_id)
         last = trial.last_result or {}
         epochs = last.get("epoch", last.get("training_iteration", 0))
         why = "all epochs" if epochs >= self.max_epochs else "stopped early"
@@ -136,6 +166,11 @@ class CompactConsole(Callback):
         self._print(f"{self._now()} trial_{trial.trial_id} FAILED after {epochs} epochs; its error: "
                     f"{trial.path}/error.txt")  # fmt: skip
         self._maybe_status(trials, force=True, ended=trial, as_status="ERROR")
+
+    def on_step_begin(self, iteration, trials, **info):
+        if self._before is None:  # trials at the first step: a resume (its ended ones count as done)
+            self._before = {t.trial_id for t in trials if t.status == "TERMINATED"}
+            self._resumed = bool(trials)
 
     def on_step_end(self, iteration, trials, **info):
         self._maybe_status(trials)  # a heartbeat during long epochs
@@ -153,16 +188,31 @@ def quiet_ray_output() -> None:
     verbose=0; its legacy reporter at verbose=0 prints nothing. Ray's notice that a fresh local instance uses
     token authentication is a 200-column line of no use to a search on this machine. A snapshot upload that races
     a save is one line, not a traceback (search_driver/snapshots.py). Trials that never reported are counted by the
-    summary, not in Ray's warning (`drop_unreported_warning`).
+    summary, not in Ray's warning (`drop_unreported_warning`). Optuna's "[I ...] A new study created in Journal with
+    name: ..." INFO line is not for the console (our watch line names the study's file). Lines Ray forwards from
+    trial processes carry no colour codes when the console is not a terminal (Ray's RAY_COLOR_PREFIX=0).
     """
+    import optuna
+
     from search_driver.snapshots import quiet_upload_race
 
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if not (sys.stdout.isatty() and sys.stderr.isatty()):
+        os.environ["RAY_COLOR_PREFIX"] = "0"  # read by the driver each time it prints a trial process's line
     logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
     quiet_upload_race()
     logger = logging.getLogger("ray.tune.analysis.experiment_analysis")
     if drop_unreported_warning not in logger.filters:
         logger.addFilter(drop_unreported_warning)
+
+
+def quiet_trial_logs() -> None:
+    """Runs in every worker process of the search (ray.init's runtime_env `worker_process_setup_hook`,
+    search_driver/cluster.py). Tune's Trainable.restore logs "Restored on <ip> from checkpoint: Checkpoint(...)" at
+    INFO for each trial a --resume continues: a 170-column line the driver prints with a `(train_trial pid=...)`
+    prefix. The console's own lines say which trials continue; warnings and errors still come through."""
+    logging.getLogger("ray.tune.trainable.trainable").setLevel(logging.WARNING)
 
 
 # ray/tune/analysis/experiment_analysis.py `_fetch_trial_dataframe`: a trial folder without results

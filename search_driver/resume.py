@@ -22,6 +22,8 @@ finished; then it is an extension's budget.
 from __future__ import annotations
 
 import json
+import shlex
+import textwrap
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +53,7 @@ class Progress:
     errored: int
     num_samples: int  # of the current part (the search, or its latest extension); -1: no cap
     marked_finished: bool  # run_search recorded finished_at
+    started: int = 0  # RUNNING or PAUSED in the snapshot: stopped mid-way by the interrupt, continued by --resume
 
     @property
     def unfinished(self) -> bool:
@@ -58,9 +61,28 @@ class Progress:
             self.trials < self.num_samples or self.finished + self.errored < self.trials
         )
 
-    def words(self) -> str:
-        of = f" of {self.num_samples}" if self.num_samples > 0 else ""
-        return f"{self.finished}{of} trials finished"
+    def counts(self) -> str:
+        """As the console's status line counts them (trial_counts): not started = pending in the snapshot, or not
+        created yet (of --num-samples; a search under a time budget has no such number)."""
+        capped = self.num_samples > 0
+        created = self.trials - self.finished - self.errored - self.started
+        not_started = created + (max(0, self.num_samples - self.trials) if capped else 0)
+        return trial_counts(
+            self.finished, self.errored, self.started, not_started, self.num_samples if capped else None
+        )
+
+
+def trial_counts(done: int, errors: int, stopped: int, not_started: int, of: int | None = None,
+                 running: int | None = None) -> str:  # fmt: skip
+    """The one wording of trial counts, for the status line and the interrupt summary alike:
+    '1 running, 3 done, 0 errors, 2 stopped mid-way, 2 not started (of 8)'."""
+    parts = [f"{running} running"] if running is not None else []
+    parts += [f"{done} done", f"{errors} errors"]
+    if stopped:
+        parts.append(f"{stopped} stopped mid-way")
+    if of is not None or not_started:
+        parts.append(f"{not_started} not started")
+    return ", ".join(parts) + (f" (of {of})" if of is not None else "")
 
 
 def tune_state(path: str) -> dict | None:
@@ -91,6 +113,7 @@ def progress(path: str, info: dict | None = None) -> Progress | None:
     return Progress(
         trials=len(statuses), finished=statuses.count("TERMINATED"), errored=statuses.count("ERROR"),
         num_samples=int(num_samples), marked_finished="finished_at" in info,
+        started=statuses.count("RUNNING") + statuses.count("PAUSED"),
     )  # fmt: skip
 
 
@@ -118,8 +141,8 @@ def choose_experiment(storage_path: str, name: str | None) -> tuple[str, str]:
         info = _info(storage_path, n)
         p = progress(join(storage_path, n), info)
         if name is not None or (p is not None and p.unfinished):
-            done = p.words() if p else "no Tune state yet"
-            return n, f"resuming {n} (started {_started(info)}, {done})"
+            done = f"trials {p.counts()}" if p else "no Tune state yet"
+            return n, textwrap.fill(f"resuming {n} (started {_started(info)}): {done}", 120, subsequent_indent="  ")
     raise ResumeError(
         f"no unfinished experiment under {storage_path} (latest: {candidates[0]}, finished); "
         f"to extend it: {extend_command(candidates[0])}"
@@ -127,7 +150,9 @@ def choose_experiment(storage_path: str, name: str | None) -> tuple[str, str]:
 
 
 def extend_command(name: str) -> str:
-    return f"python run_search.py --resume {name} --time-budget MINUTES (or --num-samples N)"
+    from analysis.shell import command
+
+    return command("run_search.py", "--resume", shlex.quote(name), "--time-budget MINUTES") + " (or --num-samples N)"
 
 
 def extends(path: str, info: dict, args, given: set[str]) -> bool:
@@ -140,9 +165,13 @@ def extends(path: str, info: dict, args, given: set[str]) -> bool:
     budget = sorted(f"--{d.replace('_', '-')}" for d in given & BUDGET if getattr(args, d) != info["args"].get(d))
     if budget:
         name = path.rstrip("/").rsplit("/", 1)[-1]
+        from analysis.shell import command
+
+        state = f"trials {p.counts()}" if p else "no Tune state yet"
+        again = command("run_search.py", "--resume", shlex.quote(name))
         raise ResumeError(
-            f"{name} is not finished ({p.words() if p else 'no Tune state yet'}): `python run_search.py --resume "
-            f"{name}` continues it with the budget it has left; {' and '.join(budget)} can extend it once it has finished"
+            f"{name} is not finished ({state}): `{again}` continues it with the budget it has left; "
+            f"{' and '.join(budget)} can extend it once it has finished"
         )
     return False
 
@@ -153,7 +182,7 @@ def check_something_to_do(path: str, info: dict) -> None:
     p = progress(path, info)
     if p is not None and not p.unfinished and not p.errored:
         name = path.rstrip("/").rsplit("/", 1)[-1]
-        raise ResumeError(f"{name} is finished ({p.words()}); to extend it: {extend_command(name)}")
+        raise ResumeError(f"{name} is finished (trials {p.counts()}); to extend it: {extend_command(name)}")
 
 
 def _info(storage_path: str, name: str) -> dict:

@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import sys
 import textwrap
+
+from analysis.shell import WIDTH, command, command_lines, path_arg
 
 
 def error_causes(results) -> dict[str, int]:
@@ -34,7 +37,7 @@ def unreported_line(results) -> str | None:
         return None
     shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
     n = len(names)
-    line = f"{n} trial{'s' if n > 1 else ''} ended with the search before their first epoch: {shown}"
+    line = f"{n} trial{'s' if n > 1 else ''} ended with the search before {'their' if n > 1 else 'its'} first epoch: {shown}"
     return textwrap.shorten(line, 120, placeholder=" ...")
 
 
@@ -59,26 +62,56 @@ def print_summary(results, args, path: str) -> None:
     cols = ["trial_id", M.VAL_ACC, M.VAL_LOSS, M.EPOCH, *cfg_cols]
     table = df[cols].head(5).rename(columns=lambda c: c.removeprefix("config/"))
     print(f"\nBest trials by {args.metric} (best epoch of each), {len(df)} trials, {results.num_errors} errors:")
-    print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}", line_width=120))  # wraps, 120 columns
-    first = (read_json(join(path, EXPERIMENT_FILE)).get("search") or {}).get("first_trial_config")
+    print(fitting_table(table))
+    info = read_json(join(path, EXPERIMENT_FILE))
+    first = (info.get("search") or {}).get("first_trial_config")
     configs = {r.trial_id: {k.removeprefix("config/"): r[k] for k in df.columns if k.startswith("config/")}
                for _, r in df.iterrows()}  # fmt: skip
-    line = versus_first_trial(configs, dict(zip(df.trial_id, df[args.metric], strict=True)), first, args.metric, mode)
+    best = dict(zip(df.trial_id, df[args.metric], strict=True))
+    line = versus_first_trial(configs, best, first, args.metric, mode, (info.get("data") or {}).get("num_val"))
     if line:
-        print(textwrap.fill(line[0].upper() + line[1:], 120))
+        print(textwrap.fill(line[0].upper() + line[1:], WIDTH))
     from analysis.parts import console_lines, parts, results_curves
 
-    info = read_json(join(path, EXPERIMENT_FILE))
     if info.get("extensions"):  # how many trials and minutes each part brought
         print("\n".join(console_lines("Extended search: ", parts(info, *results_curves(results)))))
-    print(f"\nExperiment: {path}\nReport: python report.py --experiment {path}")
+    print(f"\nExperiment: {path}\n{command_lines('Report: ', command('report.py', '--experiment', path_arg(path)))}")
+
+
+def fitting_table(table, width: int = WIDTH) -> str:
+    """The table as text of at most `width` columns: the columns that fit, left to right (trial, metrics, then the
+    searched keys), and a line naming those left out, instead of pandas' wrapped blocks ending in a backslash."""
+
+    def text(t) -> str:
+        return t.to_string(index=False, float_format=lambda v: f"{v:.4g}")
+
+    shown = list(table.columns)
+    while len(shown) > 1 and max(map(len, text(table[shown]).splitlines())) > width:
+        shown.pop()
+    left_out = [c for c in table.columns if c not in shown]
+    if not left_out:
+        return text(table[shown])
+    note = f"not shown: {', '.join(left_out)} (every trial's config: trial_*/params.json)"
+    return text(table[shown]) + "\n" + textwrap.fill(note, width, subsequent_indent="  ")
+
+
+def resume_command(args) -> str:
+    """The command that continues this experiment, with the interpreter that is running (analysis/shell.py)."""
+    from analysis.experiment import normalize_storage_path
+
+    words = ["--resume", shlex.quote(args.name)]
+    if args.storage_path != normalize_storage_path("experiments"):
+        words += ["--storage-path", path_arg(args.storage_path)]
+    if args.address:
+        words += ["--address", shlex.quote(args.address)]
+    return command("run_search.py", *words)
 
 
 def print_interrupted(args, path: str | None, stop) -> None:
-    """What an interrupt kept, and the command that continues it."""
+    """What an interrupt kept (counted as the console's status line counts: resume.Progress.counts), and the command
+    that continues it."""
     import signal
 
-    from analysis.experiment import normalize_storage_path
     from search_driver.resume import progress
 
     how = signal.Signals(stop.received).name if stop.received else "SIGINT"
@@ -86,11 +119,6 @@ def print_interrupted(args, path: str | None, stop) -> None:
     if p is None:
         print(f"\ninterrupted ({how}) before the search started; nothing to resume", file=sys.stderr)
         return
-    cmd = f"python run_search.py --resume {args.name}"
-    if args.storage_path != normalize_storage_path("experiments"):
-        cmd += f" --storage-path {args.storage_path}"
-    if args.address:
-        cmd += f" --address {args.address}"
-    print(f"\ninterrupted ({how}): {p.words()}, {p.trials - p.finished - p.errored}"
-          f" stopped mid-way or pending; everything so far is kept in {path}\nresume with: {cmd}",
-          file=sys.stderr, flush=True)  # fmt: skip
+    line = f"interrupted ({how}): trials {p.counts()}; everything so far is kept in {path_arg(path)}"
+    print("\n" + textwrap.fill(line, WIDTH, subsequent_indent="  ", break_long_words=False), file=sys.stderr)
+    print(command_lines("resume with: ", resume_command(args)), file=sys.stderr, flush=True)

@@ -200,13 +200,17 @@ def tracking_callbacks(args, param_space: dict) -> list:
 
 
 def watch_hint(args, path: str) -> str:
-    """The commands that show this search live, printed when it starts."""
+    """The commands that show this search live, printed when it starts: the tools of the running environment
+    (analysis/shell.py), so they work when pasted into a shell where the venv is not active."""
+    import shlex
+
     from analysis.experiment import is_uri
+    from analysis.shell import command_lines, path_arg, tool
 
     lines = []
     if args.searcher == "optuna" and not is_uri(path):
-        lines.append(f"watch: optuna-dashboard {os.path.join(path, STUDY_FILE)}")
-    lines.append(f"watch: tensorboard --logdir {path}")
-    if args.mlflow:
-        lines.append(f"watch: mlflow ui --backend-store-uri {args.mlflow}")  # the UI: the full mlflow package
-    return "\n".join(lines)
+        lines.append(f"{tool('optuna-dashboard')} {path_arg(os.path.join(path, STUDY_FILE))}")
+    lines.append(f"{tool('tensorboard')} --logdir {path_arg(path)}")
+    if args.mlflow:  # the UI needs the full mlflow package (requirements.txt has mlflow-skinny)
+        lines.append(f"{tool('mlflow')} ui --backend-store-uri {shlex.quote(args.mlflow)}")
+    return "\n".join(command_lines("watch: ", line) for line in lines)

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from analysis.shell import command, path_arg
+
 from . import model_card
 from .predict import DECODE_NOTE
 
@@ -173,7 +175,7 @@ def _append_to_report(out_dir: Path, card: dict) -> None:
         + f"Each was checked against {card['framework']} on {checks[0]['images']} test images: top-1 agreement 100%, "
         f"max |Δp| {max(c['max_abs_diff'] for c in checks):.1e}. Classes, input and versions: `model_card.json`.",
         "```",
-        f"python predict.py --model {out_dir} IMAGE_OR_FOLDER... [--csv predictions.csv]",
+        command("predict.py", "--model", path_arg(out_dir), "IMAGE_OR_FOLDER...", "[--csv predictions.csv]"),
         "```",
     ]  # fmt: skip
     report.write_text(text + "\n" + "\n".join(lines) + "\n")

@@ -13,6 +13,8 @@ import platform
 import time
 from pathlib import Path
 
+from analysis.shell import command, path_arg
+
 CARD_FILE = "model_card.json"
 FORMAT_VERSION = 1
 VERSION_PACKAGES = ("torch", "torchvision", "onnx", "onnxruntime", "onnxscript", "tensorflow-cpu", "tensorflow",
@@ -159,13 +161,18 @@ def read_card(model_dir: str | Path) -> dict:
         raise CardError(f"--model {d} is not a folder; give a report's folder, e.g. results/<experiment>")
     path = d / CARD_FILE
     if not path.exists():
-        hint = (f"export it with: python report.py --export-only {d}" if (d / "best_config.json").exists()
-                else "run report.py on an experiment first")  # fmt: skip
+        export = command("report.py", "--export-only", path_arg(d))
+        hint = (
+            f"export it with:\n{export}"
+            if (d / "best_config.json").exists()
+            else "run report.py on an experiment first"
+        )
         raise CardError(f"{d} has no {CARD_FILE} (no exported model); {hint}")
     try:
         card = json.loads(path.read_text())
     except json.JSONDecodeError as e:
-        raise CardError(f"{path} is not valid JSON ({e}); re-export with: python report.py --export-only {d}") from None
+        export = command("report.py", "--export-only", path_arg(d))
+        raise CardError(f"{path} is not valid JSON ({e}); re-export with:\n{export}") from None
     if card.get("format_version") != FORMAT_VERSION:
         raise CardError(f"{path} has format_version {card.get('format_version')!r}, this code reads {FORMAT_VERSION}")
     return card

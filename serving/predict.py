@@ -201,17 +201,17 @@ def image_extensions() -> tuple[str, ...]:
     return IMAGE_EXTENSIONS
 
 
-def find_images(inputs: list[str]) -> tuple[list[Path], list[tuple[str, str]], int]:
+def find_images(inputs: list[str]) -> tuple[list[Path], list[tuple[str, str]], list[Path]]:
     """(image files, [(input, why not usable)], files ignored in folders). A named file is tried whatever its
     extension; in a folder (searched recursively, sorted) only files with an image extension are taken."""
     exts = image_extensions()
-    files, problems, ignored = [], [], 0
+    files, problems, ignored = [], [], []
     for item in inputs:
         p = Path(item)
         if p.is_dir():
             found = sorted(f for f in p.rglob("*") if f.is_file())
             images = [f for f in found if f.suffix.lower() in exts]
-            ignored += len(found) - len(images)
+            ignored += [f for f in found if f.suffix.lower() not in exts]
             files += images
         elif p.is_file():
             files.append(p)
@@ -224,7 +224,7 @@ def find_images(inputs: list[str]) -> tuple[list[Path], list[tuple[str, str]], i
 class Prediction:
     path: Path
     probs: np.ndarray | None  # (classes,) float32, None when the file could not be read
-    error: str | None = None
+    error: str | None = None  # why not, without the path (the data loader's reasons: empty, truncated, ...)
 
 
 def _decode_or_error(path: Path, side: int):
@@ -232,7 +232,7 @@ def _decode_or_error(path: Path, side: int):
         return decode_image(path, side)
     except Exception as e:  # any unreadable file (BadImage, or anything else the decode raises): one line, go on
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        return reason if str(path) in reason else f"{path}: {reason}"
+        return reason.replace(f"{path}: ", "").replace(str(path), "the file")  # the path has its own column
 
 
 def predict_files(predictor: Predictor, paths: list[Path], batch_size: int = 256,
@@ -265,6 +265,20 @@ def top_k(probs: np.ndarray, classes: list[str], k: int) -> list[tuple[str, floa
     return [(classes[i], float(probs[i])) for i in order]
 
 
+def ignored_line(ignored: list[Path], width: int = 120) -> str:
+    """One line naming the files of the input folders that were not tried (no image extension), as many as fit."""
+    n = len(ignored)
+    head = f"ignored {n} file{'s' if n != 1 else ''} without an image extension: "
+    shown: list[str] = []
+    for i, p in enumerate(ignored):
+        rest = n - i - 1
+        tail = f", ... ({rest} more)" if rest else ""
+        if shown and len(head + ", ".join([*shown, str(p)]) + tail) > width:
+            return head + ", ".join(shown) + f", ... ({n - len(shown)} more)"
+        shown.append(str(p))
+    return head + ", ".join(shown)
+
+
 def format_line(pred: Prediction, classes: list[str], k: int) -> str:
     return f"{pred.path}: " + ", ".join(f"{c} {p:.3f}" for c, p in top_k(pred.probs, classes, k))
 
@@ -276,7 +290,7 @@ class CsvWriter:
         self.k = k
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         self.file = open(path, "w", newline="")
-        self.writer = csv.writer(self.file)
+        self.writer = csv.writer(self.file, lineterminator="\n")  # csv's default is CRLF, whatever the platform
         self.writer.writerow(["path", *[f"{w}_{i}" for i in range(1, k + 1) for w in ("class", "prob")], "error"])
 
     def write(self, pred: Prediction, classes: list[str]) -> None:

@@ -30,13 +30,28 @@ def trial_results(exp: Path) -> dict[str, list[dict]]:
     }
 
 
+def printed(path) -> str:
+    """A path as analysis/shell.py prints it from a process whose working directory is ROOT (the CLIs' in these
+    tests): relative when it lies under ROOT (.venv/bin/python after the README's install), else absolute."""
+    p = os.path.abspath(path)
+    return os.path.relpath(p, ROOT) if p.startswith(f"{ROOT}{os.sep}") else p
+
+
 def one_line_error(proc, *, within: float = 30) -> str:
+    """The one `error:` message, joined again when it was continued past 120 columns on lines indented by two."""
     assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
     assert proc.seconds < within
-    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
-    assert len(lines) == 1, proc.stderr
-    return lines[0]
+    lines = proc.stderr.splitlines()
+    starts = [i for i, ln in enumerate(lines) if ln.startswith("error:")]
+    assert len(starts) == 1, proc.stderr
+    message = [lines[starts[0]]]
+    for ln in lines[starts[0] + 1 :]:
+        if not ln.startswith("  "):
+            break
+        message.append(ln.strip())
+    assert all(len(ln) <= 120 or " " not in ln.strip() for ln in lines[starts[0] :][: len(message)]), proc.stderr
+    return " ".join(message)
 
 
 def rows(exp: Path) -> dict[str, list[dict]]:

@@ -8,8 +8,10 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import yaml
+from cli_run import printed
 from sample_data import ROOT
 
 NO_AWS = {
@@ -34,6 +36,9 @@ def preflight(cluster, tmp_path, extra_env=None, shim=False):
     return proc
 
 
+RAY = printed(Path(sys.executable).parent / "ray")  # the environment's own, as run from ROOT
+
+
 def missing(proc) -> list[str]:
     return [ln for ln in proc.stdout.splitlines() if ln.startswith("missing:")]
 
@@ -45,7 +50,9 @@ def test_without_boto3_or_credentials(tmp_path):
     assert any("boto3" in ln and "requirements-cluster.txt" in ln for ln in lines), proc.stdout
     assert any("credentials" in ln for ln in lines)
     assert "ok: region us-west-2" in proc.stdout  # cluster.yaml sets it
-    assert proc.stdout.rstrip().splitlines()[-1].endswith("then: ray up " + str(ROOT / "cluster.yaml"))
+    # `ray` of the environment that checked (the venv need not be on PATH), the file as given, relative to here
+    assert proc.stdout.rstrip().splitlines()[-1].endswith(f"then: {RAY} up cluster.yaml")
+    assert all(len(ln) <= 120 for ln in proc.stdout.splitlines()), proc.stdout
 
 
 def test_credentials_missing_then_found(tmp_path):
@@ -91,10 +98,33 @@ def test_ready_when_nothing_is_missing(tmp_path):
         "PATH": f"{tools}{os.pathsep}/usr/bin:/bin",
     }
     proc = preflight(ok, tmp_path, env)
-    assert proc.returncode == 0 and proc.stdout.rstrip().endswith(f"ready: ray up {ok}"), proc.stdout
+    assert proc.returncode == 0 and proc.stdout.rstrip().endswith(f"ready: {RAY} up {ok}"), proc.stdout
     assert proc.seconds < 30
 
 
 def test_unusable_cluster_file_is_one_line(tmp_path):
     proc = preflight(tmp_path / "nope.yaml", tmp_path)
     assert proc.returncode == 2 and proc.stdout.strip() == f"error: no cluster file {tmp_path / 'nope.yaml'}"
+
+
+def test_placeholders_are_missing_not_ok(tmp_path):
+    """Issue 23.6: cluster-gcp.yaml as shipped said `ok: project_id YOUR_PROJECT_ID`."""
+    proc = preflight(ROOT / "cluster-gcp.yaml", tmp_path)
+    assert proc.returncode == 2 and "ok: project_id" not in proc.stdout, proc.stdout
+    lines = [ln for ln in proc.stdout.replace("\n  ", " ").splitlines() if ln.startswith("missing:")]
+    assert any(ln.startswith("missing: project_id: YOUR_PROJECT_ID is a placeholder") for ln in lines), lines
+    # the worker's service account names the project too: where it is, and that it must be replaced
+    assert any("serviceAccounts[0].email holds the placeholder YOUR_PROJECT_ID; replace it in" in ln for ln in lines)
+    assert all(len(ln) <= 120 for ln in proc.stdout.splitlines()), proc.stdout
+    # the same file with a project filled in: no placeholder line, project_id ok
+    config = yaml.safe_load((ROOT / "cluster-gcp.yaml").read_text())
+    text = yaml.safe_dump(config).replace("YOUR_PROJECT_ID", "my-project-123")
+    (tmp_path / "mine.yaml").write_text(text)
+    mine = preflight(tmp_path / "mine.yaml", tmp_path)
+    assert "ok: project_id my-project-123" in mine.stdout and "holds the placeholder" not in mine.stdout, mine.stdout
+    # and in the AWS file, a placeholder anywhere is one missing line naming where
+    aws = yaml.safe_load((ROOT / "cluster.yaml").read_text())
+    aws["available_node_types"]["gpu_worker"]["node_config"]["IamInstanceProfile"]["Name"] = "<YOUR_PROFILE>"
+    (tmp_path / "aws.yaml").write_text(yaml.safe_dump(aws))
+    bad = preflight(tmp_path / "aws.yaml", tmp_path)
+    assert any("IamInstanceProfile.Name holds the placeholder" in ln for ln in missing(bad)), bad.stdout

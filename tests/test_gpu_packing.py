@@ -82,7 +82,9 @@ def test_auto_without_a_gpu_is_one_line_exit_2(image_folder, tmp_path, capsys):
     code = run_search.main(["--data-dir", str(image_folder), "--gpus-per-trial", "auto", "--storage-path",
                             str(tmp_path)])  # fmt: skip
     err = capsys.readouterr().err.strip()
-    assert code == 2 and len(err.splitlines()) == 1
+    first, *more = err.splitlines()  # one error, continued on indented lines past 120 columns
+    assert code == 2 and first.startswith("error: ") and all(ln.startswith("  ") for ln in more)
+    err = err.replace("\n  ", " ")
     assert "--gpus-per-trial auto measures a training step on a GPU" in err and "no CUDA GPU" in err
 
 

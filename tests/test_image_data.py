@@ -128,6 +128,52 @@ def test_bad_folders(tmp_path, make, match):
         load_dataset(tmp_path)
 
 
+def test_one_class_and_zero_classes_are_refused(tmp_path):
+    one = write_image_folder(tmp_path / "one", n_train=4, n_test=2)
+    for split in ("train", "test"):
+        for cls in CLASSES[1:]:
+            for f in (one / split / cls).iterdir():
+                f.unlink()
+            (one / split / cls).rmdir()
+    with pytest.raises(DataError, match=r"train has one class folder \(cat\); a classifier needs at least 2"):
+        load_dataset(one)
+    for split in ("train", "test"):
+        (tmp_path / "none" / split).mkdir(parents=True)
+    with pytest.raises(DataError, match="train has no class folders"):
+        load_dataset(tmp_path / "none")
+
+
+def test_a_subset_smaller_than_the_classes_is_refused_before_decoding(image_folder, monkeypatch):
+    monkeypatch.setattr(D, "_decode_folder", lambda *a, **k: pytest.fail("decoded before refusing"))
+    with pytest.raises(DataError, match=r"^--subset 2 is fewer training images than the 3 classes"):
+        load_dataset(image_folder, subset=2)
+
+
+def test_a_small_subset_keeps_one_image_per_class_in_train_and_val(image_folder):
+    ds = load_dataset(image_folder, subset=3)  # val: a tenth of 3 rounds up to one per class
+    assert np.bincount(ds.y_train).tolist() == [1, 1, 1] and np.bincount(ds.y_val).tolist() == [1, 1, 1]
+
+
+def test_images_in_subfolders_are_not_read_and_said_so(tmp_path):
+    """Issue 23.3: train/cat/sub/*.png gave "has no usable images" without saying why."""
+    folder = write_image_folder(tmp_path / "f", n_train=4, n_test=2)
+    (folder / "train" / "cat" / "sub").mkdir()
+    for f in list((folder / "train" / "cat").glob("*.*")):
+        f.rename(folder / "train" / "cat" / "sub" / f.name)
+    with pytest.raises(DataError) as e:
+        load_dataset(folder)
+    assert str(e.value).endswith("/train/cat has no usable images (subfolders are not read: sub/; put the images "
+                                 "directly in the class folder)")  # fmt: skip
+    # a class with images and a subfolder: it loads, and the subfolder is listed as skipped, with its reason
+    for f in list((folder / "train" / "cat" / "sub").glob("*.*"))[:2]:
+        f.rename(folder / "train" / "cat" / f.name)
+    ds = load_dataset(folder)
+    assert {"path": "train/cat/sub/", "reason": "subfolder, not read",
+            "detail": "subfolders of a class folder are not read"} in ds.skipped  # fmt: skip
+    line = skip_summary(ds.skipped, ds.num_files, "full list in experiment.json")
+    assert line.splitlines()[0] == "skipped 1 subfolder of class folders (not read); full list in experiment.json"
+
+
 def test_subset_is_stratified_and_keeps_the_whole_test_set(image_folder):
     ds = load_dataset(image_folder, subset=30)
     assert len(ds.y_train) == 30 and np.bincount(ds.y_train).tolist() == [10, 10, 10]

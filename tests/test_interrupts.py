@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from cli_run import rows, run_cli
+from cli_run import printed, rows, run_cli
 from sample_data import ROOT
 
 pytestmark = pytest.mark.slow
@@ -60,7 +60,11 @@ def test_ctrl_c_stops_cleanly_and_resume_without_name_completes(image_folder, tm
     os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: the terminal signals the whole foreground group
     code, err, _ = finish(proc, timeout=90)
     assert code == 130, err[-3000:]
-    assert f"resume with: python run_search.py --resume ctrlc --storage-path {tmp_path}" in err
+    # the interpreter that ran the search (a shell without the venv on PATH runs it too: test_printed_commands.py)
+    resume_line = f"resume with: {printed(sys.executable)} run_search.py --resume ctrlc --storage-path {tmp_path}"
+    assert resume_line in err.replace(" \\\n    ", " "), err[-3000:]
+    counts = next(ln for ln in err.splitlines() if ln.startswith("interrupted (SIGINT): trials "))
+    assert "done" in counts and "(of 2)" in counts
     assert "Tuner.restore" not in err and "Traceback" not in err
     out = (tmp_path / "ctrlc.out").read_text()
     assert "Best trials" not in out  # no results table that looks like success

@@ -33,7 +33,7 @@ def test_resume_picks_the_latest_unfinished_experiment(tmp_path):
     fake_experiment(tmp_path, "new-finished", 300, ["TERMINATED", "TERMINATED"], finished=True)
     fake_experiment(tmp_path, "newer-all-ended", 400, ["TERMINATED", "ERROR"])  # errored trials count as ended
     name, line = choose_experiment(str(tmp_path), None)
-    assert name == "mid-short" and "1 of 2 trials finished" in line
+    assert name == "mid-short" and line.endswith(": trials 1 done, 0 errors, 1 not started (of 2)")
     assert progress(str(tmp_path / "old-unfinished")).unfinished
     assert not progress(str(tmp_path / "new-finished")).unfinished
     # an explicit name resumes even a finished experiment (Tune retries errored trials)
@@ -132,4 +132,5 @@ def test_help_lists_models_defaults_and_every_option():
 def test_started_line_is_readable(tmp_path):
     fake_experiment(tmp_path, "a", time.time(), ["RUNNING"])
     _, line = choose_experiment(str(tmp_path), None)
-    assert line.startswith("resuming a (started 20") and "0 of 2 trials finished" in line
+    assert line.startswith("resuming a (started 20")
+    assert line.endswith("): trials 0 done, 0 errors, 1 stopped mid-way, 1 not started (of 2)")  # the console's words

@@ -32,9 +32,17 @@ def test_smoke_test_end_to_end(image_folder, tmp_path):
     first = next(iter(results.values()))[0]
     assert first["config"]["model"] == "lenet5"
     assert "Best trials by val_loss" in proc.stdout
-    # the first trial is the space's DEFAULTS; the summary says whether the searcher's proposal beat it
+    # the first trial is the space's DEFAULTS; the summary says whether the searcher's proposal beat it, or (on 6
+    # validation images, likely) that the validation set cannot tell
     assert info["search"]["first_trial_config"]["lr"] == get_space("lenet5")[1]["lr"]
-    assert "beat its starting point: best proposed trial" in proc.stdout.replace("\n", " ")
+    verdict = proc.stdout.replace("\n", " ")
+    assert "on 6 validation images" in verdict and any(
+        v in verdict
+        for v in (
+            "beat its starting point: best proposed trial",
+            "No difference the validation set can show: best proposed",
+        )
+    )
 
 
 def test_resume_does_not_rerun_finished_trials(image_folder, tmp_path):
@@ -121,6 +129,25 @@ def test_empty_class_folders(tmp_path):
         (tmp_path / "d" / split / "cat").mkdir(parents=True)
     line = one_line_error(run_cli("--data-dir", tmp_path / "d", "--storage-path", tmp_path), within=15)
     assert "no images" in line
+
+
+def test_one_class_folder_and_too_small_subset_are_one_line_errors(tmp_path):
+    """Issue 23.3: a one-class folder searched (`1 classes`, val_loss 0) and --subset 5 quietly became 10 images."""
+    from sample_data import write_image_folder
+
+    one = write_image_folder(tmp_path / "one", n_train=4, n_test=2)
+    for split in ("train", "test"):
+        for cls in ("dog", "ship"):
+            for f in (one / split / cls).iterdir():
+                f.unlink()
+            (one / split / cls).rmdir()
+    line = one_line_error(run_cli("--data-dir", one, "--storage-path", tmp_path), within=15)
+    assert "has one class folder (cat); a classifier needs at least 2" in line
+    three = write_image_folder(tmp_path / "three", n_train=4, n_test=2)
+    line = one_line_error(run_cli("--data-dir", three, "--subset", 2, "--storage-path", tmp_path), within=15)
+    assert (
+        line == "error: --subset 2 is fewer training images than the 3 classes (each needs one); use --subset 3 or more"
+    )
 
 
 def test_gpu_request_without_gpus(image_folder, tmp_path):

@@ -34,18 +34,40 @@ def test_best_is_the_lowest_value_at_any_epoch_not_the_last():
     assert best_trial_id(curves, M.VAL_LOSS, "min") == "a"
 
 
+FIRST = {"lr": 0.05, "batch_size": 128}
+CONFIGS = {"d": {"lr": 0.05, "batch_size": 128, "model": "lenet5"}, "p": {"lr": 0.03, "batch_size": 128},
+           "q": {"lr": 0.1, "batch_size": 64}}  # fmt: skip
+
+
 def test_the_summary_says_whether_the_search_beat_its_first_trial():
-    first = {"lr": 0.05, "batch_size": 128}
-    configs = {"d": {"lr": 0.05, "batch_size": 128, "model": "lenet5"}, "p": {"lr": 0.03, "batch_size": 128},
-               "q": {"lr": 0.1, "batch_size": 64}}  # fmt: skip
-    beat = versus_first_trial(configs, {"d": 0.82, "p": 0.79, "q": 0.9}, first, M.VAL_LOSS, "min")
+    # 50,000 validation images: 2 standard errors of val_loss are 2 x 1.2 / sqrt(50000) = 0.0107
+    beat = versus_first_trial(CONFIGS, {"d": 0.82, "p": 0.79, "q": 0.9}, FIRST, M.VAL_LOSS, "min", 50_000)
     assert beat.startswith("the search beat its starting point: best proposed trial p val_loss 0.7900 vs 0.8200")
-    lost = versus_first_trial(configs, {"d": 0.78, "p": 0.79, "q": 0.9}, first, M.VAL_LOSS, "min")
+    assert beat.endswith("a difference of 0.0300, more than 2 standard errors on 50,000 validation images: 0.0107")
+    lost = versus_first_trial(CONFIGS, {"d": 0.76, "p": 0.79, "q": 0.9}, FIRST, M.VAL_LOSS, "min", 50_000)
     assert lost.startswith("the search did not beat its starting point: best proposed trial p")
-    assert versus_first_trial(configs, {"d": 0.7, "p": 0.6}, first, M.VAL_ACC, "max").startswith("the search did not")
+    acc = versus_first_trial(CONFIGS, {"d": 0.7, "p": 0.6}, FIRST, M.VAL_ACC, "max", 5_000)
+    assert acc.startswith("the search did not")
     # no first trial (--no-default-trial), or it is not among the trials: nothing to say
-    assert versus_first_trial(configs, {"p": 0.79, "q": 0.9}, first, M.VAL_LOSS, "min") is None
-    assert versus_first_trial(configs, {"d": 0.82, "p": 0.79}, None, M.VAL_LOSS, "min") is None
+    assert versus_first_trial(CONFIGS, {"p": 0.79, "q": 0.9}, FIRST, M.VAL_LOSS, "min", 5_000) is None
+    assert versus_first_trial(CONFIGS, {"d": 0.82, "p": 0.79}, None, M.VAL_LOSS, "min", 5_000) is None
+
+
+def test_no_verdict_on_a_difference_the_validation_set_cannot_resolve():
+    """Issue 23.4: both trials at chance on 51 validation images, 0.0029 apart, were called a win."""
+    same = versus_first_trial(CONFIGS, {"d": 2.3029, "p": 2.3000}, FIRST, M.VAL_LOSS, "min", 51)
+    assert same.startswith("no difference the validation set can show: best proposed trial p val_loss 2.3000 vs")
+    assert "a difference of 0.0029, within 2 standard errors on 51 validation images: 0.6449" in same
+    # val_acc: binomial. 0.74 vs 0.72 on 5,000 images: 2 x sqrt(0.72 x 0.28 / 5000) = 0.0127 < 0.02, a win; on 500
+    # images 2 standard errors are 0.0402: no difference
+    assert versus_first_trial(CONFIGS, {"d": 0.72, "p": 0.74}, FIRST, M.VAL_ACC, "max", 5_000).startswith(
+        "the search beat"
+    )
+    assert versus_first_trial(CONFIGS, {"d": 0.72, "p": 0.74}, FIRST, M.VAL_ACC, "max", 500).startswith("no difference")
+    # a perfect score still has the resolution of one image: 1.0 vs 0.98 on 50 images is no difference
+    assert versus_first_trial(CONFIGS, {"d": 0.98, "p": 1.0}, FIRST, M.VAL_ACC, "max", 50).startswith("no difference")
+    # an experiment that did not record its validation size: the numbers, no verdict
+    assert versus_first_trial(CONFIGS, {"d": 0.82, "p": 0.79}, FIRST, M.VAL_LOSS, "min").endswith("no verdict)")
 
 
 def test_retrain_keeps_the_trials_schedule_horizon(tiny_arrays):

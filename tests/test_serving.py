@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from cli_run import printed
 from PIL import Image
 from sample_data import CLASSES, ROOT, write_image_folder
 
@@ -21,7 +22,7 @@ from serving import export_torch
 from serving import predict as serving_predict
 from serving.export import TOLERANCE, ExportError, compare, export_model
 from serving.model_card import CARD_FILE, read_card
-from serving.predict import decode_image, load_predictor, resolve_backend
+from serving.predict import decode_image, ignored_line, load_predictor, resolve_backend
 from trainables.models import build_model
 
 INFO = {"data": {"path": "tiny", "kind": "folder", "image_size": 32, "subset": None}, "split_seed": 0,
@@ -235,13 +236,27 @@ def test_predict_folder_with_a_corrupt_file(lenet, dataset, tmp_path):
         assert [c1, c2] == [CLASSES[order[0]], CLASSES[order[1]]]
         assert float(p1) == pytest.approx(p[order[0]], abs=1e-3)
 
+    (tmp_path / "images" / "empty.png").write_bytes(b"")  # issue 23.8: was "not an image: PIL cannot identify it"
+    (tmp_path / "images" / "labels.json").write_text("{}")
     proc = run_predict("--model", out, tmp_path / "images", "--csv", tmp_path / "pred.csv", "--batch-size", 2)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout == "" and "wrote" in proc.stderr
+    # the files not tried are named, not only counted
+    (ignored,) = [ln for ln in proc.stderr.splitlines() if ln.startswith("ignored ")]
+    assert ignored.startswith(f"ignored 2 files without an image extension: {tmp_path / 'images' / 'labels.json'}")
+    assert ignored.endswith(("notes.txt", ", ... (1 more)")), ignored  # as many names as 120 columns hold
+    assert ignored_line([Path("a/notes.txt"), Path("a/labels.json")]) == (
+        "ignored 2 files without an image extension: a/notes.txt, a/labels.json"
+    )
+    raw = (tmp_path / "pred.csv").read_bytes()
+    assert b"\r\n" not in raw and raw.endswith(b"\n")  # LF, as every other file the project writes
     rows = list(csv.DictReader(open(tmp_path / "pred.csv")))
-    assert len(rows) == 4
+    assert len(rows) == 5
     by_path = {r["path"]: r for r in rows}
-    assert "broken.jpg" in by_path[str(tmp_path / "images" / "broken.jpg")]["error"]
+    # the reason alone: the path is in its own column
+    assert by_path[str(tmp_path / "images" / "broken.jpg")]["error"].startswith(("corrupt: ", "truncated: "))
+    assert by_path[str(tmp_path / "images" / "empty.png")]["error"] == "empty: zero bytes"
+    assert not any(r["path"] in r["error"] for r in rows)
     for path, p in zip(sorted(good), probs, strict=True):
         r = by_path[str(path)]
         assert r["error"] == "" and r["class_1"] == CLASSES[p.argmax()]
@@ -258,13 +273,14 @@ def test_predict_exits_nonzero_only_when_nothing_was_read(lenet, tmp_path):
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert len([ln for ln in proc.stderr.splitlines() if ln.startswith("skipped")]) == 3
     assert proc.stderr.strip().splitlines()[-1] == "error: no image could be read (3 inputs tried)"
-    # a report folder without an export: one line saying how to make one
+    # a report folder without an export: one error saying how to make one, the command on its own line to paste
     report = tmp_path / "old_report"
     report.mkdir()
     (report / "best_config.json").write_text("{}")
     proc = run_predict("--model", report, bad)
-    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
-    assert f"report.py --export-only {report}" in proc.stderr
+    assert proc.returncode == 2 and proc.stderr.startswith("error: ") and "export it with:\n" in proc.stderr
+    command = proc.stderr.split("export it with:\n")[1].replace(" \\\n    ", " ").strip()  # ` \` continues it
+    assert command == f"{printed(sys.executable)} report.py --export-only {report}"  # run from the repo root
 
 
 def test_backend_choice_and_gpu_requests(lenet, monkeypatch):

@@ -153,6 +153,7 @@ def test_console_lines_fit_and_show_time_left(capsys):
     console._start = time.time() - 150  # 2.5 min into a 10 min budget
     trial = fake_trial("3f2a9c1d", "RUNNING", config={k: 0.000123456 for k in keys})
     others = [trial, fake_trial("00000001", "TERMINATED"), fake_trial("00000002", "ERROR")]
+    console.on_step_begin(0, [])  # a fresh search: 00000001 was stopped before it started (by the time budget)
     console.on_trial_start(0, others, trial)
     console.on_trial_result(0, others, trial, {"val_loss": 0.9, "val_acc": 0.6, "train_loss": 1.0, "epoch": 3})
     console.on_trial_result(0, others, trial, {"val_loss": 1.2, "val_acc": 0.5, "train_loss": 0.8, "epoch": 4})
@@ -162,9 +163,56 @@ def test_console_lines_fit_and_show_time_left(capsys):
     unwrapped = out.replace("\n        ", " ").splitlines()  # continuation lines are indented by 8
     assert "a_rather_long_hyperparameter_name_11=0.0001235" in unwrapped[1]
     status = unwrapped[-1]
-    # the ending trial counts as done; 13 of 16 not created yet; best at any epoch; time left of the budget
-    assert "0 running, 2 done, 1 errors, 13 not started (of 16)" in status
+    # the ending trial counts as done; 00000001 and the 13 of 16 not created yet as not started; best at any epoch;
+    # time left of the budget
+    assert "0 running, 1 done, 1 errors, 14 not started (of 16)" in status
     assert "best val_loss 0.9000 (trial_3f2a9c1d, epoch 3)" in status and "7.5 min left of 10" in status
+
+
+def test_status_line_and_interrupt_summary_count_alike(tmp_path, capsys):
+    """Issue 23.4: after an interrupt the status line said `3 done, 1 not started (of 4)` and the next line
+    `0 of 4 trials finished, 3 stopped mid-way or pending` (2 had started). One count, one wording."""
+    from search_driver.summary import print_interrupted
+
+    console = CompactConsole("val_loss", "min", ["lr"], max_epochs=20, num_samples=4)
+    console.setup()
+    a, b, c = fake_trial("aaaa", "RUNNING"), fake_trial("bbbb", "RUNNING"), fake_trial("cccc", "PENDING")
+    console.on_step_begin(0, [])
+    console.on_trial_start(0, [a, b, c], a)
+    console.on_trial_start(0, [a, b, c], b)
+    for t in (a, b, c):  # Ctrl-C: Tune stops every trial it holds and marks it TERMINATED, with no on_trial_complete
+        t.status = "TERMINATED"
+    console.on_experiment_end([a, b, c])
+    status = capsys.readouterr().out.strip().splitlines()[-1]
+    expected = "0 done, 0 errors, 2 stopped mid-way, 2 not started (of 4)"
+    assert status.endswith(f"trials 0 running, {expected}"), status
+
+    # what Tune's last snapshot holds for the same moment: the started trials RUNNING, the third PENDING
+    exp = tmp_path / "intr"
+    exp.mkdir()
+    (exp / "experiment.json").write_text(json.dumps({"args": {"num_samples": 4}}))
+    state = {"trial_data": [[json.dumps({"status": s}), {}] for s in ("RUNNING", "RUNNING", "PENDING")]}
+    (exp / "experiment_state-2026-12-06_10-00-00.json").write_text(json.dumps(state))
+    args = SimpleNamespace(name="intr", storage_path=str(tmp_path), address=None)
+    print_interrupted(args, str(exp), SimpleNamespace(received=2))
+    err = capsys.readouterr().err
+    assert f"interrupted (SIGINT): trials {expected}; everything so far is kept in" in err.replace("\n  ", " "), err
+    assert long_lines(err) == []
+
+
+def test_a_resumed_search_does_not_claim_the_whole_budget_is_left(capsys):
+    """On --resume Tune goes on with the budget that was left, which it keeps to itself; the console used to count the
+    whole --time-budget again from the resume ("1.6 min left of 3" when 0.7 were)."""
+    console = CompactConsole("val_loss", "min", ["lr"], max_epochs=20, num_samples=-1, time_budget_s=180)
+    console.setup()
+    restored = [fake_trial("aaaa", "TERMINATED"), fake_trial("bbbb", "PAUSED")]
+    console.on_step_begin(0, restored)
+    status = console.status(restored)
+    assert status.endswith("trials 1 running, 1 done, 0 errors | the rest of the 3-min budget"), status
+    fresh = CompactConsole("val_loss", "min", ["lr"], max_epochs=20, num_samples=-1, time_budget_s=180)
+    fresh.setup()
+    fresh.on_step_begin(0, [])
+    assert fresh.status([]).endswith("min left of 3")
 
 
 SIGTERM_IN_CALLBACK = """
