@@ -143,11 +143,13 @@ def make_report(args) -> None:
     from analysis.report_files import replacing, write_report
     from analysis.retrain import default_threads, local_framework
     from analysis.trials import ReportError, load_experiment, resolve_experiment
+    from search_driver.ray_compat import quiet_analysis_logs
     from serving.export import export_model
     from trainables.models.user import changed
 
     t0 = time.time()
     restart_clock()
+    quiet_analysis_logs()  # Ray's "no result for trial X" warnings for pending trials
     path = resolve_experiment(args.experiment, args.storage_path)
     step(f"reading the experiment {path}")
     if why := changed(read_json(join(path, EXPERIMENT_FILE)), "report.py"):  # a user's builder file edited since

@@ -14,10 +14,10 @@ experiment.json (model, data, split seed, arguments, search space, git sha, pack
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 
+from search_driver import ray_compat
 from search_driver.cli import (
     SMOKE_RESOLUTION,
     SMOKE_SUBSET,
@@ -46,9 +46,7 @@ from search_driver.tuner import (
     trial_constants,
 )
 
-# Tune warns when a step of its loop (our callbacks included) takes over 0.5 s: routine on 2 busy cores, and a
-# 140-column line. It reads the threshold when ray.tune is first imported (search_spaces does), hence here.
-os.environ.setdefault("TUNE_WARN_THRESHOLD_S", "5")
+ray_compat.before_importing_tune()  # Tune reads some of its settings when ray.tune is first imported
 
 
 def main(argv=None) -> int:

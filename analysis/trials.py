@@ -185,10 +185,7 @@ def all_results(path: str, metric: str, mode: str):
 
 
 def load_experiment(path: str) -> Experiment:
-    import logging
-
     info = read_json(join(path, EXPERIMENT_FILE))
-    logging.getLogger("ray.tune").setLevel(logging.ERROR)  # "no result for trial X" warnings for pending trials
     try:
         analysis = experiment_analysis(path, info["metric"], info["mode"])
     except (ValueError, FileNotFoundError, RuntimeError, KeyError) as e:  # KeyError: a snapshot missing a field

@@ -25,18 +25,17 @@ from search_driver.cli import UsageError
 def start_ray(args) -> None:
     import ray
 
-    from search_driver.console import quiet_trial_logs
+    from search_driver import ray_compat
+    from search_driver.data import object_store_capacity
     from trainables.models.user import ship
 
-    # CheckpointConfig(num_to_keep=1) snapshots the experiment at every trial checkpoint, on purpose (see
-    # build_tuner); Tune would warn about that each time several trials checkpoint within 5 s.
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    ray_compat.driver_settings()
     kwargs = dict(logging_level=logging.WARNING, include_dashboard=False)
     with tempfile.TemporaryDirectory() as scratch:
         # A user's model file (or package) reaches every node as Ray py_modules, uploaded by ray.init: no shared
         # file system assumed (trainables/models/user.py).
         own = {"py_modules": modules} if (modules := ship(args.model, Path(scratch))) else {}
-        own["worker_process_setup_hook"] = quiet_trial_logs
+        own["worker_process_setup_hook"] = ray_compat.trial_process_setup
         if args.address:
             check_reachable(args.address)
             # Trials on other nodes import our packages from a copy of ROOT that Ray ships to every node. Under
@@ -49,8 +48,10 @@ def start_ray(args) -> None:
                 raise UsageError(f"cannot join the Ray cluster at {args.address}: {_join_error(e)}") from None
         else:
             # address="local": never join a stale cluster recorded in /tmp/ray. Workers import our packages from ROOT.
+            # the object store sized by the rule search_driver/data.py checked the data against
             ray.init(
                 address="local", num_cpus=args.num_cpus, num_gpus=args.local_gpus,
+                object_store_memory=object_store_capacity(0),
                 runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}, **own}, **kwargs,
             )  # fmt: skip
 
@@ -72,8 +73,7 @@ TOKEN_REJECTED = (
 
 def check_reachable(address: str) -> None:
     """ray.init retries an unreachable or token-refusing GCS for 20 s to minutes; asking it once takes a second."""
-    from ray._raylet import GcsClient
-    from ray.exceptions import AuthenticationError
+    from search_driver.ray_compat import gcs_refuses_token
 
     if address in ("auto", "local") or "://" in address or ":" not in address:  # ray://: Ray Client's own checks
         return
@@ -85,12 +85,8 @@ def check_reachable(address: str) -> None:
             f"no Ray cluster answers at --address {address} ({e}); start one (`ray start --head`, "
             "`ray up cluster.yaml`) or fix --address / RAY_ADDRESS"
         ) from None
-    try:
-        GcsClient(address=address)
-    except AuthenticationError:
-        raise UsageError(f"cannot join the Ray cluster at {address}: {TOKEN_REJECTED}") from None
-    except Exception:  # anything else: let ray.init retry and report it
-        pass
+    if gcs_refuses_token(address):
+        raise UsageError(f"cannot join the Ray cluster at {address}: {TOKEN_REJECTED}")
 
 
 def _join_error(e: BaseException) -> str:
@@ -116,16 +112,10 @@ def autoscaler_node_types() -> dict[str, dict | None] | None:
     drivers run (Tune reads the same file to tell an autoscaling cluster); else the autoscaler's status in the GCS,
     which says whether it runs from a config but not what that config holds.
     """
-    from ray._private import ray_constants
-    from ray._private.state import state
-    from ray.experimental.internal_kv import _internal_kv_get
+    from search_driver.ray_compat import autoscaler_status, reported_node_groups
 
-    try:
-        reported = state.get_cluster_config()
-    except Exception:  # an older GCS without the key, or Ray Client mode: try the other sources
-        reported = None
-    if reported is not None and reported.node_group_configs:
-        groups = {g.name: dict(g.resources) for g in reported.node_group_configs if g.max_count != 0}
+    groups = reported_node_groups()
+    if groups is not None:
         return groups or None
     bootstrap = Path("~/ray_bootstrap_config.yaml").expanduser()
     if bootstrap.exists():
@@ -139,10 +129,7 @@ def autoscaler_node_types() -> dict[str, dict | None] | None:
             if name != head and min(t.get("max_workers", cap), cap) > 0
         }
         return types or None
-    try:
-        status = json.loads(_internal_kv_get(ray_constants.DEBUG_AUTOSCALING_STATUS) or "{}")
-    except Exception:
-        return None
+    status = autoscaler_status()
     # Without a config (plain `ray start`) the autoscaler runs read-only and names each node's type "node_<id>".
     mapping = (status.get("autoscaler_report") or {}).get("node_type_mapping") or {}
     return UNKNOWN_NODE_TYPES if any(not t.startswith("node_") for t in mapping.values()) else None

@@ -12,9 +12,7 @@ Tune's own output to silent (RunConfig(verbose=0)) and passes this callback. A s
 
 from __future__ import annotations
 
-import logging
 import math
-import os
 import sys
 import textwrap
 import time
@@ -182,54 +180,16 @@ class CompactConsole(Callback):
 
 
 def quiet_ray_output() -> None:
-    """Call in the driver before ray.init and Tuner.fit (also on --resume).
-
-    Tune's new output engine prints its experiment box and a TensorBoard hint (of a temporary folder) even at
-    verbose=0; its legacy reporter at verbose=0 prints nothing. Ray's notice that a fresh local instance uses
-    token authentication is a 200-column line of no use to a search on this machine. A snapshot upload that races
-    a save is one line, not a traceback (search_driver/snapshots.py). Trials that never reported are counted by the
-    summary, not in Ray's warning (`drop_unreported_warning`). Optuna's "[I ...] A new study created in Journal with
-    name: ..." INFO line is not for the console (our watch line names the study's file). Lines Ray forwards from
-    trial processes carry no colour codes when the console is not a terminal (Ray's RAY_COLOR_PREFIX=0).
-    """
+    """Call in the driver before ray.init and Tuner.fit (also on --resume): our console (this module's callback)
+    instead of Tune's output, Ray's log filters (search_driver/ray_compat.py), and no Optuna "[I ...] A new study
+    created in Journal with name: ..." INFO line (our watch line names the study's file)."""
     import optuna
 
-    from search_driver.snapshots import quiet_upload_race
+    from search_driver import ray_compat
 
-    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+    ray_compat.driver_settings()
+    ray_compat.quiet_driver_logs()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    if not (sys.stdout.isatty() and sys.stderr.isatty()):
-        os.environ["RAY_COLOR_PREFIX"] = "0"  # read by the driver each time it prints a trial process's line
-    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
-    quiet_upload_race()
-    logger = logging.getLogger("ray.tune.analysis.experiment_analysis")
-    if drop_unreported_warning not in logger.filters:
-        logger.addFilter(drop_unreported_warning)
-
-
-def quiet_trial_logs() -> None:
-    """Runs in every worker process of the search (ray.init's runtime_env `worker_process_setup_hook`,
-    search_driver/cluster.py). Tune's Trainable.restore logs "Restored on <ip> from checkpoint: Checkpoint(...)" at
-    INFO for each trial a --resume continues: a 170-column line the driver prints with a `(train_trial pid=...)`
-    prefix. The console's own lines say which trials continue; warnings and errors still come through."""
-    logging.getLogger("ray.tune.trainable.trainable").setLevel(logging.WARNING)
-
-
-# ray/tune/analysis/experiment_analysis.py `_fetch_trial_dataframe`: a trial folder without results
-NO_RESULTS = "both result.json and progress.csv were not found"
-
-
-def drop_unreported_warning(record: logging.LogRecord) -> bool:
-    """Drop Ray's warning about trials that never reported, when that is all it says.
-
-    Under --time-budget a trial the searcher starts in the last seconds has no epoch when Tune stops it; Ray's
-    ResultGrid then warns "Failed to fetch metrics for 1 trial(s):" with a 250-column line per trial. Nothing is lost
-    (the trial has nothing), and print_summary says it in one line. Any other failure to read results is kept.
-    """
-    lines = record.getMessage().splitlines() or [""]
-    return not (
-        lines[0].startswith("Failed to fetch metrics") and lines[1:] and all(NO_RESULTS in x for x in lines[1:])
-    )
 
 
 def console_callback(args, param_space: dict) -> CompactConsole:

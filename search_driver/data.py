@@ -6,7 +6,9 @@ cannot fit fails in one line before a minute of decoding.
 
 from __future__ import annotations
 
+import os
 import sys
+from pathlib import Path
 
 from image_data.cache import DEFAULT_SIDE, DataError, Dataset, DecodePlan, load_dataset, skip_summary
 
@@ -34,12 +36,36 @@ def model_side(args, smoke_resolution: int) -> int:
     return int(max(res.categories) if hasattr(res, "categories") else getattr(res, "upper", res))
 
 
-def predicted_object_store_bytes(held_bytes: int) -> int:
-    """What a local `ray.init()` will give its object store, by Ray's own rule: 30% of the memory available when it
-    starts (after the driver holds `held_bytes` of decoded arrays), capped by /dev/shm and 200 GB."""
-    from ray._private.utils import estimate_available_memory, resolve_object_store_memory
+OBJECT_STORE_FRACTION = 0.3  # Ray's default share of the available memory (ray_constants)
+OBJECT_STORE_CAP = 200 * 10**9  # and its default cap
 
-    return int(resolve_object_store_memory(max(0, estimate_available_memory() - held_bytes)))
+
+def available_memory() -> int:
+    """Memory available to this process: the machine's (psutil), or less under a cgroup (v2) limit, as in a container."""
+    import psutil
+
+    available = psutil.virtual_memory().available
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        used = int(Path("/sys/fs/cgroup/memory.current").read_text())
+        if limit != "max":
+            available = min(available, int(limit) - used)
+    except (OSError, ValueError):
+        pass
+    return max(0, int(available))
+
+
+def object_store_capacity(held_bytes: int) -> int:
+    """The object store a local `ray.init` gets (start_ray passes it as object_store_memory): Ray's own default rule,
+    30% of the memory available when it starts (after the driver holds `held_bytes` of decoded arrays), at most
+    /dev/shm's free space (Linux keeps the store there) and 200 GB."""
+    capacity = min(OBJECT_STORE_CAP, int(OBJECT_STORE_FRACTION * max(0, available_memory() - held_bytes)))
+    try:
+        shm = os.statvfs("/dev/shm")
+        capacity = min(capacity, shm.f_bavail * shm.f_frsize)
+    except OSError:  # no /dev/shm (macOS): Ray uses a file-backed store
+        pass
+    return capacity
 
 
 def object_store_check(args):
@@ -50,7 +76,7 @@ def object_store_check(args):
         return None
 
     def check(plan: DecodePlan) -> None:
-        need, capacity = plan.search_bytes, predicted_object_store_bytes(plan.total_bytes)
+        need, capacity = plan.search_bytes, object_store_capacity(plan.total_bytes)
         if need > capacity:
             n = plan.image_size
             raise DataError(

@@ -15,10 +15,10 @@ import os
 import signal
 import sys
 
+from search_driver import ray_compat
+
 EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}  # 128 + the signal number, as shells report them
 
-# Tune's own messages on an interrupt: its resume hint is Python (Tuner.restore), ours is the command line.
-_TUNE_NOISE = ("Stop signal received", "Experiment has been interrupted", "Trials did not complete")
 _RECEIVED: list[int] = []  # the stop signals this process received (one search per driver process)
 
 
@@ -36,10 +36,10 @@ class StopSignals:
         self._previous: dict = {}
 
     def __enter__(self) -> StopSignals:
-        os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # read by tune.run when fit() starts
+        ray_compat.own_the_stop_signals()
         for sig in EXIT_CODES:
             self._previous[sig] = signal.signal(sig, self._handle)
-        logging.getLogger("ray.tune.tune").addFilter(self._drop_tune_noise)
+        logging.getLogger(ray_compat.TUNE_LOGGER).addFilter(self._drop_tune_noise)
         return self
 
     def __exit__(self, *exc) -> None:
@@ -47,14 +47,14 @@ class StopSignals:
             return  # stopping: a second signal during the summary or Ray's shutdown still ends the process at once
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
-        logging.getLogger("ray.tune.tune").removeFilter(self._drop_tune_noise)
+        logging.getLogger(ray_compat.TUNE_LOGGER).removeFilter(self._drop_tune_noise)
 
     @property
     def exit_code(self) -> int:
         return EXIT_CODES.get(self.received, 130)
 
     def _drop_tune_noise(self, record: logging.LogRecord) -> bool:
-        return not (self.received and record.getMessage().startswith(_TUNE_NOISE))
+        return not (self.received and record.getMessage().startswith(ray_compat.TUNE_STOP_NOISE))
 
     def _handle(self, signum: int, frame) -> None:
         name = signal.Signals(signum).name

@@ -13,8 +13,9 @@ is refused in one line that says how to extend it.
 
 Flags on resume: Tune restores the experiment as it was pickled (searcher, scheduler, stopper, run config), so only
 what does not define the search may change. --max-failures: Ray offers no way to change it on restore (each trial
-keeps the limit it was created with), so a Tune callback sets every trial's limit to the new value; failures count
-per trial over the whole experiment, before and after the resume. --time-budget: Tune restores the budget that was
+keeps the limit it was created with), so a Tune callback every search carries (max_failures_callback) sets every
+trial's limit to the value the resume recorded; failures count per trial over the whole experiment, before and
+after the resume. --time-budget: Tune restores the budget that was
 left from its snapshot and offers no way to replace it, so a different value is refused until the experiment has
 finished; then it is an extension's budget.
 """
@@ -240,27 +241,33 @@ def record(path: str, **fields) -> None:
     write_json(info_path, info)
 
 
-def set_max_failures(tuner, max_failures: int) -> None:
-    """Make a restored Tuner retry each failed trial up to `max_failures` times (counted over the experiment)."""
-    from ray import tune
-
-    # Tuner.restore keeps the pickled RunConfig; its callbacks are the only hook into the restored run.
-    local = getattr(tuner, "_local_tuner", None)
-    if local is None:  # Ray Client mode (ray://): the Tuner runs remotely
-        raise ResumeError("--max-failures on resume needs a direct cluster address, not ray://")
-    run_config = local.get_run_config()
-    run_config.failure_config = tune.FailureConfig(max_failures=max_failures)
-    run_config.callbacks = [*(run_config.callbacks or []), _max_failures_callback(max_failures)]
-
-
-def _max_failures_callback(max_failures: int):
+def max_failures_callback(experiment_path: str):
+    """In every search's callbacks (build_tuner), so that tuner.pkl holds it: a --resume's --max-failures reaches the
+    restored run through it (see MaxFailures)."""
     from ray import tune
 
     class MaxFailures(tune.Callback):
-        """Trials carry their own limit (set when created, restored from the snapshot): set it on every step."""
+        """Tune keeps the failure limit each trial was created with, restores it from the snapshot and offers no way
+        to change it on restore. When a run starts (setup), this takes the limit of a --resume recorded in
+        experiment.json after the Tuner was created, and sets it on every trial at each step; a new search or an
+        extension (a new Tuner) keeps its own FailureConfig."""
+
+        def __init__(self):
+            self.path, self.created_at, self.limit = experiment_path, time.time(), None
+
+        def setup(self, **info):
+            resumes = _read(self.path).get("resumes") or []
+            later = [r for r in resumes if r.get("at", 0) > self.created_at]
+            self.limit = int(later[-1]["max_failures"]) if later else None
 
         def on_step_begin(self, iteration, trials, **info):
-            for trial in trials:
-                trial.max_failures = max_failures
+            if self.limit is not None:
+                for trial in trials:
+                    trial.max_failures = self.limit
 
     return MaxFailures()
+
+
+def _read(path: str) -> dict:
+    info_path = join(path, EXPERIMENT_FILE)
+    return read_json(info_path) if exists(info_path) else {}

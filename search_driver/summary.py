@@ -31,7 +31,7 @@ def error_causes(results) -> dict[str, int]:
 
 def unreported_line(results) -> str | None:
     """One line for trials that ended without an error and without an epoch: a --time-budget ran out while they
-    started, or before they could (Ray's own warning about them is dropped: console.drop_unreported_warning)."""
+    started, or before they could (Ray's own warning about them is dropped: ray_compat.drop_unreported_warning)."""
     names = [os.path.basename(r.path) for r in results if r.error is None and not (r.metrics or {}).get("epoch")]
     if not names:
         return None

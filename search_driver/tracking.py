@@ -12,7 +12,9 @@ import os
 import time
 from pathlib import Path
 
-from ray.tune.logger import TBXLoggerCallback
+from ray.tune.logger import LoggerCallback
+
+from trainables import metric_names as M
 
 STUDY_FILE = "optuna_study.log"  # Optuna journal, in the experiment folder
 
@@ -98,36 +100,38 @@ def hparams_session_end(failed: bool):
     return _hparams_summary(_HPARAMS_TAGS[2], session_end_info=SessionEndInfo(status=status, end_time_secs=time.time()))
 
 
-class HParamsTBXCallback(TBXLoggerCallback):
-    """Tune's TensorBoard logger, plus HParams written when a trial STARTS, so TensorBoard's HPARAMS tab (table,
-    parallel coordinates, scatter) lists running trials too; their metric values are the per-epoch scalars of the
-    same event file (ray/tune/val_loss, ...).
-
-    Being a TBXLoggerCallback, it replaces Tune's default one (one event file per trial, not two). Tune's own
-    end-of-trial hparams are skipped: they named every config key, and wrote nothing in our searches (checked on
-    Ray 2.60: no hparams record in the trials' event files).
-    """
+class HParamsCallback(LoggerCallback):
+    """TensorBoard HParams written when a trial STARTS, so TensorBoard's HPARAMS tab (table, parallel coordinates,
+    scatter) lists running trials too; their metric values are the per-epoch scalars Tune's own TensorBoard logger
+    writes in the same trial folder (ray/tune/val_loss, ...). One more event file per trial (`*.hparams`), written
+    with tensorboardX's public FileWriter; Tune's own end-of-trial hparams named every config key and wrote nothing
+    in our searches."""
 
     METRICS = tuple(f"ray/tune/{m}" for m in ("val_loss", "val_acc", "train_loss", "train_acc", "epoch"))
 
     def __init__(self, searched: dict):
-        super().__init__()
         self._searched = {k: v for k, v in searched.items() if v.get("type") != "constant"}
+        self._writers = {}
 
     def log_trial_start(self, trial):
-        super().log_trial_start(trial)
-        writer = self._trial_writer[trial].file_writer
+        from tensorboardX import FileWriter
+
+        if trial in self._writers:  # a retried or resumed trial: its session started already
+            return
+        writer = FileWriter(trial.local_path, filename_suffix=".hparams")
         writer.add_summary(hparams_experiment(self._searched, self.METRICS))
         writer.add_summary(hparams_session_start(trial.config, self._searched, trial.trial_id))
         writer.flush()
+        self._writers[trial] = writer
 
     def log_trial_end(self, trial, failed: bool = False):
-        if trial in self._trial_writer:
-            self._trial_writer[trial].file_writer.add_summary(hparams_session_end(failed))
-        super().log_trial_end(trial, failed)
+        writer = self._writers.pop(trial, None)
+        if writer is not None:
+            writer.add_summary(hparams_session_end(failed))
+            writer.close()
 
-    def _try_log_hparams(self, trial, result):
-        pass  # written at the start instead (see the class docstring)
+    def __getstate__(self):  # the experiment snapshot pickles callbacks: open files stay behind
+        return {**self.__dict__, "_writers": {}}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -150,7 +154,7 @@ class BestCheckpointMLflow(MLflowLoggerCallback):
     def setup(self, *args, **kwargs):
         self._create_experiment()
         super().setup(*args, **kwargs)
-        self._best = {}
+        self._best, self._run_ids = {}, {}
 
     def _create_experiment(self) -> None:
         """A SQLite store keeps its artifacts in ./mlruns of the working directory unless the experiment names a
@@ -164,16 +168,27 @@ class BestCheckpointMLflow(MLflowLoggerCallback):
             db = Path(self.tracking_uri.removeprefix("sqlite:///")).resolve()
             client.create_experiment(self.experiment_name, artifact_location=(db.parent / "mlartifacts").as_uri())
 
+    def run_id(self, client, trial) -> str | None:
+        """The MLflow run Ray's callback opened for `trial`: found by the tag it sets (trial_name), once."""
+        if trial.trial_id not in self._run_ids:
+            exp = client.get_experiment_by_name(self.experiment_name)
+            runs = client.search_runs([exp.experiment_id], f"tags.trial_name = '{trial}'") if exp else []
+            if not runs:
+                return None
+            self._run_ids[trial.trial_id] = runs[0].info.run_id
+        return self._run_ids[trial.trial_id]
+
     def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
+        import mlflow
+
         value = (trial.last_result or {}).get(self.metric)
-        if value is None or trial not in self._trial_runs:
+        if value is None or not M.better(float(value), self._best.get(trial.trial_id), self.mode):
             return
-        best = self._best.get(trial.trial_id)
-        if best is not None and not (value < best if self.mode == "min" else value > best):
+        client = mlflow.MlflowClient(self.tracking_uri)
+        run_id = self.run_id(client, trial)
+        if run_id is None:
             return
         self._best[trial.trial_id] = value
-        client = self.mlflow_util._get_client()
-        run_id = self._trial_runs[trial]
         with checkpoint.as_directory() as d:
             client.log_artifacts(run_id, d, artifact_path="best_checkpoint")
         client.set_tag(run_id, "best_checkpoint_epoch", str(trial.last_result.get("epoch")))
@@ -193,7 +208,7 @@ def tracking_callbacks(args, param_space: dict) -> list:
     """The callbacks build_tuner passes to RunConfig: TensorBoard with hparams, MLflow if --mlflow URI."""
     from trainables.metric_names import SEARCH_METRICS
 
-    callbacks = [HParamsTBXCallback(searched_keys(param_space))]
+    callbacks = [HParamsCallback(searched_keys(param_space))]
     if args.mlflow:
         callbacks.append(BestCheckpointMLflow(args.mlflow, args.name, args.metric, SEARCH_METRICS[args.metric]))
     return callbacks

@@ -157,7 +157,7 @@ def build_tuner(args, trainable, param_space: dict, defaults: dict, storage: str
     from ray import tune
 
     from analysis.experiment import join
-    from search_driver import console, tracking
+    from search_driver import console, resume, tracking
     from search_driver.optuna_searcher import EndedTrials, OptunaSearcher
     from trainables.metric_names import SEARCH_METRICS
 
@@ -187,7 +187,7 @@ def build_tuner(args, trainable, param_space: dict, defaults: dict, storage: str
             # Tune's own output (a table with a column per config key) off: our console fits 120 columns
             verbose=0,
             callbacks=[console.console_callback(args, param_space), *tracking.tracking_callbacks(args, param_space),
-                       *ended],
+                       *ended, resume.max_failures_callback(join(storage, args.name))],
         ),
     )  # fmt: skip
 
@@ -202,7 +202,7 @@ def restore_tuner(args, trainable, path: str):
     if not tune.Tuner.can_restore(path):
         raise UsageError(f"{path} has no Tune experiment state to resume from")
     tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
-    resume.set_max_failures(tuner, args.max_failures)
+    # the restored run's MaxFailures callback (resume.max_failures_callback) reads this when fit() starts
     resume.record(path, resume={"at": time.time(), "max_failures": args.max_failures})
     return tuner
 

@@ -76,11 +76,12 @@ def test_resume_cli_one_line_errors(tmp_path):
 def test_max_failures_given_on_resume_applies(tmp_path):
     """A trial failing on its first two attempts: started with max_failures 0 it errors; restored with
     max_failures 2 it is retried until it succeeds (failures count over the experiment: 1 before the resume, 1
-    after). Without set_max_failures the pickled limit 0 stays and the resumed trial errors again."""
+    after). The search's MaxFailures callback carries the resume's limit (recorded in experiment.json, as
+    restore_tuner does); without it the pickled limit 0 stays and the resumed trial errors again."""
     import ray
     from ray import tune
 
-    from search_driver.resume import set_max_failures
+    from search_driver.resume import max_failures_callback, record
 
     def attempts_then_ok(config):
         attempts = config["dir"] / "attempts"
@@ -90,16 +91,19 @@ def test_max_failures_given_on_resume_applies(tmp_path):
             raise RuntimeError(f"attempt {n} fails")
         tune.report({"score": 1.0})
 
+    (tmp_path / "e").mkdir()
+    (tmp_path / "e" / "experiment.json").write_text("{}")
     ray.init(address="local", num_cpus=1, include_dashboard=False, logging_level="ERROR")
     try:
         first = tune.Tuner(
             attempts_then_ok, param_space={"dir": tmp_path},
             run_config=tune.RunConfig(storage_path=str(tmp_path), name="e",
-                                      failure_config=tune.FailureConfig(max_failures=0)),
+                                      failure_config=tune.FailureConfig(max_failures=0),
+                                      callbacks=[max_failures_callback(str(tmp_path / "e"))]),
         ).fit()  # fmt: skip
         assert first.num_errors == 1 and (tmp_path / "attempts").read_text() == "1"
         tuner = tune.Tuner.restore(str(tmp_path / "e"), trainable=attempts_then_ok, resume_errored=True)
-        set_max_failures(tuner, 2)
+        record(str(tmp_path / "e"), resume={"at": time.time(), "max_failures": 2})
         resumed = tuner.fit()
     finally:
         ray.shutdown()

@@ -222,7 +222,7 @@ def test_a_trial_stopped_by_the_budget_before_any_epoch_is_one_summary_line(tmp_
     assert seen.records and not [r for r in seen.records if "Failed to fetch metrics" in r.getMessage()]
 
     # any other failure to read a trial's results is still Ray's warning
-    from search_driver.console import drop_unreported_warning
+    from search_driver.ray_compat import drop_unreported_warning
 
     other = logging.LogRecord("x", logging.WARNING, "f", 1, "Failed to fetch metrics for 1 trial(s):\n- t: "
                               "JSONDecodeError('Expecting value')", (), None)  # fmt: skip

@@ -10,7 +10,7 @@ import pyarrow.fs
 import pytest
 from ray.tune.search.optuna import OptunaSearch as RayOptunaSearch
 
-from search_driver import snapshots
+from search_driver import ray_compat
 from search_driver.optuna_searcher import OptunaSearcher
 
 
@@ -85,11 +85,11 @@ def log_through(name: str, exc: BaseException) -> list[logging.LogRecord]:
 
 @pytest.fixture
 def quiet():
-    snapshots.quiet_upload_race()
-    snapshots.quiet_upload_race()  # idempotent: one filter per logger
+    ray_compat.quiet_driver_logs()
+    ray_compat.quiet_driver_logs()  # idempotent: one filter per logger
     yield
-    for name in snapshots.RACE_LOGGERS:
-        logging.getLogger(name).removeFilter(snapshots._one_line)
+    for name in ray_compat.RACE_LOGGERS:
+        logging.getLogger(name).removeFilter(ray_compat.upload_race_one_line)
 
 
 def vanished_temp_file_error(tmp_path) -> FileNotFoundError:
@@ -103,12 +103,12 @@ def vanished_temp_file_error(tmp_path) -> FileNotFoundError:
 
 
 def test_the_upload_race_is_one_line(tmp_path, quiet):
-    for name in snapshots.RACE_LOGGERS:
+    for name in ray_compat.RACE_LOGGERS:
         (record,) = log_through(name, vanished_temp_file_error(tmp_path))
         # what prints it on the console: Ray's stderr handler, in Ray's format
         (ray_handler,) = [h for h in logging.getLogger("ray").handlers if type(h).__name__ == "PlainRayHandler"]
         formatted = ray_handler.format(record)
-        assert record.getMessage() == snapshots.RACE_LINE and "\n" not in formatted and len(formatted) <= 120
+        assert record.getMessage() == ray_compat.RACE_LINE and "\n" not in formatted and len(formatted) <= 120
         assert record.levelno == logging.INFO
 
 

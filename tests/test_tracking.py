@@ -218,11 +218,11 @@ def test_a_resumed_search_does_not_claim_the_whole_budget_is_left(capsys):
 SIGTERM_IN_CALLBACK = """
 import sys, weakref
 from ray._raylet import raise_sys_exit_with_custom_error_message
-from trainables.tune_trial import quiet_sigterm_exit
+from search_driver.ray_compat import trial_process_setup
 
 if sys.argv[1] == "quiet":
-    quiet_sigterm_exit()
-    quiet_sigterm_exit()  # idempotent: a reused trial process calls it again
+    trial_process_setup()
+    trial_process_setup()  # idempotent
 
 
 class Obj:

@@ -22,37 +22,11 @@ def trial_resources() -> tuple[float, float]:
     return resources.get("CPU", 1), resources.get("GPU", 0.0)
 
 
-def quiet_sigterm_exit() -> None:
-    """In a trial's worker process: Ray's SIGTERM exit is not printed as an "Exception ignored" traceback.
-
-    When a search ends, Ray sends SIGTERM to the trial processes; its handler raises SystemExit
-    (ray/_private/worker.py `main_loop.sigterm_handler` -> `raise_sys_exit_with_custom_error_message`, which tags the
-    exception with `ray_terminate_msg`). If the signal lands while Python runs a weakref callback or a `__del__`,
-    Python cannot raise there and prints "Exception ignored in ..." and an 8-line traceback through
-    sys.unraisablehook, which Ray forwards to the driver's console. Python swallows that exception either way (Ray then
-    ends the process as it does any that outlives its SIGTERM); only the printing is dropped, and every other
-    unraisable exception is printed as before.
-    """
-    default = sys.unraisablehook
-    if getattr(default, "quiet_sigterm_exit", False):
-        return
-
-    def hook(unraisable):
-        if isinstance(unraisable.exc_value, SystemExit) and hasattr(unraisable.exc_value, "ray_terminate_msg"):
-            return
-        default(unraisable)
-
-    hook.quiet_sigterm_exit = True
-    sys.unraisablehook = hook
-
-
 def train_trial(config: dict, data: dict) -> None:
     """Ray Tune trainable (`tune.with_parameters(train_trial, data=...)`): reads only `config`; `data` (train/val
     arrays) comes from the object store."""
-    # Reused trial processes (reuse_actors): before the next trial Tune gives the last one's thread only 2 s to end,
-    # then fails the new trial. Ending a Keras fit took up to 3.3 s on a busy machine; read at reset time.
-    os.environ.setdefault("TUNE_FUNCTION_THREAD_TIMEOUT_S", "60")
-    quiet_sigterm_exit()
+    # Ray's settings and log filters of a trial process: search_driver/ray_compat.trial_process_setup (Ray runs it
+    # in every worker of the search as runtime_env's worker_process_setup_hook).
     fw = framework_of(config["model"], config.get("framework"))  # a user's builder: the driver found its framework
     # resources first: it also gives a reused process time to end the last trial's Keras fit (0-3.3 s here)
     fw.setup_trial(*trial_resources(), config.get("device"))
@@ -61,14 +35,9 @@ def train_trial(config: dict, data: dict) -> None:
 
 def run_trial(fw: Framework, config: dict, data: dict) -> None:
     """Resume from Tune's checkpoint if there is one, then `fw.fit`, reporting each epoch with a checkpoint."""
-    import logging
-
     import ray
     from ray import tune
 
-    # Ray logs "Checkpoint successfully created at: ..." at INFO for every epoch of every trial: noise in the
-    # search's output (the trial folders show the checkpoints).
-    logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
     # Which Ray node trained the trial: Ray's own result keys name only host and IP, which nodes can share.
     node = {M.NODE_ID: ray.get_runtime_context().get_node_id()}
     checkpoint = None
