@@ -1,7 +1,14 @@
 """Report on a search: best config -> retrain -> one test-set evaluation -> metric tables and plots.
 
-    # the most recent experiment under experiments/: retrain its best config, evaluate once on the test set
+    # the most recent experiment under experiments/: retrain its best config, refit it on train + validation, evaluate
+    # each once on the test set (with flip test-time augmentation), ship the refit (the defaults: docs/report.md)
     python report.py --experiment latest
+
+    # what each option buys, over 3 seeds: the plain retrain, + refit, + EMA of the weights, + flip TTA, all of them
+    python report.py --experiment latest --seeds 3 --refit --ema --flip-tta
+
+    # ship the plain retrain (one training per seed, no TTA)
+    python report.py --experiment latest --no-refit --no-flip-tta
 
     # 3 seeds (mean ± std of test accuracy, a table per seed), 15 epochs each
     python report.py --experiment lenet5-20261121-120000 --seeds 3 --epochs 15
@@ -24,7 +31,8 @@ learning_curves, best_trial, confusion_matrix, hyperparameters, param_importance
 report.html (the same content in one self-contained file: images embedded, no network); then the model exported with
 its preprocessing inside and checked (serving/export.py): model.pt2 + model.onnx (torch) or model_inference.keras +
 model_savedmodel/ + model.onnx (Keras), described by model_card.json.
-Outputs appear only when complete: they are written to a temporary folder that replaces the old one at the end.
+The shipped model (the last row of report.md's table) is what model.pth holds and what is exported; the model card and
+predict.py say which options it carries. Outputs appear only when complete: they are written to a temporary folder that replaces the old one at the end.
 """
 
 from __future__ import annotations
@@ -75,27 +83,33 @@ def parse_args(argv=None) -> argparse.Namespace:
         metavar="N",
         help="evaluate on N test images, stratified (default: the whole test set)",
     )
+    from analysis.final_model import DEFAULTS, EMA_DECAY  # numpy only: --help stays fast
+
+    on = {k: "on" if v else "off" for k, v in DEFAULTS.items()}
     g = p.add_argument_group("the shipped model (analysis/final_model.py; report.md's table shows what each bought)")
     g.add_argument(
         "--refit",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="also retrain on train + validation for the search's best epoch and ship that (default: on; "
+        help="also retrain on train + validation for the search's best epoch and ship that (default: "
+        f"{on['refit']}; "
         "one more training per seed)",
     )
     g.add_argument(
         "--ema",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="keep an EMA of the weights (BatchNorm recomputed) and ship it (default: off)",
+        help=f"keep an EMA of the weights (BatchNorm recomputed) and ship it (default: {on['ema']})",
     )
-    g.add_argument("--ema-decay", type=float, default=None, metavar="D", help="per-step EMA decay (default: 0.999)")
+    g.add_argument(
+        "--ema-decay", type=float, default=None, metavar="D", help=f"per-step EMA decay (default: {EMA_DECAY:g})"
+    )
     g.add_argument(
         "--flip-tta",
         action=argparse.BooleanOptionalAction,
         default=None,
         help="mean of each image and its mirror, when the config trained with flips; inside the exported "
-        "files too (default: on)",
+        f"files too (default: {on['flip_tta']})",
     )
     g = p.add_argument_group("export (serving/export.py)")
     g.add_argument("--export-only", metavar="RESULTS_DIR", default=None, help="only export a report folder's model")

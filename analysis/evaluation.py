@@ -125,7 +125,7 @@ def evaluate_runs(exp, args, dataset, fw, options: Options) -> Evaluation:
             else:
                 refits.append(None)
     used = precision or (plain[0].history[-1].get(M.PRECISION) if plain[0].history else None) or "fp32"
-    rows = variants(options, config)
+    rows = variants(options, config, retrained=not args.no_retrain)
     ev = Evaluation(options, rows, plain, refits, {}, {}, {"used": used, "chosen_by": chosen_by}, refit_epochs,
                     len(data["y_train"]) + len(data["y_val"]) if options.refit else None, refit_rule or "")  # fmt: skip
     step(f"evaluating on the test set ({len(dataset.y_test)} images, {len(rows)} model{'s' * (len(rows) > 1)} x "

@@ -19,10 +19,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .trials import ReportError
-
 # Per-step EMA decay: 1 / (1 - decay) = 1,000 steps is ~3 LeNet5 epochs at batch 128 (docs/report.md: the choice).
 EMA_DECAY = 0.999
+# The defaults, chosen by measurement on the README's LeNet5 run (docs/report.md, docs/measurements.md).
+DEFAULTS = {"refit": True, "ema": False, "flip_tta": True}
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,8 @@ class Options:
 def options_from_args(args) -> Options:
     """report.py's --refit / --ema / --flip-tta (each None unless given: the defaults below). A checkpoint cannot be
     refitted or averaged: with --no-retrain those two are off, and asking for them is an error."""
+    from .trials import ReportError  # pandas and pyarrow: not for report.py --help, which reads DEFAULTS
+
     refit = DEFAULTS["refit"] if args.refit is None else args.refit
     ema = DEFAULTS["ema"] if args.ema is None else args.ema
     tta = DEFAULTS["flip_tta"] if args.flip_tta is None else args.flip_tta
@@ -62,10 +64,6 @@ def options_from_args(args) -> Options:
     if not 0 < decay < 1:
         raise ReportError(f"--ema-decay must be between 0 and 1 (got {decay})")
     return Options(refit=refit, ema_decay=decay if ema else 0.0, flip_tta=tta)
-
-
-# The defaults, chosen by measurement on the README's LeNet5 run (docs/report.md, docs/measurements.md).
-DEFAULTS = {"refit": True, "ema": False, "flip_tta": True}
 
 
 def refit_data(data: dict) -> dict:
@@ -87,11 +85,11 @@ class Variant:
     tta: bool = False
 
 
-def variants(options: Options, config: dict) -> list[Variant]:
-    """The table's rows: the plain retrain, + each option alone, and the shipped model (all options) last. With one
-    option or none the last row is the shipped model already."""
+def variants(options: Options, config: dict, retrained: bool = True) -> list[Variant]:
+    """The table's rows: the plain retrain (or the best trial's checkpoint), + each option alone, and the shipped
+    model (all options) last. With one option or none the last row is the shipped model already."""
     tta = options.tta_applies(config)
-    rows = [Variant("plain", "plain retrain")]
+    rows = [Variant("plain", "plain retrain" if retrained else "the best trial's checkpoint")]
     if options.refit:
         rows.append(Variant("refit", "+ refit on train + validation", refit=True))
     if options.ema_decay:

@@ -77,6 +77,14 @@ def report_markdown(exp, m, weights, fw, config, dataset, imp_note, rung, rung_t
         "## The trained model",
         f"`{weights}`; config, normalisation and input size in `best_config.json`. To load it for inference:",
         fw.load_note(config, len(dataset.classes)),
+        *(
+            [
+                "The file holds the shipped network's weights; the flip test-time augmentation is not in it: average the "
+                "probabilities of each image and its horizontal mirror, as the exported files below do."
+            ]
+            if (m.get("final_model") or {}).get("flip_tta")
+            else []
+        ),
         "",
     ]
     return "\n".join(lines)
