@@ -130,14 +130,17 @@ def evaluate_runs(exp, args, dataset, fw, options: Options) -> Evaluation:
                     len(data["y_train"]) + len(data["y_val"]) if options.refit else None, refit_rule or "")  # fmt: skip
     step(f"evaluating on the test set ({len(dataset.y_test)} images, {len(rows)} model{'s' * (len(rows) > 1)} x "
          f"{len(plain)} seed{'s' * (len(plain) > 1)}: {', '.join(v.key for v in rows)})")  # fmt: skip
-    for v in rows:
-        ev.results[v.key], ev.preds[v.key] = [], []
-        for k in range(len(plain)):
-            run = refits[k] if v.refit else plain[k]
-            model = run.averaged if v.averaged else run.model
-            scores = fw.predict(model, dataset.x_test, data, config, flip_tta=v.tta)
-            ev.results[v.key].append(classification_metrics(dataset.y_test, scores, dataset.classes))
-            ev.preds[v.key].append(scores.argmax(1))
+    with bar(len(rows) * len(plain), "test evaluation", "model") as progress:
+        for v in rows:
+            ev.results[v.key], ev.preds[v.key] = [], []
+            for k in range(len(plain)):
+                run = refits[k] if v.refit else plain[k]
+                model = run.averaged if v.averaged else run.model
+                scores = fw.predict(model, dataset.x_test, data, config, flip_tta=v.tta)
+                ev.results[v.key].append(classification_metrics(dataset.y_test, scores, dataset.classes))
+                ev.preds[v.key].append(scores.argmax(1))
+                progress.set_postfix(model=v.key, accuracy=f"{ev.results[v.key][-1]['accuracy']:.4f}")
+                progress.update(1)
     return ev
 
 

@@ -105,7 +105,10 @@ def options_words(fm: dict) -> str:
     """What the shipped model carries, in a few words (report.md, report.py's result line, the model card)."""
     parts = []
     if fm.get("refit"):
-        parts.append(f"refit on train + validation ({fm['refit']['images']:,} images, {fm['refit']['epochs']} epochs)")
+        epochs = fm["refit"]["epochs"]
+        parts.append(
+            f"refit on train + validation ({fm['refit']['images']:,} images, {epochs} epoch{'s' * (epochs != 1)})"
+        )
     if fm.get("weight_averaging"):
         parts.append(f"EMA of the weights (decay {fm['weight_averaging']['decay']:g})")
     if fm.get("flip_tta"):

@@ -181,7 +181,7 @@ def final_model_lines(m) -> list[str]:
     if fm["refit"]:
         r = fm["refit"]
         lines.append(f"- **refit**: the config retrained on train + validation ({r['images']:,} images) for {r['epochs']} "
-                     f"epochs, {r['epochs_rule']}. No validation data is left, so no epoch of the refit was chosen by "
+                     f"epoch{'s' * (r['epochs'] != 1)}, {r['epochs_rule']}. No validation data is left, so no epoch of the refit was chosen by "
                      "it: the count was fixed before it started and its last epoch is shipped "
                      "(`retrain_history.csv`: `trained_on` train+val, empty validation cells).")  # fmt: skip
     if fm["weight_averaging"]:
