@@ -56,8 +56,10 @@ def main(argv=None) -> int:
     except (CardError, PredictError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"model {args.model}: {predictor.card['model']} ({predictor.card['framework']}), {predictor.carries}",
-          file=sys.stderr)  # fmt: skip
+    print(
+        f"model {args.model}: {predictor.card['model']} ({predictor.card['framework']}), {predictor.carries}",
+        file=sys.stderr,
+    )
     files, problems, ignored = find_images(args.inputs)
     for item, why in problems:
         print(f"skipped {item}: {why}", file=sys.stderr)

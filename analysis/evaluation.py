@@ -76,8 +76,15 @@ class Evaluation:
         table = []
         for v in self.variants:
             accs = [r["accuracy"] for r in self.results[v.key]]
-            table.append({"key": v.key, "label": v.label, "accuracy": accs, "mean": float(np.mean(accs)),
-                          "std": float(np.std(accs, ddof=1)) if len(accs) > 1 else 0.0})  # fmt: skip
+            table.append(
+                {
+                    "key": v.key,
+                    "label": v.label,
+                    "accuracy": accs,
+                    "mean": float(np.mean(accs)),
+                    "std": float(np.std(accs, ddof=1)) if len(accs) > 1 else 0.0,
+                }
+            )
         record = self.options.record(config, self.refit_epochs, self.refit_images)
         if record["refit"]:
             record["refit"]["epochs_rule"] = self.refit_epochs_rule
@@ -120,16 +127,36 @@ def evaluate_runs(exp, args, dataset, fw, options: Options) -> Evaluation:
             seed = int(config.get("seed", 0)) + k
             plain.append(train_one(fw, {**config, "seed": seed}, data, epochs, f"retrain seed {seed}", exp))
             if options.refit:
-                refits.append(train_one(fw, {**config, "seed": seed}, refit_data(data), refit_epochs,
-                                        f"refit seed {seed} (train + val)", exp))  # fmt: skip
+                refits.append(
+                    train_one(
+                        fw,
+                        {**config, "seed": seed},
+                        refit_data(data),
+                        refit_epochs,
+                        f"refit seed {seed} (train + val)",
+                        exp,
+                    )
+                )
             else:
                 refits.append(None)
     used = precision or (plain[0].history[-1].get(M.PRECISION) if plain[0].history else None) or "fp32"
     rows = variants(options, config, retrained=not args.no_retrain)
-    ev = Evaluation(options, rows, plain, refits, {}, {}, {"used": used, "chosen_by": chosen_by}, refit_epochs,
-                    len(data["y_train"]) + len(data["y_val"]) if options.refit else None, refit_rule or "")  # fmt: skip
-    step(f"evaluating on the test set ({len(dataset.y_test)} images, {len(rows)} model{'s' * (len(rows) > 1)} x "
-         f"{len(plain)} seed{'s' * (len(plain) > 1)}: {', '.join(v.key for v in rows)})")  # fmt: skip
+    ev = Evaluation(
+        options,
+        rows,
+        plain,
+        refits,
+        {},
+        {},
+        {"used": used, "chosen_by": chosen_by},
+        refit_epochs,
+        len(data["y_train"]) + len(data["y_val"]) if options.refit else None,
+        refit_rule or "",
+    )
+    step(
+        f"evaluating on the test set ({len(dataset.y_test)} images, {len(rows)} model{'s' * (len(rows) > 1)} x "
+        f"{len(plain)} seed{'s' * (len(plain) > 1)}: {', '.join(v.key for v in rows)})"
+    )
     with bar(len(rows) * len(plain), "test evaluation", "model") as progress:
         for v in rows:
             ev.results[v.key], ev.preds[v.key] = [], []
@@ -152,8 +179,11 @@ def train_one(fw, config: dict, data: dict, epochs: int, what: str, exp) -> Run:
             if math.isnan(r[M.VAL_LOSS]):  # a refit: nothing validated
                 progress.set_postfix(train_loss=f"{r[M.TRAIN_LOSS]:.3f}", images_per_s=f"{r[M.IMAGES_PER_S]:.0f}")
             else:
-                progress.set_postfix(val_loss=f"{r[M.VAL_LOSS]:.3f}", val_acc=f"{r[M.VAL_ACC]:.3f}",
-                                     images_per_s=f"{r[M.IMAGES_PER_S]:.0f}")  # fmt: skip
+                progress.set_postfix(
+                    val_loss=f"{r[M.VAL_LOSS]:.3f}",
+                    val_acc=f"{r[M.VAL_ACC]:.3f}",
+                    images_per_s=f"{r[M.IMAGES_PER_S]:.0f}",
+                )
             progress.update(1)
 
         return retrain(fw, config, data, epochs, on_epoch, metric=exp.metric, mode=exp.mode)
@@ -168,8 +198,10 @@ def refit_epoch_count(exp, args) -> tuple[int, str]:
         return args.epochs, f"--epochs {args.epochs}"
     epoch = int(exp.best_row["training_iteration"])
     ran = int(exp.curves[exp.best_id]["training_iteration"].max())
-    return epoch, (f"the epoch at which the best trial reached its {M.rule_words(exp.metric, exp.mode)} in the "
-                   f"search ({epoch} of the {ran} it ran)")  # fmt: skip
+    return epoch, (
+        f"the epoch at which the best trial reached its {M.rule_words(exp.metric, exp.mode)} in the "
+        f"search ({epoch} of the {ran} it ran)"
+    )
 
 
 def saved_model_metrics(ev: Evaluation, config: dict, retrained: bool, metric: str, mode: str) -> tuple[dict, int]:

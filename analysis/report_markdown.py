@@ -180,17 +180,23 @@ def final_model_lines(m) -> list[str]:
     lines = ["## The shipped model: what each option bought", ""]
     if fm["refit"]:
         r = fm["refit"]
-        lines.append(f"- **refit**: the config retrained on train + validation ({r['images']:,} images) for {r['epochs']} "
-                     f"epoch{'s' * (r['epochs'] != 1)}, {r['epochs_rule']}. No validation data is left, so no epoch of the refit was chosen by "
-                     "it: the count was fixed before it started and its last epoch is shipped "
-                     "(`retrain_history.csv`: `trained_on` train+val, empty validation cells).")  # fmt: skip
+        lines.append(
+            f"- **refit**: the config retrained on train + validation ({r['images']:,} images) for {r['epochs']} "
+            f"epoch{'s' * (r['epochs'] != 1)}, {r['epochs_rule']}. No validation data is left, so no epoch of the "
+            "refit was chosen by it: the count was fixed before it started and its last epoch is shipped "
+            "(`retrain_history.csv`: `trained_on` train+val, empty validation cells)."
+        )
     if fm["weight_averaging"]:
         a = fm["weight_averaging"]
-        lines.append(f"- **EMA of the weights**: decay {a['decay']:g} per step, taken at the kept epoch; BatchNorm "
-                     "statistics recomputed for the averaged weights on training images.")  # fmt: skip
+        lines.append(
+            f"- **EMA of the weights**: decay {a['decay']:g} per step, taken at the kept epoch; BatchNorm "
+            "statistics recomputed for the averaged weights on training images."
+        )
     if fm["flip_tta"]:
-        lines.append("- **flip test-time augmentation**: each image's class probabilities are the mean of the image's "
-                     "and its horizontal mirror's (the config trained with flips); the exported files do the same.")  # fmt: skip
+        lines.append(
+            "- **flip test-time augmentation**: each image's class probabilities are the mean of the image's "
+            "and its horizontal mirror's (the config trained with flips); the exported files do the same."
+        )
     elif fm.get("flip_tta_asked"):
         lines.append("- flip test-time augmentation: not applied, the config trained without flips.")
     seeds = f"mean ± std over {n} seeds" if n > 1 else "1 seed; `--seeds K` for mean ± std"
@@ -201,8 +207,12 @@ def final_model_lines(m) -> list[str]:
         if row is table[-1]:
             value = f"**{value}**"
         lines.append(f"| {label} | {value} | {', '.join(f'{a:.4f}' for a in row['accuracy'])} |")
-    lines += ["", f"Shipped: {options_words(fm)}. Each row is a model evaluated once on the test set; the options "
-              "were chosen beforehand, not by these numbers.", ""]  # fmt: skip
+    lines += [
+        "",
+        f"Shipped: {options_words(fm)}. Each row is a model evaluated once on the test set; the options "
+        "were chosen beforehand, not by these numbers.",
+        "",
+    ]
     return lines
 
 

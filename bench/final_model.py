@@ -50,8 +50,15 @@ def measure(args) -> dict:
     load_before = os.getloadavg()
     exp = load_experiment(resolve_experiment(args.experiment, args.storage_path))
     exp.configs[exp.best_id] = {**exp.best_config, "seed": args.seed}  # evaluate_runs starts at the config's seed
-    rargs = SimpleNamespace(no_retrain=False, epochs=args.epochs, seeds=1, precision="trial", data_dir=None,
-                            cache_dir=None, test_subset=None)  # fmt: skip
+    rargs = SimpleNamespace(
+        no_retrain=False,
+        epochs=args.epochs,
+        seeds=1,
+        precision="trial",
+        data_dir=None,
+        cache_dir=None,
+        test_subset=None,
+    )
     dataset = load_data(exp, rargs)
     fw = local_framework(exp.info.get("framework", "torch"), "cpu", args.threads)
     options = Options(refit=True, ema_decay=args.ema_decay, flip_tta=True)
@@ -72,8 +79,10 @@ def measure(args) -> dict:
 
     evaluation.train_one, fw.predict = timed_train_one, timed_predict
     ev = evaluation.evaluate_runs(exp, rargs, dataset, fw, options)
-    epoch_seconds = {run.trained_on: float(np.median([h["epoch_seconds"] for h in run.history]))
-                     for run in (ev.plain[0], ev.refits[0])}  # fmt: skip
+    epoch_seconds = {
+        run.trained_on: float(np.median([h["epoch_seconds"] for h in run.history]))
+        for run in (ev.plain[0], ev.refits[0])
+    }
     return {
         "experiment": exp.path,
         "config": exp.best_config,
@@ -91,15 +100,19 @@ def measure(args) -> dict:
 
 def summarize(paths: list[str]) -> str:
     runs = [json.loads(Path(p).read_text()) for p in paths]
-    lines = [f"{len(runs)} seeds: {', '.join(str(r['seed']) for r in runs)}", "| model | test accuracy | per seed |",
-             "|---|---|---|"]  # fmt: skip
+    lines = [
+        f"{len(runs)} seeds: {', '.join(str(r['seed']) for r in runs)}",
+        "| model | test accuracy | per seed |",
+        "|---|---|---|",
+    ]
     plain = np.array([r["table"]["plain"]["accuracy"] for r in runs])
     for key, row in runs[0]["table"].items():
         accs = np.array([r["table"][key]["accuracy"] for r in runs])
         std = accs.std(ddof=1) if len(accs) > 1 else 0.0
         gain = f"; {accs.mean() - plain.mean():+.4f} over plain" if key != "plain" else ""
-        lines.append(f"| {row['label']} | {accs.mean():.4f} ± {std:.4f}{gain} | "
-                     f"{', '.join(f'{a:.4f}' for a in accs)} |")  # fmt: skip
+        lines.append(
+            f"| {row['label']} | {accs.mean():.4f} ± {std:.4f}{gain} | {', '.join(f'{a:.4f}' for a in accs)} |"
+        )
     for key in ("retrain", "refit", "test_eval", "test_eval_tta"):
         values = [r["seconds"].get(key) for r in runs if r["seconds"].get(key) is not None]
         if values:

@@ -237,5 +237,13 @@ def export_existing(results_dir: str, *, storage_path: str = "experiments", expe
     if model is None:
         raise ExportError(f"{d} has no {weights.name}; run report.py on the experiment again")
     metrics = json.loads((d / "metrics.json").read_text())
-    return export_model(d, framework=framework, model=model, dataset=dataset, config=config, info=info, metrics=metrics,
-                        final_model=final_model)  # fmt: skip
+    return export_model(
+        d,
+        framework=framework,
+        model=model,
+        dataset=dataset,
+        config=config,
+        info=info,
+        metrics=metrics,
+        final_model=final_model,
+    )

@@ -22,8 +22,18 @@ from trainables.augment_spec import Augment
 
 CPU = torch.device("cpu")
 NO_AUGMENT = dict(flip=False, crop_padding=0, cutout=0)
-LENET = dict(model="lenet5", lr=1e-2, batch_size=16, max_epochs=2, optimizer="sgd", schedule="cosine",
-             weight_decay=0.0, dropout=0.0, seed=0, **NO_AUGMENT)  # fmt: skip
+LENET = dict(
+    model="lenet5",
+    lr=1e-2,
+    batch_size=16,
+    max_epochs=2,
+    optimizer="sgd",
+    schedule="cosine",
+    weight_decay=0.0,
+    dropout=0.0,
+    seed=0,
+    **NO_AUGMENT,
+)
 
 
 @pytest.fixture(scope="module")
@@ -47,8 +57,14 @@ def test_refit_data_is_every_labelled_image_once_and_no_test_image(dataset):
     assert not set(image_keys(dataset.x_test)) & set(labelled)
     assert len(data["x_val"]) == len(data["y_val"]) == 0
     # labels travel with their images
-    by_image = {img.tobytes(): y for img, y in zip(np.concatenate([dataset.x_train, dataset.x_val]),
-                                                   np.concatenate([dataset.y_train, dataset.y_val]), strict=True)}  # fmt: skip
+    by_image = {
+        img.tobytes(): y
+        for img, y in zip(
+            np.concatenate([dataset.x_train, dataset.x_val]),
+            np.concatenate([dataset.y_train, dataset.y_val]),
+            strict=True,
+        )
+    }
     assert all(by_image[img.tobytes()] == y for img, y in zip(data["x_train"], data["y_train"], strict=True))
 
 
@@ -84,8 +100,17 @@ def test_the_keras_stream_holds_every_refit_image_once_per_epoch(dataset):
     from trainables.keras_loop import to_nhwc, train_stream
 
     data = refit_data(dataset.search_arrays())
-    stream = train_stream(to_nhwc(data["x_train"]), data["y_train"], num_classes=3, batch_size=16, epochs=range(1, 3),
-                          seed=0, augment=Augment(**NO_AUGMENT), mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))  # fmt: skip
+    stream = train_stream(
+        to_nhwc(data["x_train"]),
+        data["y_train"],
+        num_classes=3,
+        batch_size=16,
+        epochs=range(1, 3),
+        seed=0,
+        augment=Augment(**NO_AUGMENT),
+        mean=(0.0, 0.0, 0.0),
+        std=(1.0, 1.0, 1.0),
+    )
     batches = [np.round(xb.numpy() * 255).astype(np.uint8).transpose(0, 3, 1, 2) for xb, _ in stream]
     steps = len(data["y_train"]) // 16
     assert len(batches) == 2 * steps
@@ -102,8 +127,17 @@ def test_a_refit_keeps_its_last_epoch(dataset):
 # ---------------------------------------------------------------------------------------------------------------
 # weight averaging: the EMA, and BatchNorm statistics recomputed for it
 
-RESNET = dict(model="resnet18", stem="imagenet", lr=0.05, max_epochs=2, optimizer="sgd", schedule="constant",
-              weight_decay=0.0, seed=0, **NO_AUGMENT)  # fmt: skip
+RESNET = dict(
+    model="resnet18",
+    stem="imagenet",
+    lr=0.05,
+    max_epochs=2,
+    optimizer="sgd",
+    schedule="constant",
+    weight_decay=0.0,
+    seed=0,
+    **NO_AUGMENT,
+)
 
 
 def test_torch_ema_is_the_moving_average_of_every_steps_weights(dataset):
@@ -111,8 +145,12 @@ def test_torch_ema_is_the_moving_average_of_every_steps_weights(dataset):
     data = refit_data(dataset.search_arrays())
     config = {**RESNET, "batch_size": len(data["y_train"]), "ema_decay": 0.75}
     states = []
-    torch_loop.fit(config, data, lambda r, s: states.append({k: {n: t.clone() for n, t in s[k].items()}
-                                                             for k in ("model", "ema")}), device=CPU)  # fmt: skip
+    torch_loop.fit(
+        config,
+        data,
+        lambda r, s: states.append({k: {n: t.clone() for n, t in s[k].items()} for k in ("model", "ema")}),
+        device=CPU,
+    )
     (w1, e1), (w2, e2) = [(s["model"], s["ema"]) for s in states]
     name = "fc.weight"
     assert torch.equal(e1[name], w1[name])
@@ -169,8 +207,9 @@ def test_keras_averaged_model_differs_from_the_last_epoch_and_recomputes_batchno
 
 
 def args(**kw):
-    return SimpleNamespace(**{"refit": None, "ema": None, "flip_tta": None, "ema_decay": None, "no_retrain": False,
-                              **kw})  # fmt: skip
+    return SimpleNamespace(
+        **{"refit": None, "ema": None, "flip_tta": None, "ema_decay": None, "no_retrain": False, **kw}
+    )
 
 
 def test_options_defaults_and_bad_combinations_are_one_line():

@@ -169,8 +169,23 @@ def test_report_ships_refit_ema_and_flip_tta_and_predict_agrees_with_metrics_jso
     the real test images, give metrics.json's confusion matrix; retrain_history.csv marks the refit's rows."""
     import csv
 
-    proc = run_report("--experiment", "tiny", "--storage-path", smoke_experiment, "--out", tmp_path, "--seeds", 2,
-                      "--epochs", 2, "--refit", "--ema", "--ema-decay", 0.9, "--flip-tta")  # fmt: skip
+    proc = run_report(
+        "--experiment",
+        "tiny",
+        "--storage-path",
+        smoke_experiment,
+        "--out",
+        tmp_path,
+        "--seeds",
+        2,
+        "--epochs",
+        2,
+        "--refit",
+        "--ema",
+        "--ema-decay",
+        0.9,
+        "--flip-tta",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = tmp_path / "tiny"
     m = check_outputs(out)
@@ -204,8 +219,22 @@ def test_report_ships_refit_ema_and_flip_tta_and_predict_agrees_with_metrics_jso
     for backend in ("onnx", "torch"):
         csv_path = tmp_path / f"{backend}.csv"
         test_dir = smoke_experiment_test_dir(smoke_experiment)
-        proc = subprocess.run([sys.executable, str(ROOT / "predict.py"), "--model", str(out), str(test_dir), "--csv",
-                               str(csv_path), "--backend", backend], capture_output=True, text=True, timeout=120)  # fmt: skip
+        proc = subprocess.run(
+            [
+                sys.executable,
+                str(ROOT / "predict.py"),
+                "--model",
+                str(out),
+                str(test_dir),
+                "--csv",
+                str(csv_path),
+                "--backend",
+                backend,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert proc.returncode == 0, proc.stderr[-2000:]
         assert "refit on train + validation" in proc.stderr.splitlines()[0]
         with open(csv_path) as f:

@@ -157,8 +157,16 @@ def test_flip_tta_inside_the_export_matches_the_reports_evaluation(dataset, tmp_
     plain = fw.predict(model, dataset.x_test, dataset.search_arrays(), config)
     assert np.abs(report_eval - plain).max() > 10 * TOLERANCE  # the check below has teeth
     final_model = {"refit": None, "weight_averaging": None, "flip_tta": True, "flip_tta_asked": True}
-    card = export_model(tmp_path, framework="torch", model=model, dataset=dataset, config=config, info=INFO,
-                        metrics=METRICS, final_model=final_model)  # fmt: skip
+    card = export_model(
+        tmp_path,
+        framework="torch",
+        model=model,
+        dataset=dataset,
+        config=config,
+        info=INFO,
+        metrics=METRICS,
+        final_model=final_model,
+    )
     assert card["preprocessing_inside"]["flip_tta"] is True and "flip" in card["final_model"]["carries"]
     x = nhwc(dataset.x_test)
     session = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
@@ -371,8 +379,16 @@ def test_keras_flip_tta_inside_the_export(dataset, tmp_path):
     outputs = keras.layers.Dense(3, activation="softmax")(keras.layers.Flatten()(x))  # position-sensitive
     model = keras.Model(inputs, outputs)
     final_model = {"refit": None, "weight_averaging": None, "flip_tta": True}
-    card = export_model(tmp_path, framework="keras", model=model, dataset=dataset, config={"model": "keras_resnet18"},
-                        info=INFO, metrics=METRICS, final_model=final_model)  # fmt: skip
+    card = export_model(
+        tmp_path,
+        framework="keras",
+        model=model,
+        dataset=dataset,
+        config={"model": "keras_resnet18"},
+        info=INFO,
+        metrics=METRICS,
+        final_model=final_model,
+    )
     assert card["check"]["passed"] and card["preprocessing_inside"]["flip_tta"] is True
     expected = export_keras.reference(model, dataset.x_test, dataset.mean, dataset.std, flip_tta=True)
     plain = export_keras.reference(model, dataset.x_test, dataset.mean, dataset.std)

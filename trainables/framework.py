@@ -140,8 +140,9 @@ class TorchFramework(_Loop):
         batch = eval_batch_size(self.device, int(config["batch_size"]))
         x = to_device_tensor(x_uint8_nchw, self.device)
         precision = choose_precision(self.device, config.get("precision"))  # the training's, as the report chose it
-        logits = predict(model, x, mean=mean, std=std, device=self.device, batch_size=batch, precision=precision,
-                         flip_tta=flip_tta)  # fmt: skip
+        logits = predict(
+            model, x, mean=mean, std=std, device=self.device, batch_size=batch, precision=precision, flip_tta=flip_tta
+        )
         return torch.softmax(logits, dim=1).cpu().numpy()
 
     def weights_of(self, state: dict):

@@ -145,8 +145,9 @@ def make_optimizer(config: dict, steps_per_epoch: int, max_epochs: int) -> keras
     if name in ("adam", "adamw"):
         return keras.optimizers.Adam(lr, weight_decay=wd, **ema)
     if name == "sgd":
-        return keras.optimizers.SGD(lr, momentum=float(config.get("momentum", 0.9)), nesterov=True, weight_decay=wd,
-                                    **ema)  # fmt: skip
+        return keras.optimizers.SGD(
+            lr, momentum=float(config.get("momentum", 0.9)), nesterov=True, weight_decay=wd, **ema
+        )
     raise ValueError(f"unknown optimizer {name!r}; known: {', '.join(OPTIMIZERS)}")
 
 
@@ -413,10 +414,16 @@ def recompute_bn(model: keras.Model, config: dict, data: dict, images: int = BN_
     pick = np.random.default_rng(seed).permutation(len(data["y_train"]))[:images]
     batch_size = min(int(config["batch_size"]), len(pick))
     stream = train_stream(
-        to_nhwc(data["x_train"][pick]), np.asarray(data["y_train"])[pick], num_classes=len(data["classes"]),
-        batch_size=batch_size, epochs=range(1, 2), seed=seed, augment=Augment.from_config(config),
-        mean=tuple(data["mean"]), std=tuple(data["std"]),
-    )  # fmt: skip
+        to_nhwc(data["x_train"][pick]),
+        np.asarray(data["y_train"])[pick],
+        num_classes=len(data["classes"]),
+        batch_size=batch_size,
+        epochs=range(1, 2),
+        seed=seed,
+        augment=Augment.from_config(config),
+        mean=tuple(data["mean"]),
+        std=tuple(data["std"]),
+    )
     momenta = [bn.momentum for bn in layers]
     for bn in layers:
         bn.moving_mean.assign(np.zeros(bn.moving_mean.shape, np.float32))

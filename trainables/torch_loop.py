@@ -294,8 +294,9 @@ def fit(
     averaged = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay)) if ema_decay else None
 
     def validate():
-        return evaluate(model, x_val, y_val, mean=mean, std=std, device=device, batch_size=eval_batch,
-                        precision=precision)  # fmt: skip
+        return evaluate(
+            model, x_val, y_val, mean=mean, std=std, device=device, batch_size=eval_batch, precision=precision
+        )
 
     start_epoch = 0
     if checkpoint is not None:
@@ -358,9 +359,16 @@ def recompute_bn(model: nn.Module, config: dict, data: dict, device: torch.devic
     x, y = to_device_tensor(data["x_train"][pick], device), to_device_tensor(data["y_train"][pick], device)
     mean, std, size = input_config(model, *norm_tensors(data["mean"], data["std"], device))
     augment = Augment.from_config(config)
-    batches = epoch_batches(EpochAugment(x, augment, mean), y, batch_size=int(config["batch_size"]), mean=mean,
-                            std=std, augment=augment, generator=torch.Generator(device=device).manual_seed(seed),
-                            size=size)  # fmt: skip
+    batches = epoch_batches(
+        EpochAugment(x, augment, mean),
+        y,
+        batch_size=int(config["batch_size"]),
+        mean=mean,
+        std=std,
+        augment=augment,
+        generator=torch.Generator(device=device).manual_seed(seed),
+        size=size,
+    )
     update_bn((xb for xb, _ in batches), model, device)
 
 
