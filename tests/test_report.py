@@ -438,3 +438,16 @@ def test_the_browser_probe_sees_overflow_and_broken_images(tmp_path):
                     '<img alt="broken" src="data:image/png;base64,AAAA"></body></html>')  # fmt: skip
     found = browser.measure(page, 390, 600, tmp_path)
     assert found["scrollWidth"] > 390 and found["overflowing"] and found["undecoded"] == ["broken"]
+
+
+def test_threads_follow_the_cores_busy_now_not_the_load_average(monkeypatch):
+    """A machine that was busy a minute ago (the README's search) but is idle now gets every core for the retrain."""
+    import os
+
+    from analysis import retrain
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(os, "getloadavg", lambda: (1.5, 1.9, 1.2))  # the search that just ended
+    assert retrain.default_threads(busy=0.0) == 2 and retrain.default_threads(busy=1.0) == 1
+    assert retrain.default_threads(busy=7.0) == 1  # never fewer than one
+    assert retrain.busy_cores(samples=2, interval=0.01) >= 0.0
