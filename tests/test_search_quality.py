@@ -55,7 +55,9 @@ def test_retrain_keeps_the_trials_schedule_horizon(tiny_arrays):
 
     config = dict(model="lenet5", lr=1e-2, batch_size=16, max_epochs=6, optimizer="sgd", schedule="cosine",
                   weight_decay=0.0, label_smoothing=0.0, flip=False, crop_padding=0, cutout=0, dropout=0.0, seed=0)  # fmt: skip
-    run = retrain(local_framework("torch", "cpu"), config, tiny_arrays, 2, lambda r: None)
+    run = retrain(
+        local_framework("torch", "cpu"), config, tiny_arrays, 2, lambda r: None, metric=M.VAL_LOSS, mode="min"
+    )
     assert [r[M.EPOCH] for r in run.history] == [1, 2]
     assert run.history[-1][M.LR] == pytest.approx(1e-2 * 0.5 * (1 + math.cos(math.pi * 2 / 6)), rel=1e-6)
 
