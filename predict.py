@@ -65,6 +65,10 @@ def main(argv=None) -> int:
     except (CardError, PredictError) as e:
         print(error_lines(str(e)), file=sys.stderr)
         return 2
+    print(
+        f"model {args.model}: {predictor.card['model']} ({predictor.card['framework']}), {predictor.carries}",
+        file=sys.stderr,
+    )
     files, problems, ignored = find_images(args.inputs)
     for item, why in problems:
         print(f"skipped {item}: {why}", file=sys.stderr)

@@ -1,12 +1,19 @@
 """Report on a search: best config -> retrain -> one test-set evaluation -> metric tables and plots.
 
-    # the most recent experiment under experiments/: retrain its best config, evaluate once on the test set
+    # the most recent experiment under experiments/: retrain its best config, refit it on train + validation, evaluate
+    # each once on the test set (with flip test-time augmentation), ship the refit (the defaults: docs/report.md)
     python report.py --experiment latest
+
+    # what each option buys, over 3 seeds: the plain retrain, + refit, + EMA of the weights, + flip TTA, all of them
+    python report.py --experiment latest --seeds 3 --refit --ema --flip-tta
+
+    # ship the plain retrain (one training per seed, no TTA)
+    python report.py --experiment latest --no-refit --no-flip-tta
 
     # 3 seeds (mean ± std of test accuracy, a table per seed), 15 epochs each
     python report.py --experiment lenet5-20261121-120000 --seeds 3 --epochs 15
 
-    # 2 torch threads instead of the default (the cores the load average leaves free)
+    # 2 torch threads instead of the default (the cores other runnable processes leave free)
     python report.py --experiment latest --threads 2
 
     # no retraining: evaluate the best trial's own checkpoint
@@ -24,7 +31,8 @@ learning_curves, best_trial, confusion_matrix, hyperparameters, param_importance
 report.html (the same content in one self-contained file: images embedded, no network); then the model exported with
 its preprocessing inside and checked (serving/export.py): model.pt2 + model.onnx (torch) or model_inference.keras +
 model_savedmodel/ + model.onnx (Keras), described by model_card.json.
-Outputs appear only when complete: they are written to a temporary folder that replaces the old one at the end.
+The shipped model (the last row of report.md's table) is what model.pth holds and what is exported; the model card and
+predict.py say which options it carries. Outputs appear only when complete: they are written to a temporary folder that replaces the old one at the end.
 """
 
 from __future__ import annotations
@@ -61,7 +69,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--threads",
         type=int,
         default=None,
-        help="CPU threads of the retrain (default: the cores the 1-minute load average leaves free, at least 1; "
+        help="CPU threads of the retrain (default: the cores other runnable processes leave free now, at least 1; "
         "2 threads on 2 busy cores ran 4.5-23x slower than 1)",
     )
     g.add_argument("--data-dir", default=None, help="the data, if not where the experiment found it")
@@ -74,6 +82,34 @@ def parse_args(argv=None) -> argparse.Namespace:
         default=None,
         metavar="N",
         help="evaluate on N test images, stratified (default: the whole test set)",
+    )
+    from analysis.final_model import DEFAULTS, EMA_DECAY  # numpy only: --help stays fast
+
+    on = {k: "on" if v else "off" for k, v in DEFAULTS.items()}
+    g = p.add_argument_group("the shipped model (analysis/final_model.py; report.md's table shows what each bought)")
+    g.add_argument(
+        "--refit",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also retrain on train + validation for the search's best epoch and ship that (default: "
+        f"{on['refit']}; "
+        "one more training per seed)",
+    )
+    g.add_argument(
+        "--ema",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help=f"keep an EMA of the weights (BatchNorm recomputed) and ship it (default: {on['ema']})",
+    )
+    g.add_argument(
+        "--ema-decay", type=float, default=None, metavar="D", help=f"per-step EMA decay (default: {EMA_DECAY:g})"
+    )
+    g.add_argument(
+        "--flip-tta",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="mean of each image and its mirror, when the config trained with flips; inside the exported "
+        f"files too (default: {on['flip_tta']})",
     )
     g = p.add_argument_group("export (serving/export.py)")
     g.add_argument("--export-only", metavar="RESULTS_DIR", default=None, help="only export a report folder's model")
@@ -138,10 +174,11 @@ def check_args(args) -> None:
 def make_report(args) -> None:
     from analysis.evaluation import evaluate_runs
     from analysis.experiment import EXPERIMENT_FILE, join, read_json
+    from analysis.final_model import options_from_args
     from analysis.progress import restart_clock, step
     from analysis.report_data import load_data
     from analysis.report_files import replacing, write_report
-    from analysis.retrain import default_threads, local_framework
+    from analysis.retrain import busy_cores, default_threads, local_framework
     from analysis.trials import ReportError, load_experiment, resolve_experiment
     from search_driver.ray_compat import quiet_analysis_logs
     from serving.export import export_model
@@ -150,6 +187,7 @@ def make_report(args) -> None:
     t0 = time.time()
     restart_clock()
     quiet_analysis_logs()  # Ray's "no result for trial X" warnings for pending trials
+    options = options_from_args(args)
     path = resolve_experiment(args.experiment, args.storage_path)
     step(f"reading the experiment {path}")
     if why := changed(read_json(join(path, EXPERIMENT_FILE)), "report.py"):  # a user's builder file edited since
@@ -159,32 +197,36 @@ def make_report(args) -> None:
     step(f"loading the data ({exp.info['data']['path']})")
     dataset = load_data(exp, args)
 
-    threads = args.threads or default_threads()
-    print(f"retrain: {threads} CPU thread(s) of {os.cpu_count()} cores (1-min load {os.getloadavg()[0]:.1f}; "
-          "--threads N to change)", file=sys.stderr)  # fmt: skip
+    busy = busy_cores()
+    threads = args.threads or default_threads(busy)
+    print(f"retrain: {threads} CPU thread(s) of {os.cpu_count()} cores ({busy:.1f} busy now, 1-min load "
+          f"{os.getloadavg()[0]:.1f}; --threads N to change)", file=sys.stderr)  # fmt: skip
     step(f"{'loading the best checkpoint' if args.no_retrain else 'retraining the best config'} "
          f"({exp.info.get('framework', 'torch')})")  # fmt: skip
     fw = local_framework(exp.info.get("framework", "torch"), args.device, threads)
-    runs, results, preds, precision = evaluate_runs(exp, args, dataset, fw)
-    print(f"precision: {precision['used']}, {precision['chosen_by']}", file=sys.stderr)
+    ev = evaluate_runs(exp, args, dataset, fw, options)
+    print(f"precision: {ev.precision['used']}, {ev.precision['chosen_by']}", file=sys.stderr)
 
     out = Path(args.out) / Path(exp.path.rstrip("/")).name
     with replacing(out) as tmp:
         step("writing metrics, the model and the report")
-        write_report(exp, args, dataset, fw, runs, results, preds, precision, tmp)
+        saved = write_report(exp, args, dataset, fw, ev, tmp)
     m = json.loads((out / "metrics.json").read_text())
     if not args.no_export:  # after the report is in place: a failed export check loses no result
-        saved = [s["seed"] for s in m["seeds"]].index(m["saved_seed"])  # the model write_report saved
-        export_model(out, framework=fw.name, model=runs[saved].model, dataset=dataset, config=exp.best_config,
-                     info=exp.info, metrics=m)  # fmt: skip
+        step("exporting and checking the shipped model")
+        export_model(out, framework=fw.name, model=ev.shipped_model(saved), dataset=dataset, config=exp.best_config,
+                     info=exp.info, metrics=m, final_model=m["final_model"])  # fmt: skip
     print(f"{headline(m)}; report: {out / 'report.md'} ({time.time() - t0:.0f} s)")
 
 
 def headline(m: dict) -> str:
+    from analysis.final_model import options_words
+
+    carries = options_words(m["final_model"])
     if len(m["seeds"]) > 1:
         return (f"test accuracy {m['mean']:.4f} ± {m['std']:.4f} over {len(m['seeds'])} seeds (saved model: seed "
-                f"{m['saved_seed']}, {m['accuracy']:.4f}, macro F1 {m['macro']['f1']:.4f})")  # fmt: skip
-    return f"test accuracy {m['accuracy']:.4f} (macro F1 {m['macro']['f1']:.4f})"
+                f"{m['saved_seed']}, {m['accuracy']:.4f}, macro F1 {m['macro']['f1']:.4f}; {carries})")  # fmt: skip
+    return f"test accuracy {m['accuracy']:.4f} (macro F1 {m['macro']['f1']:.4f}; {carries})"
 
 
 if __name__ == "__main__":

@@ -7,11 +7,15 @@ otherwise."""
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 import numpy as np
 
 from trainables import metric_names as M
 
 from .classification_metrics import classification_metrics
+from .final_model import Options, Variant, refit_data, variants
 from .progress import bar, step
 from .retrain import Run, retrain
 from .trials import ReportError
@@ -40,15 +44,65 @@ def report_precision(exp, requested: str) -> tuple[str | None, str]:
     return recorded, f"the best trial's ({exp.best_id})"
 
 
-def evaluate_runs(exp, args, dataset, fw) -> tuple[list[Run], list[dict], list[np.ndarray], dict]:
-    """Retrain (one per seed) or load the checkpoint; returns the runs, each one's test metrics, each one's test
-    predictions (class indices), and the precision record {"used", "chosen_by"}."""
+@dataclass
+class Evaluation:
+    """What the report trained and measured: per seed the plain retrain (and its refit), each table row's test
+    metrics per seed, and the options the shipped model (the last row) carries."""
+
+    options: Options
+    variants: list[Variant]  # the table's rows; the last one is the shipped model
+    plain: list[Run]  # one per seed: the retrain on the training split (or the best trial's checkpoint)
+    refits: list[Run | None]  # one per seed: the refit on train + validation (None without --refit)
+    results: dict[str, list[dict]]  # variant key -> test metrics per seed
+    preds: dict[str, list[np.ndarray]]  # variant key -> predicted classes per seed
+    precision: dict  # {"used", "chosen_by"}
+    refit_epochs: int | None = None
+    refit_images: int | None = None
+    refit_epochs_rule: str = ""
+
+    @property
+    def shipped(self) -> Variant:
+        return self.variants[-1]
+
+    def shipped_run(self, k: int) -> Run:
+        return self.refits[k] if self.shipped.refit else self.plain[k]
+
+    def shipped_model(self, k: int):
+        run = self.shipped_run(k)
+        return run.averaged if self.shipped.averaged else run.model
+
+    def record(self, config: dict) -> dict:
+        """metrics.json's "final_model": the options and the table (test accuracy of every row, per seed)."""
+        table = []
+        for v in self.variants:
+            accs = [r["accuracy"] for r in self.results[v.key]]
+            table.append(
+                {
+                    "key": v.key,
+                    "label": v.label,
+                    "accuracy": accs,
+                    "mean": float(np.mean(accs)),
+                    "std": float(np.std(accs, ddof=1)) if len(accs) > 1 else 0.0,
+                }
+            )
+        record = self.options.record(config, self.refit_epochs, self.refit_images)
+        if record["refit"]:
+            record["refit"]["epochs_rule"] = self.refit_epochs_rule
+        return {**record, "table": table}
+
+
+def evaluate_runs(exp, args, dataset, fw, options: Options) -> Evaluation:
+    """Retrain (one per seed; with `options.refit` also a refit per seed) or load the checkpoint; then every row of
+    the table (`final_model.variants`) is scored once on the test set, per seed."""
     config = exp.best_config
     data = dataset.search_arrays()
     precision, chosen_by = report_precision(exp, getattr(args, "precision", "trial"))
     if precision is not None:
         config = {**config, M.PRECISION: precision}
-    runs = []
+    if options.ema_decay:
+        config = {**config, "ema_decay": options.ema_decay}
+    plain, refits = [], []
+    refit_epochs = refit_rule = None
     if args.no_retrain:
         trial = next(t for t in exp.analysis.trials if t.trial_id == exp.best_id)
         ckpt = exp.analysis.get_last_checkpoint(trial)
@@ -60,56 +114,124 @@ def evaluate_runs(exp, args, dataset, fw) -> tuple[list[Run], list[dict], list[n
             )
         history = exp.curves[exp.best_id].to_dict("records")
         at = [h[exp.metric] for h in history if h.get(M.EPOCH) == epoch]
-        runs.append(Run(model, history, epoch, float(at[-1]) if at else float("nan")))
+        plain.append(Run(model, history, epoch, float(at[-1]) if at else float("nan")))
+        refits.append(None)
     else:
         # Without --epochs: the trial exactly (its schedule horizon config["max_epochs"], its epochs). --epochs N is a
         # new recipe: N epochs with the schedule annealing over N.
         epochs = args.epochs or int(exp.curves[exp.best_id]["training_iteration"].max())
         if args.epochs:
             config = {**config, "max_epochs": args.epochs}
+        refit_epochs, refit_rule = refit_epoch_count(exp, args) if options.refit else (None, None)
         for k in range(args.seeds):
             seed = int(config.get("seed", 0)) + k
-            with bar(epochs, f"retrain seed {seed}", "epoch") as progress:
-
-                def on_epoch(r, progress=progress):
-                    progress.set_postfix(val_loss=f"{r[M.VAL_LOSS]:.3f}", val_acc=f"{r[M.VAL_ACC]:.3f}",
-                                         images_per_s=f"{r[M.IMAGES_PER_S]:.0f}")  # fmt: skip
-                    progress.update(1)
-
-                runs.append(
-                    retrain(fw, {**config, "seed": seed}, data, epochs, on_epoch, metric=exp.metric, mode=exp.mode)
+            plain.append(train_one(fw, {**config, "seed": seed}, data, epochs, f"retrain seed {seed}", exp))
+            if options.refit:
+                refits.append(
+                    train_one(
+                        fw,
+                        {**config, "seed": seed},
+                        refit_data(data),
+                        refit_epochs,
+                        f"refit seed {seed} (train + val)",
+                        exp,
+                    )
                 )
-    used = precision or (runs[0].history[-1].get(M.PRECISION) if runs[0].history else None) or "fp32"
-    results, preds = [], []
-    step(f"evaluating on the test set ({len(dataset.y_test)} images, {len(runs)} model{'s' * (len(runs) > 1)})")
-    for run in runs:
-        scores = fw.predict(run.model, dataset.x_test, data, config)
-        results.append(classification_metrics(dataset.y_test, scores, dataset.classes))
-        preds.append(scores.argmax(1))
-    return runs, results, preds, {"used": used, "chosen_by": chosen_by}
+            else:
+                refits.append(None)
+    used = precision or (plain[0].history[-1].get(M.PRECISION) if plain[0].history else None) or "fp32"
+    rows = variants(options, config, retrained=not args.no_retrain)
+    ev = Evaluation(
+        options,
+        rows,
+        plain,
+        refits,
+        {},
+        {},
+        {"used": used, "chosen_by": chosen_by},
+        refit_epochs,
+        len(data["y_train"]) + len(data["y_val"]) if options.refit else None,
+        refit_rule or "",
+    )
+    step(
+        f"evaluating on the test set ({len(dataset.y_test)} images, {len(rows)} model{'s' * (len(rows) > 1)} x "
+        f"{len(plain)} seed{'s' * (len(plain) > 1)}: {', '.join(v.key for v in rows)})"
+    )
+    with bar(len(rows) * len(plain), "test evaluation", "model") as progress:
+        for v in rows:
+            ev.results[v.key], ev.preds[v.key] = [], []
+            for k in range(len(plain)):
+                run = refits[k] if v.refit else plain[k]
+                model = run.averaged if v.averaged else run.model
+                scores = fw.predict(model, dataset.x_test, data, config, flip_tta=v.tta)
+                ev.results[v.key].append(classification_metrics(dataset.y_test, scores, dataset.classes))
+                ev.preds[v.key].append(scores.argmax(1))
+                progress.set_postfix(model=v.key, accuracy=f"{ev.results[v.key][-1]['accuracy']:.4f}")
+                progress.update(1)
+    return ev
 
 
-def saved_model_metrics(
-    runs: list[Run], results: list[dict], config: dict, retrained: bool, metric: str, mode: str
-) -> tuple[dict, int]:
-    """metrics.json: the saved model's test metrics, with every seed's figures and the mean ± std over seeds; returns
-    it and the index of the saved run. The saved seed is the one whose kept epoch is best by the search's rule
-    (`metric`, `mode`): chosen on validation data, never on the test set. The headline is the mean over all seeds."""
+def train_one(fw, config: dict, data: dict, epochs: int, what: str, exp) -> Run:
+    """One retrain with its progress bar (validation loss and accuracy, or the training loss of a refit)."""
+    with bar(epochs, what, "epoch") as progress:
+
+        def on_epoch(r, progress=progress):
+            if math.isnan(r[M.VAL_LOSS]):  # a refit: nothing validated
+                progress.set_postfix(train_loss=f"{r[M.TRAIN_LOSS]:.3f}", images_per_s=f"{r[M.IMAGES_PER_S]:.0f}")
+            else:
+                progress.set_postfix(
+                    val_loss=f"{r[M.VAL_LOSS]:.3f}",
+                    val_acc=f"{r[M.VAL_ACC]:.3f}",
+                    images_per_s=f"{r[M.IMAGES_PER_S]:.0f}",
+                )
+            progress.update(1)
+
+        return retrain(fw, config, data, epochs, on_epoch, metric=exp.metric, mode=exp.mode)
+
+
+def refit_epoch_count(exp, args) -> tuple[int, str]:
+    """A refit has no validation data to pick its epoch by, so the count is fixed before it starts: the epoch at
+    which the best trial reached its best metric in the search (same schedule horizon, so the learning rate at
+    every epoch is the trial's), or --epochs N. Not scaled by the data ratio: an epoch is one pass over every image
+    either way, and the refit's 11% more images per epoch already give it 11% more steps (docs/report.md)."""
+    if args.epochs:
+        return args.epochs, f"--epochs {args.epochs}"
+    epoch = int(exp.best_row["training_iteration"])
+    ran = int(exp.curves[exp.best_id]["training_iteration"].max())
+    return epoch, (
+        f"the epoch at which the best trial reached its {M.rule_words(exp.metric, exp.mode)} in the "
+        f"search ({epoch} of the {ran} it ran)"
+    )
+
+
+def saved_model_metrics(ev: Evaluation, config: dict, retrained: bool, metric: str, mode: str) -> tuple[dict, int]:
+    """metrics.json: the saved (shipped) model's test metrics, with every seed's figures and the mean ± std over
+    seeds; returns it and the index of the saved seed. The saved seed is the one whose plain retrain's kept epoch
+    is best by the search's rule (`metric`, `mode`): chosen on validation data, never on the test set. A refit has
+    no validation data: the first seed's is saved. The headline is the mean over all seeds."""
+    results = ev.results[ev.shipped.key]
     accs = [r["accuracy"] for r in results]
     seed0 = int(config.get("seed", 0))
     seeds = [
         {"seed": seed0 + k, "accuracy": r["accuracy"], "top5_accuracy": r["top5_accuracy"],
          "macro_f1": r["macro"]["f1"], "kept_epoch": run.best_epoch, "kept_value": run.kept_value}
-        for k, (r, run) in enumerate(zip(results, runs, strict=True))
+        for k, (r, run) in enumerate(zip(results, ev.plain, strict=True))
     ]  # fmt: skip
     chosen = 0
-    for k in range(1, len(runs)):
-        if M.better(seeds[k]["kept_value"], seeds[chosen]["kept_value"], mode):
-            chosen = k
+    if not ev.shipped.refit:
+        for k in range(1, len(seeds)):
+            if M.better(seeds[k]["kept_value"], seeds[chosen]["kept_value"], mode):
+                chosen = k
     main = dict(results[chosen])
     main["seeds"], main["saved_seed"] = seeds, seeds[chosen]["seed"]
     main["rule"] = {"metric": metric, "mode": mode}
-    main["saved_seed_rule"] = f"{M.rule_words(metric, mode)} at its kept epoch" if len(runs) > 1 else "the only run"
+    if len(seeds) == 1:
+        main["saved_seed_rule"] = "the only run"
+    elif ev.shipped.refit:
+        main["saved_seed_rule"] = "first seed (a refit keeps no validation data to choose by)"
+    else:
+        main["saved_seed_rule"] = f"{M.rule_words(metric, mode)} at its kept epoch"
     main["mean"], main["std"] = float(np.mean(accs)), float(np.std(accs, ddof=1) if len(accs) > 1 else 0.0)
     main["retrained"] = retrained
+    main["final_model"] = ev.record(config)
     return main, chosen

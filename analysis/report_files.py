@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import shutil
 import tempfile
 from contextlib import contextmanager
@@ -39,28 +40,31 @@ def replacing(out: Path):
         raise
 
 
-def write_report(exp, args, dataset, fw, runs, results, preds, precision: dict, out: Path) -> None:
-    """Every file of the report on `runs` (evaluation.evaluate_runs) into the folder `out`."""
+def write_report(exp, args, dataset, fw, ev, out: Path) -> int:
+    """Every file of the report on `ev` (evaluation.evaluate_runs) into the folder `out`; returns the index of the
+    saved seed (its shipped model is `ev.shipped_model(index)`)."""
     config = exp.best_config
-    m, saved = saved_model_metrics(runs, results, config, not args.no_retrain, exp.metric, exp.mode)
-    m["precision"] = precision
-    run, pred = runs[saved], preds[saved]
+    m, saved = saved_model_metrics(ev, config, not args.no_retrain, exp.metric, exp.mode)
+    m["precision"] = ev.precision
+    run, pred, model = ev.plain[saved], ev.preds[ev.shipped.key][saved], ev.shipped_model(saved)
     write_metrics(m, out)
-    write_history(runs, [s["seed"] for s in m["seeds"]], out / "retrain_history.csv")
+    write_history(ev, [s["seed"] for s in m["seeds"]], out / "retrain_history.csv")
     best_config = {
         **config,
         "seed": m["saved_seed"],
-        M.PRECISION: precision["used"],
-        "input": fw.input_spec(run.model, dataset.search_arrays()),
+        M.PRECISION: ev.precision["used"],
+        "input": fw.input_spec(model, dataset.search_arrays()),
         "classes": dataset.classes,
+        "final_model": {k: v for k, v in m["final_model"].items() if k != "table"},
     }
     (out / "best_config.json").write_text(json.dumps(best_config, indent=2, default=str))
-    weights = fw.save_model(run.model, out)
+    weights = fw.save_model(model, out)
 
     step("drawing the plots")
     note, rung, rung_trials = draw_plots(exp, dataset, run, m, pred, out)
     (out / "report.md").write_text(report_markdown(exp, m, weights, fw, config, dataset, note, rung, rung_trials))
     (out / "report.html").write_text(report_html((out / "report.md").read_text(), out))  # same content, one file
+    return saved
 
 
 HISTORY_KEYS = (
@@ -77,15 +81,22 @@ HISTORY_KEYS = (
 )
 
 
-def write_history(runs, seeds: list[int], path: Path) -> None:
-    """retrain_history.csv: one row per seed and epoch of the report's own training, under the trainables' metric
-    names, and which epoch each seed kept (the shipped model's curves without the experiment folder)."""
+def write_history(ev, seeds: list[int], path: Path) -> None:
+    """retrain_history.csv: one row per seed, training and epoch of the report's own trainings, under the trainables'
+    metric names, and which epoch each kept (the shipped model's curves without the experiment folder).
+    `trained_on` says which data: "train" (validated on the validation split) or "train+val" (a refit: nothing
+    left to validate on, so its val_loss and val_acc cells are empty, never a number)."""
     with open(path, "w", newline="") as f:
         w = csv.writer(f, lineterminator="\n")
-        w.writerow(["seed", *HISTORY_KEYS, "kept"])
-        for seed, run in zip(seeds, runs, strict=True):
-            for h in run.history:
-                w.writerow([seed, *(h.get(k, "") for k in HISTORY_KEYS), int(h.get(M.EPOCH) == run.best_epoch)])
+        w.writerow(["seed", "trained_on", *HISTORY_KEYS, "kept"])
+        for seed, plain, refit in zip(seeds, ev.plain, ev.refits, strict=True):
+            for run in (plain, refit) if refit is not None else (plain,):
+                for h in run.history:
+                    cells = [
+                        "" if isinstance(v, float) and math.isnan(v) else v
+                        for v in (h.get(k, "") for k in HISTORY_KEYS)
+                    ]
+                    w.writerow([seed, run.trained_on, *cells, int(h.get(M.EPOCH) == run.best_epoch)])
 
 
 def write_metrics(m: dict, out: Path) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 from trainables.metric_names import rule_words
 
 from .classification_metrics import metrics_markdown
+from .final_model import options_words
 from .parts import report_lines
 from .trials import best_report, versus_first_trial
 
@@ -57,6 +58,7 @@ def report_markdown(exp, m, weights, fw, config, dataset, imp_note, rung, rung_t
         *test_set_lines(m, test_set_line(dataset)),
         precision_line(m),
         "",
+        *final_model_lines(m),
         metrics_table_intro(m),
         "",
         *metrics_md_lines(m),
@@ -77,6 +79,14 @@ def report_markdown(exp, m, weights, fw, config, dataset, imp_note, rung, rung_t
         "## The trained model",
         f"`{weights}`; config, normalisation and input size in `best_config.json`. To load it for inference:",
         fw.load_note({**config, "input_size": int(dataset.x_train.shape[-1])}, len(dataset.classes)),
+        *(
+            [
+                "The file holds the shipped network's weights; the flip test-time augmentation is not in it: average the "
+                "probabilities of each image and its horizontal mirror, as the exported files below do."
+            ]
+            if (m.get("final_model") or {}).get("flip_tta")
+            else []
+        ),
         "",
     ]
     return "\n".join(lines)
@@ -121,24 +131,27 @@ def test_set_lines(m, size_line: str) -> list[str]:
     """The section head and the test set's size (`size_line`); how the model(s) were made, and with several seeds the
     per-seed table and which was saved."""
     seeds = m["seeds"]
+    fm = m.get("final_model") or {}
+    shipped = f" Shipped: {options_words(fm)} (the table below)." if len(fm.get("table", [])) > 1 else ""
     if not m["retrained"]:
-        own = f"The best trial's own last checkpoint (epoch {seeds[0]['kept_epoch']}), not retrained."
-        return ["## Test set (evaluated once)", size_line, "", own, ""]
+        own = f"The best trial's own last checkpoint (epoch {seeds[0]['kept_epoch']}), not retrained.{shipped}"
+        return ["## Test set (evaluated once per model)", size_line, "", own, ""]
     rule = m.get("rule", {"metric": "val_loss", "mode": "min"})
     metric = rule["metric"]
     kept = f"keeping the weights of the epoch with the {rule_words(metric, rule['mode'])} (the search's own rule)"
     if len(seeds) == 1:
-        return ["## Test set (evaluated once)", size_line, "",
-                f"Retrained on the training split, {kept} (epoch {seeds[0]['kept_epoch']}).", ""]  # fmt: skip
+        return ["## Test set (evaluated once per model)", size_line, "",
+                f"Retrained on the training split, {kept} (epoch {seeds[0]['kept_epoch']}).{shipped}", ""]  # fmt: skip
+    kept_column = "retrain's kept epoch" if fm.get("refit") else "kept epoch"
     lines = [
         f"## Test set ({len(seeds)} retrained models, each evaluated once)",
         size_line,
         "",
-        f"Retrained on the training split with seeds {', '.join(str(s['seed']) for s in seeds)}, each {kept}.",
+        f"Retrained on the training split with seeds {', '.join(str(s['seed']) for s in seeds)}, each {kept}.{shipped}",
         "",
         f"test accuracy **{m['mean']:.4f} ± {m['std']:.4f}** (mean ± sample std over {len(seeds)} seeds)",
         "",
-        f"| seed | test accuracy | top-5 | macro F1 | kept epoch | {metric} there | saved |",
+        f"| seed | test accuracy | top-5 | macro F1 | {kept_column} | {metric} there | saved |",
         "|---|---|---|---|---|---|---|",
     ]
     lines += [
@@ -148,8 +161,59 @@ def test_set_lines(m, size_line: str) -> list[str]:
     ]
     lines += [
         "",
-        f"Saved model: seed {m['saved_seed']}, the {m['saved_seed_rule']} (chosen on validation data, not on the "
-        "test set). The per-class table, confusion matrix and samples below are this model's.",
+        f"Saved model: seed {m['saved_seed']}, the {m['saved_seed_rule']} "
+        + (
+            "(not chosen on the test set). "
+            if fm.get("refit")
+            else "(chosen on validation data, not on the test set). "
+        )
+        + "The per-class table, confusion matrix and samples below are this model's.",
+        "",
+    ]
+    return lines
+
+
+def final_model_lines(m) -> list[str]:
+    """The shipped model's options, how the refit's epochs were fixed, and the table of what each option bought
+    (test accuracy over the seeds; every row evaluated once on the test set, none chosen by it)."""
+    fm = m.get("final_model")
+    if not fm or not m["retrained"] and len(fm["table"]) == 1:
+        return []
+    table, n = fm["table"], len(m["seeds"])
+    lines = ["## The shipped model: what each option bought", ""]
+    if fm["refit"]:
+        r = fm["refit"]
+        lines.append(
+            f"- **refit**: the config retrained on train + validation ({r['images']:,} images) for {r['epochs']} "
+            f"epoch{'s' * (r['epochs'] != 1)}, {r['epochs_rule']}. No validation data is left, so no epoch of the "
+            "refit was chosen by it: the count was fixed before it started and its last epoch is shipped "
+            "(`retrain_history.csv`: `trained_on` train+val, empty validation cells)."
+        )
+    if fm["weight_averaging"]:
+        a = fm["weight_averaging"]
+        lines.append(
+            f"- **EMA of the weights**: decay {a['decay']:g} per step, taken at the kept epoch; BatchNorm "
+            "statistics recomputed for the averaged weights on training images."
+        )
+    if fm["flip_tta"]:
+        lines.append(
+            "- **flip test-time augmentation**: each image's class probabilities are the mean of the image's "
+            "and its horizontal mirror's (the config trained with flips); the exported files do the same."
+        )
+    elif fm.get("flip_tta_asked"):
+        lines.append("- flip test-time augmentation: not applied, the config trained without flips.")
+    seeds = f"mean ± std over {n} seeds" if n > 1 else "1 seed; `--seeds K` for mean ± std"
+    lines += ["", f"| model | test accuracy ({seeds}) | per seed |", "|---|---|---|"]
+    for row in table:
+        value = f"{row['mean']:.4f} ± {row['std']:.4f}" if n > 1 else f"{row['mean']:.4f}"
+        label = row["label"] if row is not table[-1] else f"**{row['label']}** (saved)"
+        if row is table[-1]:
+            value = f"**{value}**"
+        lines.append(f"| {label} | {value} | {', '.join(f'{a:.4f}' for a in row['accuracy'])} |")
+    lines += [
+        "",
+        f"Shipped: {options_words(fm)}. Each row is a model evaluated once on the test set; the options "
+        "were chosen beforehand, not by these numbers.",
         "",
     ]
     return lines

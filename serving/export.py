@@ -67,12 +67,12 @@ def compare(name: str, framework: str, expected: np.ndarray, got: np.ndarray) ->
     return result
 
 
-def _export_torch(model, mean, std, side: int, x_check: np.ndarray, out_dir: Path, onnx_runner):
+def _export_torch(model, mean, std, side: int, x_check: np.ndarray, out_dir: Path, onnx_runner, flip_tta: bool):
     from . import export_torch as T
 
     model = T.on_cpu(model)
-    expected = T.reference(model, x_check, mean, std)
-    wrapper, resize_to = T.wrap(model, mean, std)
+    expected = T.reference(model, x_check, mean, std, flip_tta)
+    wrapper, resize_to = T.wrap(model, mean, std, flip_tta)
     paths = T.export(wrapper, side, out_dir)
     nhwc = np.ascontiguousarray(x_check.transpose(0, 2, 3, 1))
     runs = {"torch_export": lambda p: T.run_program(p, nhwc, CHECK_BATCH), "onnx": lambda p: onnx_runner(p, nhwc)}
@@ -81,11 +81,11 @@ def _export_torch(model, mean, std, side: int, x_check: np.ndarray, out_dir: Pat
     return paths, files, meta, None, T.load_note
 
 
-def _export_keras(model, mean, std, side: int, x_check: np.ndarray, out_dir: Path, onnx_runner):
+def _export_keras(model, mean, std, side: int, x_check: np.ndarray, out_dir: Path, onnx_runner, flip_tta: bool):
     from . import export_keras as K
 
-    expected = K.reference(model, x_check, mean, std)
-    paths, onnx_error = K.export(K.wrap(model, mean, std, side), out_dir)
+    expected = K.reference(model, x_check, mean, std, flip_tta)
+    paths, onnx_error = K.export(K.wrap(model, mean, std, side, flip_tta), out_dir)
     nhwc = np.ascontiguousarray(x_check.transpose(0, 2, 3, 1))
     runs = {"keras": lambda p: K.run_keras(p, nhwc, CHECK_BATCH), "onnx": lambda p: onnx_runner(p, nhwc),
             "savedmodel": lambda p: K.run_savedmodel(p, nhwc, CHECK_BATCH)}  # fmt: skip
@@ -116,9 +116,11 @@ EXPORTERS = {"torch": _export_torch, "keras": _export_keras}
 
 
 def export_model(out_dir: Path, *, framework: str, model, dataset, config: dict, info: dict, metrics: dict,
-                 n_check: int = CHECK_IMAGES, quiet: bool = False) -> dict:  # fmt: skip
+                 final_model: dict | None = None, n_check: int = CHECK_IMAGES, quiet: bool = False) -> dict:  # fmt: skip
     """Export `model` (trained on `dataset`) into out_dir, check every file, write model_card.json; returns the card.
-    Raises ExportError (files removed) when an export fails or disagrees with the framework."""
+    Raises ExportError (files removed) when an export fails or disagrees with the framework. `final_model`: what
+    the shipped model carries (analysis/final_model.py's record); its "flip_tta" puts the flip average inside every
+    file, checked against the framework's predict with the same flip average."""
     out_dir = Path(out_dir)
     side = int(dataset.x_test.shape[-1])
     x_check = check_images(dataset.x_test, n_check)
@@ -128,7 +130,8 @@ def export_model(out_dir: Path, *, framework: str, model, dataset, config: dict,
     exporter = EXPORTERS[framework]
     written = [out_dir / n for n in ("model.pt2", "model.onnx", "model_inference.keras", "model_savedmodel")]
     try:
-        paths, files, meta, onnx_error, note = exporter(model, mean, std, side, x_check, out_dir, _run_onnx)
+        flip_tta = bool((final_model or {}).get("flip_tta"))
+        paths, files, meta, onnx_error, note = exporter(model, mean, std, side, x_check, out_dir, _run_onnx, flip_tta)
     except ExportError:
         _remove(written)
         raise
@@ -145,6 +148,7 @@ def export_model(out_dir: Path, *, framework: str, model, dataset, config: dict,
         name=out_dir.name, framework=framework, model=config["model"], classes=dataset.classes, side=side,
         mean=meta["mean"], std=meta["std"], resize_to=meta["resize_to"], decode_note=DECODE_NOTE, files=files,
         metrics=metrics, config=config, info=info, fingerprint=model_card.data_fingerprint(dataset),
+        final_model=final_model,
     )  # fmt: skip
     model_card.write_card(out_dir, card)
     if not quiet:
@@ -171,7 +175,9 @@ def _append_to_report(out_dir: Path, card: dict) -> None:
         "",
         "## Using the exported model",
         f"{files} take uint8 RGB images, NHWC (N, {side}, {side}, 3), and return the probabilities of the {n} classes; "
-        + ("normalisation and resize are inside. " if card["preprocessing_inside"]["resize_to"] else "normalisation is inside. ")
+        + ("normalisation and resize are inside" if card["preprocessing_inside"]["resize_to"] else "normalisation is inside")
+        + (", and the flip test-time augmentation (the mean of each image's and its mirror's probabilities). "
+           if card["preprocessing_inside"]["flip_tta"] else ". ")
         + f"Each was checked against {card['framework']} on {checks[0]['images']} test images: top-1 agreement 100%, "
         f"max |Δp| {max(c['max_abs_diff'] for c in checks):.1e}. Classes, input and versions: `model_card.json`.",
         "```",
@@ -202,6 +208,7 @@ def export_existing(results_dir: str, *, storage_path: str = "experiments", expe
     config = json.loads((d / "best_config.json").read_text())
     classes = config.pop("classes", None)
     config.pop("input", None)
+    final_model = config.pop("final_model", None)  # reports from before the options: a plain model
     try:
         path = resolve_experiment(experiment or d.name, storage_path)
     except ReportError as e:
@@ -237,4 +244,13 @@ def export_existing(results_dir: str, *, storage_path: str = "experiments", expe
     if model is None:
         raise ExportError(f"{d} has no {weights.name}; run report.py on the experiment again")
     metrics = json.loads((d / "metrics.json").read_text())
-    return export_model(d, framework=framework, model=model, dataset=dataset, config=config, info=info, metrics=metrics)
+    return export_model(
+        d,
+        framework=framework,
+        model=model,
+        dataset=dataset,
+        config=config,
+        info=info,
+        metrics=metrics,
+        final_model=final_model,
+    )

@@ -1,5 +1,6 @@
 """Keras: the trained model behind a uint8 input and its normalisation, as a .keras file, a TensorFlow SavedModel
-(`model.export`) and, through Keras' own ONNX export (tf2onnx), an ONNX file.
+(`model.export`) and, through Keras' own ONNX export (tf2onnx), an ONNX file; with `flip_tta`, the report's flip
+test-time augmentation inside (the mean of the probabilities of each image and of its mirror).
 
 The normalisation is a built-in `Rescaling` layer (x * 1/(255 std) - mean/std per channel, in float32 even under
 mixed precision), so the SavedModel and ONNX files need no project code; the .keras file does (the custom Block).
@@ -31,16 +32,20 @@ def load_trained(path: Path, model: str | None = None):
     return keras.saving.load_model(path, compile=False)
 
 
-def reference(model, x_nchw: np.ndarray, mean, std) -> np.ndarray:
+def reference(model, x_nchw: np.ndarray, mean, std, flip_tta: bool = False) -> np.ndarray:
     """The training framework's own answer: trainables.keras_loop.predict (already probabilities)."""
-    return predict(model, x_nchw, mean=mean, std=std)
+    return predict(model, x_nchw, mean=mean, std=std, flip_tta=flip_tta)
 
 
-def wrap(model, mean, std, side: int):
+def wrap(model, mean, std, side: int, flip_tta: bool = False):
     inputs = keras.Input((side, side, 3), dtype="uint8", name="images")
     x = keras.layers.Rescaling(scale=[1.0 / (255.0 * s) for s in std], offset=[-m / s for m, s in zip(mean, std, strict=True)],
                                dtype="float32", name="normalise")(inputs)  # fmt: skip
-    return keras.Model(inputs, model(x), name=f"{model.name}_uint8")
+    if not flip_tta:
+        return keras.Model(inputs, model(x), name=f"{model.name}_uint8")
+    mirrored = keras.ops.flip(x, axis=2)  # NHWC: axis 2 is the width
+    probs = keras.layers.Average(name="flip_tta")([model(x), model(mirrored)])
+    return keras.Model(inputs, probs, name=f"{model.name}_uint8_flip_tta")
 
 
 def export(wrapper, out_dir: Path) -> tuple[dict[str, Path], str | None]:

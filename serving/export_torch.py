@@ -1,7 +1,8 @@
 """torch: the trained network behind its own evaluation preprocessing, as a torch.export program and an ONNX file.
 
 `WithPreprocessing` is the model as training evaluated it (`trainables.augment.prepare_batch` without augmentation:
-normalise, then for pretrained models resize to their resolution), plus the softmax, behind a uint8 NHWC input.
+normalise, then for pretrained models resize to their resolution), plus the softmax, behind a uint8 NHWC input; with
+`flip_tta`, the report's flip test-time augmentation (`trainables.torch_loop.flip_average`) too.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import torch
 from torch import nn
 
 from trainables.augment import prepare_batch
-from trainables.torch_loop import input_config, norm_tensors, predict
+from trainables.torch_loop import flip_average, input_config, norm_tensors, predict
 
 PROGRAM_FILE = "model.pt2"
 ONNX_FILE = "model.onnx"
@@ -25,15 +26,16 @@ CPU = torch.device("cpu")
 class WithPreprocessing(nn.Module):
     """uint8 RGB (N, S, S, 3) -> float32 class probabilities (N, classes)."""
 
-    def __init__(self, model: nn.Module, mean: torch.Tensor, std: torch.Tensor, size: int | None):
+    def __init__(self, model: nn.Module, mean: torch.Tensor, std: torch.Tensor, size: int | None, flip_tta: bool):
         super().__init__()
-        self.model, self.size = model, size
+        self.model, self.size, self.flip_tta = model, size, flip_tta
         self.register_buffer("mean", mean.reshape(1, -1, 1, 1).clone())
         self.register_buffer("std", std.reshape(1, -1, 1, 1).clone())
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = prepare_batch(images.permute(0, 3, 1, 2), self.mean, self.std, size=self.size)
-        return torch.softmax(self.model(x).float(), dim=1)
+        logits = flip_average(self.model, x) if self.flip_tta else self.model(x).float()
+        return torch.softmax(logits, dim=1)
 
 
 def load_trained(path: Path, config: dict, num_classes: int) -> nn.Module:
@@ -51,16 +53,17 @@ def on_cpu(model: nn.Module) -> nn.Module:
     return copy.deepcopy(model).to(CPU, memory_format=torch.contiguous_format).float().eval()
 
 
-def reference(model: nn.Module, x_nchw: np.ndarray, mean, std) -> np.ndarray:
+def reference(model: nn.Module, x_nchw: np.ndarray, mean, std, flip_tta: bool = False) -> np.ndarray:
     """The training framework's own answer: trainables.torch_loop.predict (the search's and the report's
     evaluation path), softmaxed."""
     m, s = norm_tensors(mean, std, CPU)
-    return torch.softmax(predict(model, torch.from_numpy(x_nchw), mean=m, std=s, device=CPU), 1).numpy()
+    logits = predict(model, torch.from_numpy(x_nchw), mean=m, std=s, device=CPU, flip_tta=flip_tta)
+    return torch.softmax(logits, 1).numpy()
 
 
-def wrap(model: nn.Module, mean, std) -> tuple[WithPreprocessing, int | None]:
+def wrap(model: nn.Module, mean, std, flip_tta: bool = False) -> tuple[WithPreprocessing, int | None]:
     m, s, size = input_config(model, *norm_tensors(mean, std, CPU))
-    return WithPreprocessing(model, m, s, size).eval(), size
+    return WithPreprocessing(model, m, s, size, flip_tta).eval(), size
 
 
 def export(wrapper: WithPreprocessing, side: int, out_dir: Path) -> dict[str, Path]:

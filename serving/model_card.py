@@ -77,9 +77,13 @@ def usage_snippet(onnx_file: str) -> str:
 
 def build_card(*, name: str, framework: str, model: str, classes: list[str], side: int, mean, std,
                resize_to: int | None, decode_note: str, files: dict, metrics: dict, config: dict, info: dict,
-               fingerprint: str) -> dict:  # fmt: skip
-    """The card as a dict. `files`: {key: {"path", "format", "load", "check": {...}, ...}}; `info`: experiment.json."""
+               fingerprint: str, final_model: dict | None = None) -> dict:  # fmt: skip
+    """The card as a dict. `files`: {key: {"path", "format", "load", "check": {...}, ...}}; `info`: experiment.json;
+    `final_model`: the options the shipped model carries (analysis/final_model.py's record)."""
+    from analysis.final_model import options_words
+
     data = info.get("data", {})
+    final_model = {k: v for k, v in (final_model or {}).items() if k != "table"}
     onnx = files.get("onnx", {}).get("path")
     return {
         "format": "cifar-tune model card",
@@ -108,7 +112,9 @@ def build_card(*, name: str, framework: str, model: str, classes: list[str], sid
             "resize": f"bilinear to {resize_to}x{resize_to} after normalising (the pretrained weights' resolution)"
             if resize_to
             else "none: the model runs at the input size",
+            "flip_tta": bool(final_model.get("flip_tta")),
         },
+        "final_model": {"carries": options_words(final_model), **final_model},
         "output": {
             "name": "probabilities",
             "dtype": "float32",

@@ -126,6 +126,11 @@ class Predictor:
     def backend(self) -> str:
         return self.run.name
 
+    @property
+    def carries(self) -> str:
+        """The options the exported model carries (its card's final_model), for predict.py's first line."""
+        return self.card.get("final_model", {}).get("carries") or "the plain retrain, no option (an older card)"
+
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return self.run(x)
 

@@ -45,9 +45,10 @@ def test_batches_are_prepared_like_training(tiny_arrays):
     zeros, ones = torch.zeros(1, 3, 1, 1), torch.ones(1, 3, 1, 1)
     batches = OnDeviceBatches(x, y, 16, zeros, ones, Augment(crop_scale=0.5), 40, torch.Generator().manual_seed(0))
     epoch = list(batches)
-    assert len(epoch) == len(x) // 16  # full batches only, as train_one_epoch
+    assert len(epoch) == len(x) // 16  # as train_one_epoch: len(x) // 16 batches holding every image once
+    assert sum(len(yb) for _, yb in epoch) == len(x) and {len(yb) for _, yb in epoch} <= {16, 17, 18, 19}
     xb, yb = epoch[0]
-    assert xb.shape == (16, 3, 40, 40) and xb.dtype == torch.float32 and yb.shape == (16,)
+    assert xb.shape == (len(yb), 3, 40, 40) and xb.dtype == torch.float32
 
 
 def test_valley_ignores_the_fall_after_a_blow_up():

@@ -21,7 +21,8 @@ from cli_run import rows
 from ray import tune
 from sample_data import ROOT
 
-from analysis.evaluation import evaluate_runs, saved_model_metrics
+from analysis.evaluation import Evaluation, evaluate_runs, saved_model_metrics
+from analysis.final_model import Options, variants
 from analysis.retrain import Run, retrain
 from search_driver.optuna_searcher import TUNE_TRIAL_ID, EndedTrials, OptunaSearcher
 from search_driver.stopping import PatienceStopper, ResumableASHA
@@ -29,6 +30,8 @@ from trainables import metric_names as M
 
 # (val_loss, val_acc) per epoch: by val_loss the best epoch is 2, by val_acc it is 3 (the example)
 EPOCHS = [(1.00, 0.60), (0.80, 0.70), (0.85, 0.74)]
+VALIDATED = {"y_val": np.zeros(1)}  # the retrain keeps the best epoch only when it has validation data
+PLAIN = Options(refit=False, ema_decay=0.0, flip_tta=False)
 
 
 class ScriptedFramework:
@@ -55,7 +58,7 @@ class ScriptedFramework:
     def set_weights(self, model, weights):
         model.weights = weights
 
-    def predict(self, model, x, data, config):
+    def predict(self, model, x, data, config, *, flip_tta=False):
         probs = np.zeros((len(x), 2), np.float32)
         probs[:, 0] = 1
         return probs
@@ -63,22 +66,31 @@ class ScriptedFramework:
 
 def test_retrain_keeps_the_epoch_the_searchs_metric_picks():
     fw = ScriptedFramework()
-    by_acc = retrain(fw, {"seed": 0}, {}, 3, lambda r: None, metric=M.VAL_ACC, mode="max")
+    by_acc = retrain(fw, {"seed": 0}, VALIDATED, 3, lambda r: None, metric=M.VAL_ACC, mode="max")
     assert (by_acc.best_epoch, by_acc.model.weights, by_acc.kept_value) == (3, 3, 0.74)
-    by_loss = retrain(fw, {"seed": 0}, {}, 3, lambda r: None, metric=M.VAL_LOSS, mode="min")
+    by_loss = retrain(fw, {"seed": 0}, VALIDATED, 3, lambda r: None, metric=M.VAL_LOSS, mode="min")
     assert (by_loss.best_epoch, by_loss.model.weights, by_loss.kept_value) == (2, 2, 0.80)
+
+
+def evaluation(runs, results, options=PLAIN) -> Evaluation:
+    rows = variants(options, {"flip": True})
+    return Evaluation(options, rows, runs, [None] * len(runs), {v.key: results for v in rows}, {}, {})
 
 
 def test_the_saved_seed_is_chosen_by_the_searchs_metric():
     # seed 0 is better by val_acc (0.74 vs 0.70), seed 1 by val_loss (0.70 vs 0.80): the rule decides
     runs = [Run(None, [], 3, 0.74), Run(None, [], 2, 0.70)]
     results = [{"accuracy": a, "top5_accuracy": 1.0, "macro": {"f1": a}} for a in (0.5, 0.6)]
-    m, chosen = saved_model_metrics(runs, results, {"seed": 0}, True, M.VAL_ACC, "max")
+    m, chosen = saved_model_metrics(evaluation(runs, results), {"seed": 0}, True, M.VAL_ACC, "max")
     assert chosen == 0 and m["saved_seed"] == 0 and m["rule"] == {"metric": "val_acc", "mode": "max"}
     assert "highest val_acc" in m["saved_seed_rule"]
     runs = [Run(None, [], 2, 0.80), Run(None, [], 2, 0.70)]
-    _, chosen = saved_model_metrics(runs, results, {"seed": 0}, True, M.VAL_LOSS, "min")
+    _, chosen = saved_model_metrics(evaluation(runs, results), {"seed": 0}, True, M.VAL_LOSS, "min")
     assert chosen == 1
+    # a shipped refit has no validation data to choose by: the first seed, and metrics.json says why
+    refit = Options(refit=True, ema_decay=0.0, flip_tta=False)
+    m, chosen = saved_model_metrics(evaluation(runs, results, refit), {"seed": 0}, True, M.VAL_LOSS, "min")
+    assert chosen == 0 and "refit keeps no validation data" in m["saved_seed_rule"]
 
 
 def fake_experiment(precision: str | None, metric=M.VAL_ACC, mode="max"):
@@ -94,23 +106,23 @@ def report_args(**kw):
 
 
 def fake_dataset():
-    return SimpleNamespace(search_arrays=lambda: {}, y_test=np.array([0, 1]), x_test=np.zeros((2, 3, 4, 4)),
-                           classes=["a", "b"], x_train=np.zeros((2, 3, 4, 4)))  # fmt: skip
+    return SimpleNamespace(search_arrays=lambda: dict(VALIDATED), y_test=np.array([0, 1]),
+                           x_test=np.zeros((2, 3, 4, 4)), classes=["a", "b"], x_train=np.zeros((2, 3, 4, 4)))  # fmt: skip
 
 
 def test_the_report_trains_and_evaluates_in_the_trials_precision():
     fw = ScriptedFramework()
-    runs, results, preds, precision = evaluate_runs(fake_experiment("bf16"), report_args(), fake_dataset(), fw)
+    ev = evaluate_runs(fake_experiment("bf16"), report_args(), fake_dataset(), fw, PLAIN)
     assert fw.configs[0][M.PRECISION] == "bf16"
-    assert precision == {"used": "bf16", "chosen_by": "the best trial's (t1)"}
-    assert runs[0].best_epoch == 3  # and the experiment's rule (val_acc, max) picked the kept epoch
-    assert len(preds) == 1 and "_pred" not in results[0]  # predictions travel beside the metrics
+    assert ev.precision == {"used": "bf16", "chosen_by": "the best trial's (t1)"}
+    assert ev.plain[0].best_epoch == 3  # and the experiment's rule (val_acc, max) picked the kept epoch
+    assert len(ev.preds["plain"]) == 1 and "_pred" not in ev.results["plain"][0]  # predictions beside the metrics
     fw = ScriptedFramework()
-    _, _, _, precision = evaluate_runs(fake_experiment("bf16"), report_args(precision="fp32"), fake_dataset(), fw)
-    assert fw.configs[0][M.PRECISION] == "fp32" and precision["chosen_by"] == "--precision fp32"
+    ev = evaluate_runs(fake_experiment("bf16"), report_args(precision="fp32"), fake_dataset(), fw, PLAIN)
+    assert fw.configs[0][M.PRECISION] == "fp32" and ev.precision["chosen_by"] == "--precision fp32"
     fw = ScriptedFramework()
-    _, _, _, precision = evaluate_runs(fake_experiment(None), report_args(), fake_dataset(), fw)
-    assert M.PRECISION not in fw.configs[0] and precision["used"] == "fp32"
+    ev = evaluate_runs(fake_experiment(None), report_args(), fake_dataset(), fw, PLAIN)
+    assert M.PRECISION not in fw.configs[0] and ev.precision["used"] == "fp32"
 
 
 # ---------------------------------------------------------------------------------------------------------------

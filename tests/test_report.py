@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -128,7 +129,7 @@ def test_report_end_to_end_with_seeds(smoke_experiment, tmp_path):
     from trainables.models import build_model
 
     proc = run_report("--experiment", "latest", "--storage-path", smoke_experiment, "--out", tmp_path,
-                      "--seeds", 2, "--epochs", 2)  # fmt: skip
+                      "--seeds", 2, "--epochs", 2, "--no-refit", "--no-ema", "--no-flip-tta")  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = tmp_path / "tiny"
     m = check_outputs(out)
@@ -159,6 +160,97 @@ def test_report_end_to_end_with_seeds(smoke_experiment, tmp_path):
     model = build_model("lenet5", num_classes=3, **config)
     model.load_state_dict(torch.load(out / "model.pth", weights_only=True))  # loadable as the note says
     assert not list(tmp_path.glob(".tiny.*"))  # no temporary folder left behind
+
+
+@pytest.mark.slow
+def test_report_ships_refit_ema_and_flip_tta_and_predict_agrees_with_metrics_json(smoke_experiment, tmp_path):
+    """Every option on, 2 seeds: the table (plain, + each option, the shipped model) over the seeds; the saved model
+    is the shipped one (headline, metrics.json, model card, predict.py); the exported files, run by predict.py on
+    the real test images, give metrics.json's confusion matrix; retrain_history.csv marks the refit's rows."""
+    import csv
+
+    proc = run_report(
+        "--experiment",
+        "tiny",
+        "--storage-path",
+        smoke_experiment,
+        "--out",
+        tmp_path,
+        "--seeds",
+        2,
+        "--epochs",
+        2,
+        "--refit",
+        "--ema",
+        "--ema-decay",
+        0.9,
+        "--flip-tta",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = tmp_path / "tiny"
+    m = check_outputs(out)
+    fm = m["final_model"]
+    assert fm["refit"]["epochs"] == 2 and fm["refit"]["images"] == 60 and fm["flip_tta"] is True
+    assert fm["weight_averaging"] == {"method": "EMA", "decay": 0.9, "batchnorm": "recomputed"}
+    table = {row["key"]: row for row in fm["table"]}
+    assert list(table) == ["plain", "refit", "ema", "flip_tta", "shipped"]
+    assert all(len(row["accuracy"]) == 2 for row in table.values())
+    assert table["shipped"]["accuracy"] == [s["accuracy"] for s in m["seeds"]] and m["mean"] == table["shipped"]["mean"]
+    assert m["saved_seed"] == 0 and "first seed" in m["saved_seed_rule"] and m["accuracy"] == m["seeds"][0]["accuracy"]
+    assert f"saved model: seed 0, {m['accuracy']:.4f}" in proc.stdout and "flip test-time augmentation" in proc.stdout
+    report = (out / "report.md").read_text()
+    assert "## The shipped model: what each option bought" in report and "no epoch of the refit was chosen" in report
+    rows = [ln for ln in report.splitlines() if ln.startswith(("| plain retrain", "| + ", "| **all of them"))]
+    assert len(rows) == 5 and rows[-1].startswith("| **all of them: the shipped model** (saved)")
+    assert f"**{m['mean']:.4f} ± {m['std']:.4f}**" in rows[-1]
+    with open(out / "retrain_history.csv") as f:
+        history = list(csv.DictReader(f))
+    assert {(h["seed"], h["trained_on"]) for h in history} == {(s, t) for s in "01" for t in ("train", "train+val")}
+    refit_rows = [h for h in history if h["trained_on"] == "train+val"]
+    assert all(h["val_loss"] == h["val_acc"] == "" for h in refit_rows)
+    assert [h["kept"] for h in refit_rows if h["seed"] == "0"] == ["0", "1"]  # its last epoch, fixed beforehand
+    config = json.loads((out / "best_config.json").read_text())
+    assert config["final_model"]["flip_tta"] is True and "ema_decay" not in config
+    card = json.loads((out / "model_card.json").read_text())
+    assert card["final_model"]["flip_tta"] and card["final_model"]["refit"]["epochs"] == 2
+    assert card["test_metrics"]["accuracy"] == m["accuracy"]
+    # predict.py on the real test images, through each exported file: metrics.json's confusion matrix exactly
+    classes = json.loads((out / "best_config.json").read_text())["classes"]
+    for backend in ("onnx", "torch"):
+        csv_path = tmp_path / f"{backend}.csv"
+        test_dir = smoke_experiment_test_dir(smoke_experiment)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                str(ROOT / "predict.py"),
+                "--model",
+                str(out),
+                str(test_dir),
+                "--csv",
+                str(csv_path),
+                "--backend",
+                backend,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert "refit on train + validation" in proc.stderr.splitlines()[0]
+        with open(csv_path) as f:
+            predicted = [
+                (classes.index(Path(r["path"]).parent.name), classes.index(r["class_1"])) for r in csv.DictReader(f)
+            ]
+        confusion = np.zeros((len(classes), len(classes)), int)
+        for true, pred in predicted:
+            confusion[true, pred] += 1
+        assert confusion.tolist() == m["confusion_matrix"], backend
+
+
+def smoke_experiment_test_dir(storage) -> Path:
+    """The test split of the folder the smoke experiment searched (its experiment.json names it)."""
+    info = json.loads((storage / "tiny" / "experiment.json").read_text())
+    return Path(info["data"]["path"]) / "test"
 
 
 @pytest.mark.slow
@@ -426,3 +518,16 @@ def test_learning_curves_have_whole_epochs_and_show_a_one_epoch_trial(drawn, tmp
     assert sorted(map(tuple, ends.get_offsets().tolist())) == [(1.0, 2.2), (2.0, 1.9)]
     rung = next(line for line in ax.get_lines() if line.get_label() == "ASHA rung")
     assert rung.get_zorder() < ends.get_zorder()  # drawn behind the trials, not over them
+
+
+def test_threads_follow_the_cores_busy_now_not_the_load_average(monkeypatch):
+    """A machine that was busy a minute ago (the README's search) but is idle now gets every core for the retrain."""
+    import os
+
+    from analysis import retrain
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(os, "getloadavg", lambda: (1.5, 1.9, 1.2))  # the search that just ended
+    assert retrain.default_threads(busy=0.0) == 2 and retrain.default_threads(busy=1.0) == 1
+    assert retrain.default_threads(busy=7.0) == 1  # never fewer than one
+    assert retrain.busy_cores(samples=2, interval=0.01) >= 0.0

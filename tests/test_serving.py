@@ -142,6 +142,43 @@ def test_pretrained_model_resizes_inside_the_export(dataset, tmp_path):
     assert np.abs(unresized - expected).max() > 10 * TOLERANCE
 
 
+def test_flip_tta_inside_the_export_matches_the_reports_evaluation(dataset, tmp_path):
+    """A shipped model with flip TTA: model.onnx and model.pt2 give, on the real test images, the probabilities the
+    report's evaluation computed (the framework's predict with flip_tta), not the plain model's; predict.py and the
+    card say the model carries it."""
+    import onnxruntime as ort
+
+    from analysis.retrain import local_framework
+
+    torch.manual_seed(0)
+    model = build_model("lenet5", len(dataset.classes), dropout=0.0).eval()
+    config = {"model": "lenet5", "dropout": 0.0, "batch_size": 64, "flip": True}
+    fw = local_framework("torch", "cpu")
+    report_eval = fw.predict(model, dataset.x_test, dataset.search_arrays(), config, flip_tta=True)
+    plain = fw.predict(model, dataset.x_test, dataset.search_arrays(), config)
+    assert np.abs(report_eval - plain).max() > 10 * TOLERANCE  # the check below has teeth
+    final_model = {"refit": None, "weight_averaging": None, "flip_tta": True, "flip_tta_asked": True}
+    card = export_model(
+        tmp_path,
+        framework="torch",
+        model=model,
+        dataset=dataset,
+        config=config,
+        info=INFO,
+        metrics=METRICS,
+        final_model=final_model,
+    )
+    assert card["preprocessing_inside"]["flip_tta"] is True and "flip" in card["final_model"]["carries"]
+    x = nhwc(dataset.x_test)
+    session = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
+    assert_same_predictions(session.run(None, {"images": x})[0], report_eval)
+    program = torch.export.load(str(tmp_path / "model.pt2")).module()
+    assert_same_predictions(program(torch.from_numpy(x)).detach().numpy(), report_eval)
+    proc = run_predict("--model", tmp_path, data_root(dataset) / "test" / "ship", "--top-k", 1)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "flip test-time augmentation" in proc.stderr.splitlines()[0]
+
+
 def test_compare_needs_full_agreement_and_close_probabilities():
     p = np.array([[0.7, 0.2, 0.1], [0.1, 0.5, 0.4]], dtype=np.float32)
     assert compare("f", "torch", p, p + 5e-5)["passed"]
@@ -342,6 +379,41 @@ def test_keras_export_savedmodel_and_onnx(dataset, tmp_path):
     got = np.array([[float(r[f"prob_{k}"]) for k in (1, 2, 3)] for r in rows])
     np.testing.assert_allclose(got, -np.sort(-expected, axis=1), atol=1e-4)
     assert json.loads((tmp_path / CARD_FILE).read_text())["files"]["savedmodel"]["path"] == "model_savedmodel"
+
+
+@pytest.mark.slow
+def test_keras_flip_tta_inside_the_export(dataset, tmp_path):
+    """The Keras files with flip TTA inside match Keras' predict with flip_tta (the report's evaluation)."""
+    import onnxruntime as ort
+
+    from serving import export_keras
+    from trainables.keras_env import keras
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(inputs)
+    outputs = keras.layers.Dense(3, activation="softmax")(keras.layers.Flatten()(x))  # position-sensitive
+    model = keras.Model(inputs, outputs)
+    final_model = {"refit": None, "weight_averaging": None, "flip_tta": True}
+    card = export_model(
+        tmp_path,
+        framework="keras",
+        model=model,
+        dataset=dataset,
+        config={"model": "keras_resnet18"},
+        info=INFO,
+        metrics=METRICS,
+        final_model=final_model,
+    )
+    assert card["check"]["passed"] and card["preprocessing_inside"]["flip_tta"] is True
+    expected = export_keras.reference(model, dataset.x_test, dataset.mean, dataset.std, flip_tta=True)
+    plain = export_keras.reference(model, dataset.x_test, dataset.mean, dataset.std)
+    assert np.abs(expected - plain).max() > 10 * TOLERANCE
+    session = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
+    assert_same_predictions(session.run(None, {session.get_inputs()[0].name: nhwc(dataset.x_test)})[0], expected)
+    assert_same_predictions(
+        export_keras.run_savedmodel(tmp_path / "model_savedmodel", nhwc(dataset.x_test), 8), expected
+    )
 
 
 def test_every_framework_has_an_exporter_and_an_unknown_one_is_one_line(dataset, tmp_path):

@@ -1,4 +1,5 @@
-"""The augmentation keys of a trial config, shared by the torch and Keras loops (no framework import)."""
+"""The augmentation keys of a trial config and an epoch's batch sizes, shared by the torch and Keras loops (no framework
+import)."""
 
 from __future__ import annotations
 
@@ -26,3 +27,13 @@ class Augment:
             crop_scale=float(config.get("crop_scale", cls.crop_scale)),
             shift=float(config.get("shift", cls.shift)),
         )
+
+
+def epoch_steps(n: int, batch_size: int) -> int:
+    """Batches (optimizer steps) in an epoch of n images: n // batch_size, at least 1."""
+    return max(1, n // min(batch_size, n))
+
+
+def batch_bounds(n: int, steps: int, k: int) -> tuple[int, int]:
+    """[start, end) of batch k of `steps` nearly equal batches over n images (sizes differ by at most 1)."""
+    return k * n // steps, (k + 1) * n // steps

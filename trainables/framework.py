@@ -44,11 +44,20 @@ class Framework(Protocol):
     def fit(self, config: dict, data: dict, report: Report, *, checkpoint=None, max_epochs: int | None = None) -> Any:
         """Train for epochs 1..max_epochs (schedule horizon config["max_epochs"]), resuming after a checkpoint."""
 
-    def predict(self, model, x_uint8_nchw: np.ndarray, data: dict, config: dict) -> np.ndarray:
-        """Class probabilities (N, classes), eval mode, no augmentation."""
+    def predict(
+        self, model, x_uint8_nchw: np.ndarray, data: dict, config: dict, *, flip_tta: bool = False
+    ) -> np.ndarray:
+        """Class probabilities (N, classes), eval mode, no augmentation; `flip_tta`: the mean of the probabilities of
+        the images and of their horizontal mirrors."""
 
     def weights_of(self, state: dict) -> Any:
         """A copy of the weights in an epoch's checkpoint `state`, for keeping the best epoch as training goes on."""
+
+    def averaged_weights_of(self, state: dict) -> Any:
+        """A copy of the moving average of the weights in `state` (a fit with config "ema_decay")."""
+
+    def averaged_model(self, model, weights, config: dict, data: dict) -> Any:
+        """A copy of `model` holding averaged `weights`, its BatchNorm statistics recomputed on data["x_train"]."""
 
     def set_weights(self, model, weights) -> None: ...
 
@@ -119,7 +128,9 @@ class TorchFramework(_Loop):
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = setup_device(cpus=threads, gpu_fraction=1.0 if device != "cpu" else 0.0, device=device)
 
-    def predict(self, model, x_uint8_nchw: np.ndarray, data: dict, config: dict) -> np.ndarray:
+    def predict(
+        self, model, x_uint8_nchw: np.ndarray, data: dict, config: dict, *, flip_tta: bool = False
+    ) -> np.ndarray:
         import torch
 
         from .torch_device import choose_precision
@@ -129,11 +140,26 @@ class TorchFramework(_Loop):
         batch = eval_batch_size(self.device, int(config["batch_size"]))
         x = to_device_tensor(x_uint8_nchw, self.device)
         precision = choose_precision(self.device, config.get("precision"))  # the training's, as the report chose it
-        logits = predict(model, x, mean=mean, std=std, device=self.device, batch_size=batch, precision=precision)
+        logits = predict(
+            model, x, mean=mean, std=std, device=self.device, batch_size=batch, precision=precision, flip_tta=flip_tta
+        )
         return torch.softmax(logits, dim=1).cpu().numpy()
 
     def weights_of(self, state: dict):
         return {k: v.detach().clone() for k, v in state["model"].items()}  # state["model"]: the live state dict
+
+    def averaged_weights_of(self, state: dict):
+        return {k: v.detach().clone() for k, v in state["ema"].items()}  # the AveragedModel's live state dict
+
+    def averaged_model(self, model, weights, config: dict, data: dict):
+        import copy
+
+        from .torch_loop import recompute_bn
+
+        averaged = copy.deepcopy(model)
+        averaged.load_state_dict(weights)
+        recompute_bn(averaged, config, data, self.device)
+        return averaged
 
     def set_weights(self, model, weights) -> None:
         model.load_state_dict(weights)
@@ -222,13 +248,25 @@ class KerasFramework(_Loop):
         use_gpu = device != "cpu" and (device is not None or bool(tf.config.list_physical_devices("GPU")))
         self.device = setup_tensorflow(cpus=threads, gpu_fraction=1.0 if use_gpu else 0.0)
 
-    def predict(self, model, x_uint8_nchw: np.ndarray, data: dict, config: dict) -> np.ndarray:
+    def predict(
+        self, model, x_uint8_nchw: np.ndarray, data: dict, config: dict, *, flip_tta: bool = False
+    ) -> np.ndarray:
         from .keras_loop import predict
 
-        return predict(model, x_uint8_nchw, mean=data["mean"], std=data["std"])
+        return predict(model, x_uint8_nchw, mean=data["mean"], std=data["std"], flip_tta=flip_tta)
 
     def weights_of(self, state: dict):
         return state["model"].get_weights()  # numpy copies of the live keras.Model's weights
+
+    def averaged_weights_of(self, state: dict):
+        from .keras_loop import averaged_weights
+
+        return averaged_weights(state["model"])
+
+    def averaged_model(self, model, weights, config: dict, data: dict):
+        from .keras_loop import averaged_model
+
+        return averaged_model(model, weights, config, data)
 
     def set_weights(self, model, weights) -> None:
         model.set_weights(weights)

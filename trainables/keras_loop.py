@@ -22,7 +22,7 @@ from contextlib import nullcontext
 import numpy as np
 
 from . import metric_names as M
-from .augment_spec import Augment
+from .augment_spec import Augment, batch_bounds, epoch_steps
 from .gpu_share import GPUUnavailableError, memory_cap
 from .keras_env import keras, tf
 from .models import build_model
@@ -135,14 +135,19 @@ def make_schedule(config: dict, steps_per_epoch: int, max_epochs: int):
 
 def make_optimizer(config: dict, steps_per_epoch: int, max_epochs: int) -> keras.optimizers.Optimizer:
     """Keras applies `weight_decay` decoupled (w -= lr * wd * w) for every optimizer, so "adam" with a decay is
-    AdamW here (torch's Adam adds L2 to the gradient instead); "adamw" is accepted for configs shared with torch."""
+    AdamW here (torch's Adam adds L2 to the gradient instead); "adamw" is accepted for configs shared with torch.
+    config "ema_decay": the optimizer's own EMA of the weights (use_ema), updated every step, as the torch loop's."""
     name = config.get("optimizer", "adam")
     lr = make_schedule(config, steps_per_epoch, max_epochs)
     wd = float(config.get("weight_decay", 0.0)) or None
+    ema_decay = float(config.get("ema_decay") or 0.0)
+    ema = {"use_ema": True, "ema_momentum": ema_decay} if ema_decay else {}
     if name in ("adam", "adamw"):
-        return keras.optimizers.Adam(lr, weight_decay=wd)
+        return keras.optimizers.Adam(lr, weight_decay=wd, **ema)
     if name == "sgd":
-        return keras.optimizers.SGD(lr, momentum=float(config.get("momentum", 0.9)), nesterov=True, weight_decay=wd)
+        return keras.optimizers.SGD(
+            lr, momentum=float(config.get("momentum", 0.9)), nesterov=True, weight_decay=wd, **ema
+        )
     raise ValueError(f"unknown optimizer {name!r}; known: {', '.join(OPTIMIZERS)}")
 
 
@@ -210,17 +215,20 @@ def prepare_batch(x_uint8, mean, std, augment: Augment | None = None, seed=None)
 
 
 def train_stream(x_nhwc, y, *, num_classes, batch_size, epochs: range, seed: int, augment: Augment, mean, std):
-    """Batches (x, one-hot y) for `epochs`, epoch after epoch: shuffle, batch (full batches only, a batch of 1
-    would break BatchNorm), augment, prefetch. Epoch e's order and augmentation depend only on (seed, e), so
-    resuming at epoch k reproduces what an uninterrupted run would have done."""
+    """Batches (x, one-hot y) for `epochs`, epoch after epoch: shuffle, batch (every image once per epoch, in
+    `epoch_steps` batches of nearly equal size, as the torch loop's), augment, prefetch. Epoch e's order and
+    augmentation depend only on (seed, e), so resuming at epoch k reproduces what an uninterrupted run would have
+    done."""
     n = len(x_nhwc)
+    steps = epoch_steps(n, batch_size)
+    sizes = tf.constant([j - i for i, j in (batch_bounds(n, steps, k) for k in range(steps))], tf.int64)
     x, y = tf.constant(x_nhwc), tf.constant(y, tf.int32)
     seed64 = tf.constant(seed, tf.int64)
 
     def one_epoch(epoch):
         # Dataset.shuffle takes only a Python seed; a stateless permutation can depend on the epoch tensor.
         order = tf.random.experimental.stateless_shuffle(tf.range(n, dtype=tf.int64), tf.stack([seed64, epoch]))
-        batches = tf.data.Dataset.from_tensor_slices(order).batch(batch_size, drop_remainder=True).enumerate()
+        batches = tf.data.Dataset.from_tensor_slices(tf.RaggedTensor.from_row_lengths(order, sizes)).enumerate()
         return batches.map(lambda step, idx: (epoch, step, idx))
 
     def load(epoch, step, idx):
@@ -251,10 +259,17 @@ def _predict(model, x, *, mean, std, nchw: bool, batch_size: int = EVAL_BATCH) -
     return np.asarray(model.predict(ds, verbose=0), dtype=np.float32)
 
 
-def predict(model, x_uint8_nchw: np.ndarray, *, mean, std, batch_size: int = EVAL_BATCH) -> np.ndarray:
+def predict(
+    model, x_uint8_nchw: np.ndarray, *, mean, std, batch_size: int = EVAL_BATCH, flip_tta: bool = False
+) -> np.ndarray:
     """Class **probabilities** (softmax output, float32, shape (N, num_classes)) for uint8 NCHW images, in inference
-    mode, without augmentation. argmax / top-k work on them as on logits."""
-    return _predict(model, x_uint8_nchw, mean=mean, std=std, nchw=True, batch_size=batch_size)
+    mode, without augmentation. argmax / top-k work on them as on logits. `flip_tta`: the mean of the probabilities
+    of the images and of their horizontal mirrors (the torch loop's `flip_average`)."""
+    probs = _predict(model, x_uint8_nchw, mean=mean, std=std, nchw=True, batch_size=batch_size)
+    if flip_tta:
+        mirrored = np.ascontiguousarray(x_uint8_nchw[..., ::-1])
+        probs = (probs + _predict(model, mirrored, mean=mean, std=std, nchw=True, batch_size=batch_size)) / 2
+    return probs
 
 
 def evaluate(model, x_nhwc, y, *, mean, std) -> dict:
@@ -273,7 +288,9 @@ class ReportEachEpoch(keras.callbacks.Callback):
     """After each epoch: validate, build the metrics dict with the torch loop's keys, call
     `report(metrics, {"model": model, "epoch": epoch})`, and stop training if the loss diverged."""
 
-    def __init__(self, report: Callable[[dict, dict], None], validate: Callable[[keras.Model], dict], images: int):
+    def __init__(
+        self, report: Callable[[dict, dict], None], validate: Callable[[keras.Model], dict] | None, images: int
+    ):
         super().__init__()
         self.report, self.validate, self.images = report, validate, images
 
@@ -283,7 +300,8 @@ class ReportEachEpoch(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         train_seconds = time.perf_counter() - self._start
         result = M.epoch_result(
-            train_loss=float(logs["loss"]), train_acc=float(logs["acc"]), validate=lambda: self.validate(self.model),
+            train_loss=float(logs["loss"]), train_acc=float(logs["acc"]),
+            validate=(lambda: self.validate(self.model)) if self.validate else None,
             epoch=epoch + 1,  # Keras counts from 0
             lr=float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)), images=self.images,
             train_seconds=train_seconds, started=self._start,
@@ -308,7 +326,8 @@ def fit(
     {"model": the live keras.Model, "epoch": k}: write it with `save_checkpoint(state, directory)` inside the
     callback. Resumes after `checkpoint["epoch"]` (a `load_checkpoint` result). Stops early if the loss diverges.
     `device` ("cpu", "cuda"/"gpu", or a TF name like "/GPU:1") pins the work; None lets TF place it (GPU when one
-    is visible). Call `setup_tensorflow` first.
+    is visible). Call `setup_tensorflow` first. config "ema_decay": the optimizer keeps a moving average of the
+    weights (`averaged_weights`), which Keras' fit copies into the model's trainable weights when it ends.
     """
     if config.get("precision"):  # forced (report.py retrains in the trial's recorded precision); else setup's policy
         keras.mixed_precision.set_global_policy(POLICY_OF_PRECISION[config["precision"]])
@@ -321,7 +340,7 @@ def fit(
     mean, std = tuple(data["mean"]), tuple(data["std"])
     num_classes = len(data["classes"])
     batch_size = min(int(config["batch_size"]), len(x_train))
-    steps_per_epoch = max(1, len(x_train) // batch_size)
+    steps_per_epoch = epoch_steps(len(x_train), batch_size)
 
     with tf.device(TF_DEVICES.get(device, device)) if device else nullcontext():
         if checkpoint is not None:
@@ -339,15 +358,92 @@ def fit(
             x_train, y_train, num_classes=num_classes, batch_size=batch_size, seed=seed,
             epochs=range(start_epoch + 1, max_epochs + 1), augment=Augment.from_config(config), mean=mean, std=std,
         )  # fmt: skip
-        callback = ReportEachEpoch(
-            report, lambda m: evaluate(m, x_val, y_val, mean=mean, std=std), images=steps_per_epoch * batch_size
-        )
+        # no validation images (report.py's refit on train + validation): no validation, NaN val metrics
+        validate = (lambda m: evaluate(m, x_val, y_val, mean=mean, std=std)) if len(y_val) else None
+        callback = ReportEachEpoch(report, validate, images=len(x_train))
         # steps_per_epoch makes Keras keep one iterator over the whole stream instead of restarting it each epoch.
         model.fit(
             stream, epochs=max_epochs, initial_epoch=start_epoch, steps_per_epoch=steps_per_epoch,
             callbacks=[callback], shuffle=False, verbose=0,  # the stream is shuffled already
         )  # fmt: skip
     return model
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# weight averaging (config "ema_decay": the optimizer's use_ema)
+
+BN_IMAGES = 10_000  # as the torch loop's: BatchNorm statistics of averaged weights from this many training images
+
+
+def averaged_weights(model: keras.Model) -> list[np.ndarray]:
+    """`model.get_weights()` with the trainable weights replaced by the optimizer's moving average, leaving `model`
+    as it was: the average is swapped in through the public `finalize_variable_values` (what `fit` does at its end)
+    and swapped out again."""
+    live = model.get_weights()
+    model.optimizer.finalize_variable_values(model.trainable_weights)
+    averaged = model.get_weights()
+    model.set_weights(live)
+    return averaged
+
+
+def batch_norm_layers(layer) -> list:
+    """Every BatchNormalization layer inside `layer`: through models' `layers` and layers' public attributes
+    (a custom block's own sub-layers, e.g. keras_resnet.Block.bn1)."""
+    found, seen, todo = [], set(), [layer]
+    while todo:
+        node = todo.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, keras.layers.BatchNormalization):
+            found.append(node)
+        children = list(getattr(node, "layers", None) or [])
+        children += [v for k, v in vars(node).items() if not k.startswith("_") and isinstance(v, keras.layers.Layer)]
+        todo += children
+    return found
+
+
+def recompute_bn(model: keras.Model, config: dict, data: dict, images: int = BN_IMAGES) -> None:
+    """BatchNorm moving statistics for `model`'s (averaged) weights: the plain mean over batches of `images` random
+    training images fed as training feeds them (torch.optim.swa_utils.update_bn's rule). Each layer's momentum is
+    set to k/(k+1) before batch k, which turns Keras' moving average into that mean; restored afterwards."""
+    layers = batch_norm_layers(model)
+    if not layers:
+        return
+    seed = int(config.get("seed", 0))
+    pick = np.random.default_rng(seed).permutation(len(data["y_train"]))[:images]
+    batch_size = min(int(config["batch_size"]), len(pick))
+    stream = train_stream(
+        to_nhwc(data["x_train"][pick]),
+        np.asarray(data["y_train"])[pick],
+        num_classes=len(data["classes"]),
+        batch_size=batch_size,
+        epochs=range(1, 2),
+        seed=seed,
+        augment=Augment.from_config(config),
+        mean=tuple(data["mean"]),
+        std=tuple(data["std"]),
+    )
+    momenta = [bn.momentum for bn in layers]
+    for bn in layers:
+        bn.moving_mean.assign(np.zeros(bn.moving_mean.shape, np.float32))
+        bn.moving_variance.assign(np.ones(bn.moving_variance.shape, np.float32))
+    try:
+        for k, (xb, _) in enumerate(stream):
+            for bn in layers:
+                bn.momentum = k / (k + 1)  # read by each eager call: the first batch replaces, later ones average
+            model(xb, training=True)
+    finally:
+        for bn, m in zip(layers, momenta, strict=True):
+            bn.momentum = m
+
+
+def averaged_model(model: keras.Model, weights: list[np.ndarray], config: dict, data: dict) -> keras.Model:
+    """A copy of `model` (same architecture, not compiled) holding `weights`, BatchNorm statistics recomputed."""
+    copy = keras.models.clone_model(model)
+    copy.set_weights(weights)
+    recompute_bn(copy, config, data)
+    return copy
 
 
 # ---------------------------------------------------------------------------------------------------------------

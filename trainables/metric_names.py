@@ -35,15 +35,22 @@ def diverged_metrics() -> dict:
     return {TRAIN_LOSS: DIVERGED_LOSS, VAL_LOSS: DIVERGED_LOSS, VAL_ACC: 0.0}
 
 
+def unvalidated_metrics() -> dict:
+    """The validation keys of an epoch with no validation data (report.py's refit on train + validation): NaN, so
+    no keep-best rule (`better`) ever picks such an epoch and no reader mistakes it for a measured value."""
+    return {VAL_LOSS: math.nan, VAL_ACC: math.nan}
+
+
 def epoch_result(
-    *, train_loss: float, train_acc: float, validate: Callable[[], dict], epoch: int, lr: float, images: int,
+    *, train_loss: float, train_acc: float, validate: Callable[[], dict] | None, epoch: int, lr: float, images: int,
     train_seconds: float, started: float, precision: str,
 ) -> dict:  # fmt: skip
     """One epoch's report (REPORT_KEYS) from the torch and the Keras loop alike. A NaN/inf training loss skips
     validation and reports `diverged_metrics()` with DIVERGED set, after which the loop stops: ASHA and Optuna must
-    see a bad result, not a crash. `started`: time.perf_counter() at the epoch's start (EPOCH_SECONDS)."""
+    see a bad result, not a crash. `validate` None: no validation data (`unvalidated_metrics`). `started`:
+    time.perf_counter() at the epoch's start (EPOCH_SECONDS)."""
     diverged = not math.isfinite(train_loss)
-    val = diverged_metrics() if diverged else validate()
+    val = diverged_metrics() if diverged else validate() if validate is not None else unvalidated_metrics()
     return {
         TRAIN_LOSS: train_loss,
         TRAIN_ACC: train_acc,

@@ -9,6 +9,7 @@ Layers, from the bottom:
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import time
@@ -18,9 +19,10 @@ from collections.abc import Callable
 import numpy as np
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn, update_bn
 
 from . import metric_names as M
-from .augment import Augment, EpochAugment, epoch_batches, prepare_batch
+from .augment import Augment, EpochAugment, epoch_batches, epoch_steps, prepare_batch
 from .models import build_model
 from .torch_device import Precision, choose_precision
 
@@ -148,13 +150,15 @@ def train_one_epoch(
     precision: Precision | None = None,
     scaler: torch.amp.GradScaler | None = None,
     max_steps: int | None = None,
+    averaged: AveragedModel | None = None,
 ) -> dict:
     """One pass over the training images `x` (an EpochAugment of the uint8 NCHW images on `device`) and labels
     `y`. Returns train_loss, train_acc, images, seconds.
 
     `size`: resize every batch to size x size (pretrained models; see `input_config`). `precision`: autocast dtype
     (default: the device's, `choose_precision`); `scaler`: its GradScaler (fp16 needs one enabled). `max_steps`:
-    stop after this many batches (memory probes and benchmarks; None = the whole epoch)."""
+    stop after this many batches (memory probes and benchmarks; None = the whole epoch). `averaged`: an EMA of the
+    weights (`averaged_model`), updated after every step."""
     precision = precision or choose_precision(device)
     scaler = scaler or precision.grad_scaler()
     model.train()
@@ -175,6 +179,8 @@ def train_one_epoch(
         scaler.step(optimizer)  # fp16: skips the step when a gradient overflowed, and lowers the scale
         scaler.update()
         scheduler.step()
+        if averaged is not None:
+            averaged.update_parameters(model)
         # Accumulate on the device: no .item() per batch, so CUDA never waits for Python.
         loss_sum += loss.detach().float() * len(yb)
         correct += (logits.argmax(1) == yb).sum()
@@ -190,13 +196,21 @@ def train_one_epoch(
     }
 
 
+def flip_average(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Flip test-time augmentation: log of the mean of the softmax probabilities of the images `x` (normalised NCHW)
+    and of their horizontal mirrors. A logit vector in its own right: its softmax is that mean, so evaluation,
+    softmax and export treat it as the model's logits. The one definition report.py and the exported files use."""
+    both = torch.stack([torch.log_softmax(model(x).float(), 1), torch.log_softmax(model(x.flip(3)).float(), 1)])
+    return torch.logsumexp(both, 0) - math.log(2.0)
+
+
 @torch.no_grad()
 def predict(
     model: nn.Module, x: torch.Tensor, *, mean, std, device, batch_size: int = CPU_EVAL_BATCH,
-    precision: Precision | None = None,
+    precision: Precision | None = None, flip_tta: bool = False,
 ) -> torch.Tensor:  # fmt: skip
     """Logits (float32, on `device`) for uint8 NCHW images `x`, in eval mode, without augmentation, `batch_size`
-    images at a time (a trial passes `eval_batch_size`).
+    images at a time (a trial passes `eval_batch_size`). `flip_tta`: `flip_average`'s logits instead.
 
     A pretrained model is fed as in training (`input_config`): resized to its resolution, ImageNet-normalised."""
     model.eval()
@@ -208,7 +222,7 @@ def predict(
         if device.type == "cuda":
             xb = xb.contiguous(memory_format=torch.channels_last)
         with precision.autocast():
-            out.append(model(xb).float())
+            out.append(flip_average(model, xb) if flip_tta else model(xb).float())
     return torch.cat(out)
 
 
@@ -244,6 +258,10 @@ def fit(
     the callback. Starts after `checkpoint["epoch"]` when resuming. Stops early if the loss diverges. Autocast follows
     the GPU generation (`choose_precision`; config "precision" forces one); each report names it. `max_steps`:
     batches per epoch (memory probes, benchmarks; None = all).
+
+    config "ema_decay" (report.py's weight averaging): also keep an exponential moving average of the weights,
+    updated every step; `state["ema"]` holds its state dict (BatchNorm statistics not averaged: `recompute_bn`).
+    No validation images (report.py's refit on train + validation): no validation, NaN val metrics.
     """
     horizon = int(config["max_epochs"])
     max_epochs = int(max_epochs or horizon)
@@ -263,7 +281,7 @@ def fit(
     optimizer = make_optimizer(config, param_groups(model, config))
     freeze_epochs = int(config.get("freeze_epochs", 0))  # train only the head for this many epochs, then all
     batch_size = int(config["batch_size"])
-    steps_per_epoch = max(1, x_train.shape[0] // min(batch_size, x_train.shape[0]))
+    steps_per_epoch = epoch_steps(x_train.shape[0], batch_size)  # every image once per epoch (augment.py)
     scheduler = make_scheduler(config, optimizer, steps_per_epoch, horizon)
     generator = torch.Generator(device=device)
     generator.manual_seed(seed)
@@ -273,6 +291,13 @@ def fit(
     precision = choose_precision(device, config.get("precision"))
     scaler = precision.grad_scaler()
     eval_batch = eval_batch_size(device, batch_size)
+    ema_decay = float(config.get("ema_decay") or 0.0)
+    averaged = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay)) if ema_decay else None
+
+    def validate():
+        return evaluate(
+            model, x_val, y_val, mean=mean, std=std, device=device, batch_size=eval_batch, precision=precision
+        )
 
     start_epoch = 0
     if checkpoint is not None:
@@ -286,6 +311,9 @@ def fit(
         # scaler: bf16 or fp32) or absent (older checkpoints): nothing to restore; torch refuses an empty dict.
         if checkpoint.get("scaler"):
             scaler.load_state_dict(checkpoint["scaler"])
+        if averaged is not None and "ema" in checkpoint:
+            averaged.module.load_state_dict(checkpoint["ema"])
+            averaged.n_averaged.fill_(1)  # not the first update: blend into the restored average
         start_epoch = int(checkpoint["epoch"])
 
     for epoch in range(start_epoch + 1, max_epochs + 1):
@@ -295,12 +323,11 @@ def fit(
         train = train_one_epoch(
             model, optimizer, scheduler, train_images, y_train, batch_size=batch_size, mean=mean, std=std,
             augment=augment, loss_fn=loss_fn, generator=generator, device=device, size=size,
-            precision=precision, scaler=scaler, max_steps=max_steps,
+            precision=precision, scaler=scaler, max_steps=max_steps, averaged=averaged,
         )  # fmt: skip
         result = M.epoch_result(
             train_loss=train[M.TRAIN_LOSS], train_acc=train[M.TRAIN_ACC], epoch=epoch,
-            validate=lambda: evaluate(model, x_val, y_val, mean=mean, std=std, device=device, batch_size=eval_batch,
-                                      precision=precision),
+            validate=validate if len(y_val) else None,
             lr=optimizer.param_groups[0]["lr"], images=train["images"], train_seconds=train["seconds"], started=t0,
             precision=precision.name,
         )  # fmt: skip
@@ -313,10 +340,37 @@ def fit(
             "global_rng": global_rng_state(device),  # dropout draws from torch's global RNG, not `generator`
             "scaler": scaler.state_dict(),  # {} when disabled (bf16, fp32)
         }
+        if averaged is not None:
+            state["ema"] = averaged.module.state_dict()
         report(result, state)
         if result[M.DIVERGED]:
             break
     return model
+
+
+BN_IMAGES = 10_000  # BatchNorm statistics of averaged weights: a mean over this many training images is exact to ~1%
+
+
+def recompute_bn(model: nn.Module, config: dict, data: dict, device: torch.device, images: int = BN_IMAGES) -> None:
+    """BatchNorm running statistics for `model`'s (averaged) weights, from `images` random training images fed as
+    training feeds them (augmented, normalised): torch.optim.swa_utils.update_bn, a plain mean over the batches.
+    Averaged weights never produced the statistics a BatchNorm layer kept during training. No BatchNorm: nothing."""
+    seed = int(config.get("seed", 0))
+    pick = torch.randperm(len(data["y_train"]), generator=torch.Generator().manual_seed(seed))[:images].numpy()
+    x, y = to_device_tensor(data["x_train"][pick], device), to_device_tensor(data["y_train"][pick], device)
+    mean, std, size = input_config(model, *norm_tensors(data["mean"], data["std"], device))
+    augment = Augment.from_config(config)
+    batches = epoch_batches(
+        EpochAugment(x, augment, mean),
+        y,
+        batch_size=int(config["batch_size"]),
+        mean=mean,
+        std=std,
+        augment=augment,
+        generator=torch.Generator(device=device).manual_seed(seed),
+        size=size,
+    )
+    update_bn((xb for xb, _ in batches), model, device)
 
 
 def global_rng_state(device: torch.device) -> dict:
