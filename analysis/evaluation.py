@@ -2,8 +2,8 @@
 score each model once on the test set, and choose the model to save without looking at the test set.
 
 The search's rule travels with it: `exp.metric` / `exp.mode` (experiment.json) pick each retrain's kept epoch and the
-saved seed, and the retrain trains and evaluates in the best trial's recorded precision unless --precision says
-otherwise."""
+saved seed, and the retrain trains and validates in the best trial's recorded precision unless --precision says
+otherwise; the test set is scored in float32, as the exported files run."""
 
 from __future__ import annotations
 
@@ -157,13 +157,17 @@ def evaluate_runs(exp, args, dataset, fw, options: Options) -> Evaluation:
         f"evaluating on the test set ({len(dataset.y_test)} images, {len(rows)} model{'s' * (len(rows) > 1)} x "
         f"{len(plain)} seed{'s' * (len(plain) > 1)}: {', '.join(v.key for v in rows)})"
     )
+    # The test set is scored in float32 whatever the training's precision: the exported files predict.py runs are
+    # float32, so metrics.json describes what ships (bf16 autocast moves a few predictions).
+    scoring = {**config, M.PRECISION: "fp32"} if fw.name == "torch" else config
+    ev.precision["test_scored_in"] = "fp32" if fw.name == "torch" else used
     with bar(len(rows) * len(plain), "test evaluation", "model") as progress:
         for v in rows:
             ev.results[v.key], ev.preds[v.key] = [], []
             for k in range(len(plain)):
                 run = refits[k] if v.refit else plain[k]
                 model = run.averaged if v.averaged else run.model
-                scores = fw.predict(model, dataset.x_test, data, config, flip_tta=v.tta)
+                scores = fw.predict(model, dataset.x_test, data, scoring, flip_tta=v.tta)
                 ev.results[v.key].append(classification_metrics(dataset.y_test, scores, dataset.classes))
                 ev.preds[v.key].append(scores.argmax(1))
                 progress.set_postfix(model=v.key, accuracy=f"{ev.results[v.key][-1]['accuracy']:.4f}")

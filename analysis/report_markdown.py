@@ -221,7 +221,11 @@ def final_model_lines(m) -> list[str]:
 
 def precision_line(m) -> str:
     p = m.get("precision")
-    return f"Trained and evaluated in {p['used']}: {p['chosen_by']}." if p else ""
+    if not p:
+        return ""
+    scored = p.get("test_scored_in", p["used"])
+    tail = "" if scored == p["used"] else f"; the test set scored in {scored}, as the exported files run"
+    return f"Trained and validated in {p['used']}: {p['chosen_by']}{tail}."
 
 
 def metrics_table_intro(m) -> str:

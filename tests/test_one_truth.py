@@ -40,7 +40,7 @@ class ScriptedFramework:
     name = "torch"
 
     def __init__(self, epochs=EPOCHS):
-        self.epochs, self.configs = epochs, []
+        self.epochs, self.configs, self.predicted = epochs, [], []
 
     def fit(self, config, data, report, *, checkpoint=None, max_epochs=None):
         self.configs.append(config)
@@ -59,6 +59,7 @@ class ScriptedFramework:
         model.weights = weights
 
     def predict(self, model, x, data, config, *, flip_tta=False):
+        self.predicted.append(config)
         probs = np.zeros((len(x), 2), np.float32)
         probs[:, 0] = 1
         return probs
@@ -114,7 +115,8 @@ def test_the_report_trains_and_evaluates_in_the_trials_precision():
     fw = ScriptedFramework()
     ev = evaluate_runs(fake_experiment("bf16"), report_args(), fake_dataset(), fw, PLAIN)
     assert fw.configs[0][M.PRECISION] == "bf16"
-    assert ev.precision == {"used": "bf16", "chosen_by": "the best trial's (t1)"}
+    assert ev.precision == {"used": "bf16", "chosen_by": "the best trial's (t1)", "test_scored_in": "fp32"}
+    assert fw.predicted[0][M.PRECISION] == "fp32"  # the test set as the exported (float32) files score it
     assert ev.plain[0].best_epoch == 3  # and the experiment's rule (val_acc, max) picked the kept epoch
     assert len(ev.preds["plain"]) == 1 and "_pred" not in ev.results["plain"][0]  # predictions beside the metrics
     fw = ScriptedFramework()
