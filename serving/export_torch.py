@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from trainables.augment import prepare_batch
+from trainables.torch_device import choose_precision
 from trainables.torch_loop import input_config, norm_tensors, predict
 
 PROGRAM_FILE = "model.pt2"
@@ -53,9 +54,10 @@ def on_cpu(model: nn.Module) -> nn.Module:
 
 def reference(model: nn.Module, x_nchw: np.ndarray, mean, std) -> np.ndarray:
     """The training framework's own answer: trainables.torch_loop.predict (the search's and the report's
-    evaluation path), softmaxed."""
+    evaluation path), softmaxed, in fp32 (a CPU with native bf16 would otherwise predict under bf16 autocast)."""
     m, s = norm_tensors(mean, std, CPU)
-    return torch.softmax(predict(model, torch.from_numpy(x_nchw), mean=m, std=s, device=CPU), 1).numpy()
+    fp32 = choose_precision(CPU, "fp32")
+    return torch.softmax(predict(model, torch.from_numpy(x_nchw), mean=m, std=s, device=CPU, precision=fp32), 1).numpy()
 
 
 def wrap(model: nn.Module, mean, std) -> tuple[WithPreprocessing, int | None]:

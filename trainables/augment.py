@@ -181,12 +181,13 @@ def prepare_batch(
 
 def epoch_batches(
     x: EpochAugment, y: torch.Tensor, *, batch_size: int, mean: torch.Tensor, std: torch.Tensor, augment: Augment,
-    generator: torch.Generator, size: int | None = None,
+    generator: torch.Generator, size: int | None = None, channels_last: bool | None = None,
 ):  # fmt: skip
     """One epoch of model-ready (inputs, labels) batches: shuffle, augment the whole epoch at once (`x`: crop, flip
     and cutout on uint8, in shuffled order), then per contiguous batch normalise (and resize / random-resized-crop
     for pretrained models). Full batches only: a batch of 1 would break BatchNorm. The one shuffle-and-batch path
-    of the training loop and the LR range test."""
+    of the training loop and the LR range test. `channels_last`: NHWC batches (the Precision's choice; None: on a
+    GPU)."""
     n = len(x)
     bs = min(batch_size, n)
     perm = torch.randperm(n, device=y.device, generator=generator)
@@ -194,6 +195,6 @@ def epoch_batches(
     per_batch = Augment(flip=False, crop_padding=0, cutout=0, crop_scale=augment.crop_scale)
     for i in range(0, n - bs + 1, bs):
         xb = prepare_batch(xs[i : i + bs], mean, std, per_batch, generator, size)
-        if xb.device.type == "cuda":
+        if channels_last or (channels_last is None and xb.device.type == "cuda"):
             xb = xb.contiguous(memory_format=torch.channels_last)
         yield xb, ys[i : i + bs]
