@@ -293,6 +293,20 @@ class ReportEachEpoch(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+class ProgressEachBatch(keras.callbacks.Callback):
+    """`progress(epoch, batches done, batches in the epoch)` after every training batch (in-epoch progress)."""
+
+    def __init__(self, progress: Callable[[int, int, int], None], steps_per_epoch: int):
+        super().__init__()
+        self.progress, self.steps, self.epoch = progress, steps_per_epoch, 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch + 1  # Keras counts from 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.progress(self.epoch, batch + 1, self.steps)
+
+
 def fit(
     config: dict,
     data: dict,
@@ -301,13 +315,15 @@ def fit(
     device: str | None = None,
     checkpoint: dict | None = None,
     max_epochs: int | None = None,
+    progress: Callable[[int, int, int], None] | None = None,
 ) -> keras.Model:
     """Train `config["model"]` on data["x_train"] (uint8 NCHW, converted once to NHWC) and validate on
     data["x_val"], for up to max_epochs. After each epoch calls `report(metrics, state)`; `state` is
     {"model": the live keras.Model, "epoch": k}: write it with `save_checkpoint(state, directory)` inside the
     callback. Resumes after `checkpoint["epoch"]` (a `load_checkpoint` result). Stops early if the loss diverges.
     `device` ("cpu", "cuda"/"gpu", or a TF name like "/GPU:1") pins the work; None lets TF place it (GPU when one
-    is visible). Call `setup_tensorflow` first.
+    is visible). Call `setup_tensorflow` first. `progress(epoch, batches done, batches in the epoch)`: after every
+    training batch, as the torch loop's.
     """
     horizon = int(config["max_epochs"])  # the lr schedule's; max_epochs only says where to stop (as the torch fit)
     max_epochs = int(max_epochs or horizon)
@@ -342,7 +358,8 @@ def fit(
         # steps_per_epoch makes Keras keep one iterator over the whole stream instead of restarting it each epoch.
         model.fit(
             stream, epochs=max_epochs, initial_epoch=start_epoch, steps_per_epoch=steps_per_epoch,
-            callbacks=[callback], shuffle=False, verbose=0,  # the stream is shuffled already
+            callbacks=[callback, *([ProgressEachBatch(progress, steps_per_epoch)] if progress else [])],
+            shuffle=False, verbose=0,  # the stream is shuffled already
         )  # fmt: skip
     return model
 

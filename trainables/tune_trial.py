@@ -9,6 +9,7 @@ import os
 import sys
 import tempfile
 
+from . import epoch_progress
 from . import metric_names as M
 from .framework import Framework, framework_of
 
@@ -45,9 +46,10 @@ def quiet_sigterm_exit() -> None:
     sys.unraisablehook = hook
 
 
-def train_trial(config: dict, data: dict) -> None:
-    """Ray Tune trainable (`tune.with_parameters(train_trial, data=...)`): reads only `config`; `data` (train/val
-    arrays) comes from the object store."""
+def train_trial(config: dict, data: dict, progress_dir: str | None = None) -> None:
+    """Ray Tune trainable (`tune.with_parameters(train_trial, data=..., progress_dir=...)`): reads only `config`;
+    `data` (train/val arrays) comes from the object store; `progress_dir`: the experiment's local folder, where the
+    trial writes its in-epoch progress (trainables/epoch_progress.py; None: nowhere, e.g. s3:// storage)."""
     # Reused trial processes (reuse_actors): before the next trial Tune gives the last one's thread only 2 s to end,
     # then fails the new trial. Ending a Keras fit took up to 3.3 s on a busy machine; read at reset time.
     os.environ.setdefault("TUNE_FUNCTION_THREAD_TIMEOUT_S", "60")
@@ -55,11 +57,12 @@ def train_trial(config: dict, data: dict) -> None:
     fw = framework_of(config["model"])
     # resources first: it also gives a reused process time to end the last trial's Keras fit (0-3.3 s here)
     fw.setup_trial(*trial_resources(), config.get("device"))
-    run_trial(fw, config, data)
+    run_trial(fw, config, data, progress_dir)
 
 
-def run_trial(fw: Framework, config: dict, data: dict) -> None:
-    """Resume from Tune's checkpoint if there is one, then `fw.fit`, reporting each epoch with a checkpoint."""
+def run_trial(fw: Framework, config: dict, data: dict, progress_dir: str | None = None) -> None:
+    """Resume from Tune's checkpoint if there is one, then `fw.fit`, reporting each epoch with a checkpoint and
+    writing the progress inside each epoch to the trial's folder under `progress_dir`."""
     import logging
 
     import ray
@@ -80,4 +83,8 @@ def run_trial(fw: Framework, config: dict, data: dict) -> None:
             fw.save_checkpoint(state, d)
             tune.report({**result, **node}, checkpoint=tune.Checkpoint.from_directory(d))
 
-    fw.fit(config, data, report, checkpoint=checkpoint)
+    progress = None
+    if progress_dir:
+        trial = epoch_progress.trial_dirname(tune.get_context().get_trial_id())
+        progress = epoch_progress.EpochProgress(os.path.join(progress_dir, trial, epoch_progress.PROGRESS_FILE))
+    fw.fit(config, data, report, checkpoint=checkpoint, progress=progress)
