@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import importlib
 
-from ray.tune.search import sample
-
 from trainables.models import MODELS, UnknownModelError, get_spec
 
 
@@ -31,8 +29,18 @@ def get_max_epochs(model: str) -> int:
     return int(_module(model).MAX_EPOCHS)
 
 
+def first_config(model: str) -> dict:
+    """The first trial's config of `model`'s space: its constants and its DEFAULTS (readable without Ray)."""
+    from .ranges import Domain
+
+    space, defaults = get_space(model)
+    return {k: v for k, v in space.items() if not isinstance(v, Domain)} | defaults
+
+
 def describe(space: dict) -> dict:
     """JSON-able description of Tune domains: {"lr": {"type": "float", "lower": ..., "upper": ..., "log": true}}."""
+    from ray.tune.search import sample
+
     out = {}
     for key, dom in space.items():
         if isinstance(dom, sample.Categorical):
