@@ -32,6 +32,7 @@ from search_driver.cli import (
 )
 from search_driver.cluster import check_one_gpu_per_trial, check_resources, start_ray
 from search_driver.lr_find import first_config, run_lr_finder, search_lr_around
+from search_driver.plan import plan_search
 from search_driver.summary import print_interrupted, print_summary
 from search_driver.tuner import (
     build_tuner,
@@ -61,8 +62,9 @@ def main(argv=None) -> int:
         # The arguments: --resume's saved ones, --smoke-test's sizes, the defaults that depend on other flags, then
         # every check that can fail in one line before data loading and Ray.
         args.storage_path = normalize_storage_path(args.storage_path)
+        given = given_flags(argv)
         if args.resume:
-            restore_args(args, given_flags(argv))
+            restore_args(args, given)
         apply_smoke_test(args)
         fill_defaults(args)
         check_args(args)
@@ -96,6 +98,10 @@ def main(argv=None) -> int:
         check_resources(args)
         check_one_gpu_per_trial(args)
         packing = None if args.resume else prepare_gpus(args, space, defaults, constants, dataset.search_arrays())
+        # What an epoch costs here, and what the budget buys with it (search_driver/plan.py): horizon, rungs, threads,
+        # the affordable part of the space and the first trial; one line and exit 2 if nothing is affordable.
+        plan = None if args.resume else plan_search(args, space, defaults, constants, dataset.search_arrays(), given)
+        constants = trial_constants(args)  # the plan's horizon
         trainable = make_trainable(args, dataset.search_arrays())
 
         # The search: a new experiment is recorded in experiment.json first; a resumed one continues Tune's state.
@@ -108,6 +114,10 @@ def main(argv=None) -> int:
                     info["lr_finder"] = finder
                 if packing:
                     info["gpu_packing"] = packing
+                if plan:
+                    info["plan"] = plan
+                    if any(k.startswith("first trial ") or k in plan.get("kept", {}) for k in plan["applied"]):
+                        info["search"]["first_trial"] = "the space's DEFAULTS, cost keys changed by the plan"
                 if not args.no_default_trial:  # so the summary and the report can say whether the search beat it
                     info["search"]["first_trial_config"] = defaults
                 write_json(join(path, EXPERIMENT_FILE), info)
@@ -122,8 +132,7 @@ def main(argv=None) -> int:
             print_interrupted(args, path, stop)
             return stop.exit_code
         resume.record(path, finished_at=time.time())
-        print_summary(results, args, path)
-        return 0
+        return 0 if print_summary(results, args, path) else 1
     except (UsageError, UnknownModelError, DataError, resume.ResumeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

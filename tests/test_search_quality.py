@@ -105,6 +105,15 @@ def test_time_budget_stops_the_search_and_leaves_a_reportable_experiment(image_f
     # Ray's start-up and the data come on top of the budget (tens of seconds on a loaded 2-core machine)
     assert wall < budget_min * 60 + 90, f"{wall:.0f} s for a {budget_min * 60:.0f} s budget"
     assert "Best trials by val_loss (best epoch of each)" in proc.stdout
+    # the plan, measured before the trials: printed before the search starts, recorded, the given horizon kept
+    out = proc.stdout
+    assert (
+        out.index("plan: an epoch of lenet5") < out.index("search: ")
+        and "horizon 2000 epochs (your --max-epochs" in out
+    )
+    plan = info["plan"]
+    assert plan["max_epochs"] == 2000 and plan["given_flags"] == ["max_epochs"] and plan["measured"]["seconds"] > 0
+    assert info["args"]["grace_period"] == plan["grace_period"] and plan["layout"]["cpus_per_trial"] in (1, 2)
 
     out = tmp_path / "results"
     assert report.main(["--experiment", str(tmp_path / "budget"), "--out", str(out), "--device", "cpu"]) == 0
