@@ -4,8 +4,9 @@
     python run_search.py --help  # every flag with its default, and more examples (search_driver/cli.py)
 
 main() is the story of a search, each step from search_driver/: the arguments, parsed and checked (cli.py); the
-data and the search space; Ray started or joined, waiting for the cluster to fit a trial (cluster.py); the Tuner
-built or restored and run (tuner.py); what it found, or what an interrupt kept (summary.py).
+data and the search space; Ray started or joined, waiting for the cluster to fit a trial (cluster.py); what an epoch
+costs here and what the budget buys (plan.py); the Tuner built or restored and run (tuner.py); what it found, or
+what an interrupt kept (summary.py). Exit 0; 2 for bad input (one line); 1 when no trial reported a result.
 
 Results: <storage-path>/<name>/ holds Ray's trial folders (result.json, progress.csv, checkpoints) and
 experiment.json (model, data, split seed, arguments, search space, git sha, package versions).

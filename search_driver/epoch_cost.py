@@ -5,11 +5,12 @@ A Ray actor holding a trial's resources (a fresh worker process, set up by the t
 threads, GPU share, precision) runs the trial's `fit` for PROBE_EPOCHS epochs of PROBE_STEPS batches on the first
 images of the search's training split, validating PROBE_VAL_IMAGES images after each: the first epoch warms up
 (oneDNN / cuDNN kernels, Keras tracing), the second is timed. Per image, its training rate and validation rate, plus
-one checkpoint write, give the epoch on the search's real data. One actor on the most CPUs measures every cost class;
-for each other layout (k trials of fewer threads at once), k actors measure the cheapest class at the same time, and
-every class is scaled by that ratio. The actors exit afterwards, taking their threads and framework state with them:
-nothing of the measurement stays in the driver or in the processes trials run in. Only a small slice of the data is
-put in the object store (the search's arrays go there once, for the trials).
+one checkpoint write, give the epoch on the search's real data. The layout with the most trials at once (one per
+core) measures every cost class, its actors side by side, so the figures include what concurrent trials do to each
+other; each other layout (fewer trials, more threads each) measures the cheapest class the same way, and every class
+is scaled by that ratio. The actors exit afterwards, taking their threads and framework state with them: nothing of
+the measurement stays in the driver or in the processes trials run in. Only a small slice of the data is put in the
+object store (the search's arrays go there once, for the trials).
 
 A class whose second training batch already shows an epoch longer than `hopeless_s` stops there (an epoch of at
 least that, a lower bound): no layout could bring it to a first rung, and it would cost seconds to time.
@@ -138,47 +139,60 @@ def measure(
         return int(dict(key).get("batch_size", base_config["batch_size"]))
 
     ref = ray.put(probe_data(data, [batch_size(c) for c in classes]))
-    main = max(layouts, key=lambda lay: lay[1])  # one trial on the most CPUs: the fastest to measure every class
     probe = ray.remote(CostProbe)
-    actor = probe.options(num_cpus=main[1], num_gpus=gpu_fraction).remote(framework, main[1], gpu_fraction, device, ref)
-    single, at_least, precision = {}, [], "unknown"
+
+    def actors(n: int, cpus: float) -> list:
+        opts = dict(num_cpus=cpus, num_gpus=gpu_fraction)
+        return [probe.options(**opts).remote(framework, cpus, gpu_fraction, device, ref) for _ in range(n)]
+
+    def cost(key: tuple, m: dict) -> float:
+        return m["at_least"] if "at_least" in m else epoch_seconds(m, train_images, val_images, batch_size(key))
+
+    # The most trials at once (one per core on a CPU) measure every class between them, at the same time, so each
+    # figure includes what trials running side by side do to each other (and whatever else the machine runs).
+    wide = max(layouts, key=lambda lay: lay[0])
+    team = actors(min(wide[0], len(classes)), wide[1])
+    calls = {}
+    for i, key in enumerate(classes):
+        calls[team[i % len(team)].measure.remote({**base_config, **dict(key)}, train_images, hopeless_s)] = key
+    results, pending = {}, list(calls)
     try:
-        for i, key in enumerate(classes, 1):
-            show(f"plan: measuring an epoch's cost, {i}/{len(classes)}: {_name(key)} ({main[1]:g} threads)")
-            m = ray.get(actor.measure.remote({**base_config, **dict(key)}, train_images, hopeless_s))
-            if "at_least" in m:
-                single[key] = m["at_least"]
-                at_least.append(key)
-            else:
-                single[key] = epoch_seconds(m, train_images, val_images, batch_size(key))
-                precision = m["precision"]
+        while pending:
+            show(
+                f"plan: measuring what an epoch costs, {len(results)}/{len(classes)} configs done, {len(team)} at once"
+            )
+            done, pending = ray.wait(pending, num_returns=1)
+            results[calls[done[0]]] = ray.get(done[0])
     finally:
-        ray.kill(actor)
-    cheapest = min([k for k in classes if k not in at_least] or classes, key=single.get)
-    table, ratios = {main: dict(single)}, {}
-    for lay in layouts:
-        if lay == main:
+        for a in team:
+            ray.kill(a)
+    at_least = [k for k in classes if "at_least" in results[k]]
+    precision = next((results[k]["precision"] for k in classes if k not in at_least), "unknown")
+    table = {wide: {k: cost(k, results[k]) for k in classes}}
+    cheapest = min([k for k in classes if k not in at_least] or classes, key=table[wide].get)
+    ratios = {}
+    for lay in layouts:  # fewer trials with more threads each: the cheapest class, scaled to the others
+        if lay == wide:
             continue
-        k, cpus = lay
-        show(f"plan: measuring {k} trials at once x {cpus:g} threads ({_name(cheapest)})")
-        actors = [
-            probe.options(num_cpus=cpus, num_gpus=gpu_fraction).remote(framework, cpus, gpu_fraction, device, ref)
-            for _ in range(k)
-        ]
+        show(f"plan: measuring {lay[0]} trial(s) at once x {lay[1]:g} threads ({_name(cheapest)})")
+        team = actors(lay[0], lay[1])
+        # slower per trial than the most-at-once layout: fewer trials and no faster, it loses on every count (the
+        # probe stops as soon as that is clear: under load, extra threads can be many times slower)
+        limit = table[wide][cheapest]
         try:
-            results = ray.get([a.measure.remote({**base_config, **dict(cheapest)}, train_images) for a in actors])
+            ms = ray.get([a.measure.remote({**base_config, **dict(cheapest)}, train_images, limit) for a in team])
         finally:
-            for a in actors:
+            for a in team:
                 ray.kill(a)
-        slowest = max(epoch_seconds(m, train_images, val_images, batch_size(cheapest)) for m in results)
-        ratios[f"{k}x{cpus:g}"] = round(slowest / single[cheapest], 3)
-        table[lay] = {key: s * slowest / single[cheapest] for key, s in single.items()}
+        ratio = max(cost(cheapest, m) for m in ms) / table[wide][cheapest]
+        ratios[f"{lay[0]}x{lay[1]:g}"] = round(ratio, 3)
+        table[lay] = {k: v * ratio for k, v in table[wide].items()}
     seconds = time.perf_counter() - start
     record = {
         "seconds": round(seconds, 1),
         "precision": precision,
         "probe": f"{PROBE_EPOCHS} epochs of {PROBE_STEPS} batches, {PROBE_VAL_IMAGES} validation images",
-        "threads_per_class": main[1],
+        "measured_with": f"{wide[0]} trial(s) at once x {wide[1]:g} threads",
         "layout_ratios": ratios,
         "ratios_from": dict(cheapest),
         "stopped_early": [dict(k) for k in at_least],

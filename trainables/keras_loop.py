@@ -35,15 +35,17 @@ EVAL_BATCH = 512
 TF_DEVICES = {"cpu": "/CPU:0", "cuda": "/GPU:0", "gpu": "/GPU:0"}  # torch-style names report.py may pass
 MIXED_POLICY = "mixed_float16"  # fp16 + loss scaling runs on every CUDA GPU TF supports (bf16 needs Ampere+)
 PRECISION_OF_POLICY = {"mixed_float16": "fp16", "mixed_bfloat16": "bf16", "float32": "fp32"}  # metrics.PRECISION
+CPU_POLICY = "float32"  # see choose_policy
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # TensorFlow set-up: threads, GPU memory share, precision
 
 
-def setup_tensorflow(cpus: float = 1, gpu_fraction: float = 0.0) -> str:
+def setup_tensorflow(cpus: float = 1, gpu_fraction: float = 0.0, precision: str | None = None) -> str:
     """Configure TF for a trial holding `cpus` CPUs and `gpu_fraction` of a GPU (or several whole GPUs); returns
-    "gpu" or "cpu". Ray does not isolate GPU memory: with 0.25 GPU the trial limits itself to 25% of it."""
+    "gpu" or "cpu". Ray does not isolate GPU memory: with 0.25 GPU the trial limits itself to 25% of it.
+    `precision` ("bf16", "fp16", "fp32"; e.g. a trial's recorded one for its retrain) overrides `choose_policy`."""
     threads = max(1, int(cpus))
     gpus = tf.config.list_physical_devices("GPU")
     if gpu_fraction > 0 and not gpus:
@@ -58,8 +60,20 @@ def setup_tensorflow(cpus: float = 1, gpu_fraction: float = 0.0) -> str:
     except RuntimeError as e:  # TF already ran in this process (a reused worker): its first settings stay
         warnings.warn(f"TensorFlow was already initialised, keeping its thread/GPU settings: {e}", stacklevel=2)
     on_gpu = bool(gpus) and gpu_fraction > 0
-    keras.mixed_precision.set_global_policy(MIXED_POLICY if on_gpu else "float32")
+    keras.mixed_precision.set_global_policy(choose_policy(on_gpu, precision))
     return "gpu" if on_gpu else "cpu"
+
+
+def choose_policy(on_gpu: bool, precision: str | None = None) -> str:
+    """The Keras dtype policy: mixed_float16 on a GPU, float32 on a CPU, or the one of `precision`. On a CPU with
+    native bf16, mixed_bfloat16 was measured against float32 for keras_resnet18 (docs/measurements.md) and is
+    not the default: see CPU_POLICY."""
+    if precision is not None:
+        policies = {v: k for k, v in PRECISION_OF_POLICY.items()}
+        if precision not in policies:
+            raise ValueError(f"unknown precision {precision!r}; known: {', '.join(policies)}")
+        return policies[precision]
+    return MIXED_POLICY if on_gpu else CPU_POLICY
 
 
 def require_gpu(gpu_fraction: float) -> None:
