@@ -117,8 +117,10 @@ def main(argv=None) -> int:
                     info["gpu_packing"] = packing
                 if plan:
                     info["plan"] = plan
-                    if any(k.startswith("first trial ") or k in plan.get("kept", {}) for k in plan["applied"]):
-                        info["search"]["first_trial"] = "the space's DEFAULTS, cost keys changed by the plan"
+                    first, dflt = plan.get("first_trial_class", {}), plan.get("defaults_class", {})
+                    if first != dflt:
+                        changed = ", ".join(f"{k} {v}" for k, v in first.items() if dflt.get(k) != v)
+                        info["search"]["first_trial"] = f"the space's DEFAULTS with {changed} (the plan's)"
                 if not args.no_default_trial:  # so the summary and the report can say whether the search beat it
                     info["search"]["first_trial_config"] = defaults
                 write_json(join(path, EXPERIMENT_FILE), info)

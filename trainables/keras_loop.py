@@ -35,7 +35,7 @@ EVAL_BATCH = 512
 TF_DEVICES = {"cpu": "/CPU:0", "cuda": "/GPU:0", "gpu": "/GPU:0"}  # torch-style names report.py may pass
 MIXED_POLICY = "mixed_float16"  # fp16 + loss scaling runs on every CUDA GPU TF supports (bf16 needs Ampere+)
 PRECISION_OF_POLICY = {"mixed_float16": "fp16", "mixed_bfloat16": "bf16", "float32": "fp32"}  # metrics.PRECISION
-CPU_POLICY = "float32"  # see choose_policy
+CPU_POLICY = "float32"  # not mixed_bfloat16, even where the CPU has bf16: see choose_policy
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -65,9 +65,12 @@ def setup_tensorflow(cpus: float = 1, gpu_fraction: float = 0.0, precision: str 
 
 
 def choose_policy(on_gpu: bool, precision: str | None = None) -> str:
-    """The Keras dtype policy: mixed_float16 on a GPU, float32 on a CPU, or the one of `precision`. On a CPU with
-    native bf16, mixed_bfloat16 was measured against float32 for keras_resnet18 (docs/measurements.md) and is
-    not the default: see CPU_POLICY."""
+    """The Keras dtype policy: mixed_float16 on a GPU, CPU_POLICY on a CPU, or the one of `precision`.
+
+    On this project's CPU (native bf16) mixed_bfloat16 trained keras_resnet18 1.2-1.7x faster than float32
+    (docs/measurements.md), but a model trained under it exports (tf2onnx) an ONNX graph of bfloat16 convolutions
+    that onnxruntime refuses to load, so report.py's retrain, which must train as the trial did, could not export
+    it: float32 stays the CPU's policy until the export casts to float32."""
     if precision is not None:
         policies = {v: k for k, v in PRECISION_OF_POLICY.items()}
         if precision not in policies:
