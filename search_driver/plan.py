@@ -9,7 +9,8 @@ that table this module decides, in pure functions that tests drive with a fake t
   horizon within the budget, then the more trial-epochs;
 - which cost classes the budget can afford (the space the searcher sees): a class is excluded when its first rung
   (grace epochs) takes more than a fair share of the budget, the trial-time in which `reduction_factor` trials reach
-  the first rung (ASHA promotes one in reduction_factor), or when its whole horizon would not fit in the budget;
+  the first rung (ASHA promotes one in reduction_factor; fewer, but at least one per slot, when even the cheapest
+  class cannot bring that many there), or when its whole horizon would not fit in the budget;
 - the horizon (`--max-epochs`: every trial's cosine and ASHA's max_t): the space's MAX_EPOCHS, or fewer when the
   budget's trial-time holds fewer than SEARCH_MULTIPLE horizons of the cheapest class that reaches a first rung, or
   one such horizon is more than FINISH_SHARE of the wall time;
@@ -97,7 +98,8 @@ class Choice:
     grace: int
     first: Key
     affordable: list[Key]
-    fair_share_s: float  # trial-time in which reduction_factor trials reach the first rung
+    fair_share_s: float  # trial-time in which `first_rung_trials` trials reach the first rung
+    first_rung_trials: int
     trial_epochs: float  # the budget's trial-time in epochs of the first trial's class
 
 
@@ -177,11 +179,12 @@ def choose_for(
     cheapest class affords; a class that cannot reach the first rung in the fair share, or finish that horizon in
     the budget, is not affordable."""
     budget = budget_s - STARTUP_S
-    fair = layout[0] * budget / reduction_factor
-    reachable = [c for c in classes if (grace or 1) * cost[c] <= fair]
-    if not reachable:
+    cheap = min(cost[c] for c in classes)
+    reach = int(layout[0] * budget / ((grace or 1) * cheap))  # trials of the cheapest class that reach a first rung
+    if reach < layout[0]:  # not even one per slot
         return None
-    cheap = cost[min(reachable, key=cost.get)]
+    trials = min(reduction_factor, reach)
+    fair = layout[0] * budget / trials
     horizon = max_epochs
     if horizon is None:
         horizon = min(
@@ -197,7 +200,7 @@ def choose_for(
     if not affordable:  # only a given grace or horizon can leave none
         return None
     first = defaults if defaults in affordable else nearest(defaults, affordable, cost)
-    return Choice(layout, horizon, rung, first, affordable, fair, layout[0] * budget / cost[first])
+    return Choice(layout, horizon, rung, first, affordable, fair, trials, layout[0] * budget / cost[first])
 
 
 def nearest(target: Key, candidates: list[Key], cost: dict) -> Key:
@@ -260,26 +263,23 @@ def make_plan(
         grace=given.get("grace_period"),
     )
     if choice is None:
-        raise PlanError(infeasible_line(epoch_s, classes, budget_s, reduction_factor, given.get("grace_period") or 1))
+        raise PlanError(infeasible_line(epoch_s, classes, budget_s, given.get("grace_period") or 1))
     plan.choice = choice
     plan.kept = kept_values(classes, choice.affordable, choice.first, epoch_s[choice.layout])
     return plan
 
 
-def infeasible_line(epoch_s: dict, classes: list[Key], budget_s: float, reduction_factor: int, grace: int) -> str:
-    """What no layout affords, and the budget that would: rf trials' first rung of the cheapest class."""
-    need = {
-        lay: reduction_factor * grace * min(cost[c] for c in classes) / lay[0] + STARTUP_S
-        for lay, cost in epoch_s.items()
-    }
+def infeasible_line(epoch_s: dict, classes: list[Key], budget_s: float, grace: int) -> str:
+    """What no layout affords, and the budget that would: the cheapest class's first rung, one trial per slot."""
+    need = {lay: grace * min(cost[c] for c in classes) + STARTUP_S for lay, cost in epoch_s.items()}
     lay = min(need, key=need.get)
     cheapest = min(classes, key=lambda c: epoch_s[lay][c])
-    minutes = math.ceil(need[lay] / 60)
+    epochs = f"{grace} epoch{'s' if grace > 1 else ''}"
     return (
         f"--time-budget {budget_s / 60:g} min cannot bring any config to its first rung here: the cheapest "
-        f"({describe_class(cheapest)}) takes {_dur(epoch_s[lay][cheapest])} per epoch with {_layout(lay)}, and "
-        f"{reduction_factor} trials need {grace} epoch{'s' if grace > 1 else ''} each; give --time-budget "
-        f"{minutes} or more, fewer pixels or images (--image-size, --subset), or a GPU"
+        f"({describe_class(cheapest)}) takes {_dur(epoch_s[lay][cheapest])} per epoch with {_layout(lay)}, and a "
+        f"first rung is {epochs}; give --time-budget {math.ceil(need[lay] / 60)} or more, fewer pixels or images "
+        "(--image-size, --subset), or a GPU"
     )
 
 
@@ -348,7 +348,7 @@ def lines(
     out += _wrap(
         f"  {plan.budget_s / 60:g} min buy ~{c.trial_epochs:.0f} trial-epochs of the first trial's class with "
         f"{_layout(c.layout)}{mine}; a fair share for a first rung is {_dur(c.fair_share_s)} of trial-time "
-        f"({plan.reduction_factor} trials reach it)"
+        f"({c.first_rung_trials} trials reach it)"
     )
     if plan.excluded:
         dropped = [f"{k} {v}" for k, vals in _all_values(plan.classes).items() for v in vals if v not in plan.kept[k]]
@@ -421,6 +421,7 @@ def record(plan: Plan, measured: dict, printed: list[str], applied: dict) -> dic
             reduction_factor=plan.reduction_factor,
             rungs=plan.rungs,
             fair_share_s=round(c.fair_share_s, 1),
+            first_rung_trials=c.first_rung_trials,
             trial_epochs=round(c.trial_epochs, 1),
             kept=plan.kept,
             first_trial_class=dict(c.first),
@@ -466,7 +467,7 @@ def plan_search(args, space: dict, defaults: dict, constants: dict, data: dict, 
         options = layouts(cpus, mine.get("cpus_per_trial"), mine.get("max_concurrent"))
     classes, default_class = cost_classes(space, defaults, constants)
     base = {k: v for k, v in space.items() if not isinstance(v, Domain)} | defaults | constants
-    hopeless = max(k for k, _ in options) * (budget_s - STARTUP_S) / args.reduction_factor if budget_s else None
+    hopeless = budget_s - STARTUP_S if budget_s else None  # an epoch longer than the budget: no first rung at all
     n = f"{len(classes)} config{'s' if len(classes) > 1 else ''}"
     print(f"plan: measuring what an epoch costs here ({n}, the trial's own training step)...", flush=True)
     m = epoch_cost.measure(

@@ -47,13 +47,21 @@ def plan_for(minutes, table=TABLE, classes=CLASSES, defaults=DEFAULTS, space_epo
 
 def test_a_budget_too_small_for_any_first_rung_is_one_line_naming_what_would_do():
     with pytest.raises(P.PlanError) as e:
-        plan_for(1)
+        plan_for(0.8)  # 48 s: 38 s after start-up, less than any epoch in either layout
     line = str(e.value)
-    assert "\n" not in line and line.startswith("--time-budget 1 min cannot bring any config to its first rung")
-    # 4 trials (the reduction factor) x 1 epoch of the cheapest class (stem imagenet, batch 256) on 2 at once:
-    # 4 x 89 s / 2 + start-up = 188 s -> 4 minutes
-    assert "the cheapest (stem imagenet, batch 256)" in line and "--time-budget 4 or more" in line
-    assert "--image-size" in line and "GPU" in line
+    assert "\n" not in line and line.startswith("--time-budget 0.8 min cannot bring any config to its first rung")
+    # one trial on both cores: the cheapest epoch is 48 s (stem imagenet, batch 256), + 10 s start-up -> 1 minute
+    assert "the cheapest (stem imagenet, batch 256) takes 48 s per epoch with 1 trial at once x 2 threads" in line
+    assert "--time-budget 1 or more" in line and "--image-size" in line and "GPU" in line
+
+
+def test_a_short_budget_on_a_busy_machine_still_brings_one_trial_per_core_to_a_first_epoch():
+    # 1.8x slower than the table (load ~10 on 2 cores): 2.7 min per epoch with 2 trials at once; 5 min cannot bring
+    # 4 trials to a first rung, but 3 (at least one per core): the fair share is 580 s / 3
+    busy = {lay: {k: v * 1.8 for k, v in cost.items()} for lay, cost in TABLE.items()}
+    c = plan_for(5, table=busy).choice
+    assert (c.layout, c.max_epochs, c.grace, c.first_rung_trials) == ((2, 1), 1, 1, 3)
+    assert c.fair_share_s == pytest.approx(2 * 290 / 3)
 
 
 def test_the_costly_stem_is_excluded_and_the_first_trial_moves_to_an_affordable_one():
