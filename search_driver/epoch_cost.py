@@ -5,12 +5,17 @@ A Ray actor holding a trial's resources (a fresh worker process, set up by the t
 threads, GPU share, precision) runs the trial's `fit` for PROBE_EPOCHS epochs of PROBE_STEPS batches on the first
 images of the search's training split, validating PROBE_VAL_IMAGES images after each: the first epoch warms up
 (oneDNN / cuDNN kernels, Keras tracing), the second is timed. Per image, its training rate and validation rate, plus
-one checkpoint write, give the epoch on the search's real data. The layout with the most trials at once (one per
-core) measures every cost class, its actors side by side, so the figures include what concurrent trials do to each
-other; each other layout (fewer trials, more threads each) measures the cheapest class the same way, and every class
-is scaled by that ratio. The actors exit afterwards, taking their threads and framework state with them: nothing of
-the measurement stays in the driver or in the processes trials run in. Only a small slice of the data is put in the
-object store (the search's arrays go there once, for the trials).
+one checkpoint write, give the epoch on the search's real data. Two steps:
+
+1. every cost class, on the layout with the most trials at once (one per core), each actor taking the next class
+   when it is free: what the classes cost relative to each other, from each probe's fastest batch (a busy machine
+   only ever slows a batch down);
+2. per layout, the cheapest class on all of its actors at the same time, from the timed epochs: what trials side by
+   side see, the machine's other load included. Every class is scaled by it.
+
+The actors exit afterwards, taking their threads and framework state with them: nothing of the measurement stays in
+the driver or in the processes trials run in. Only a small slice of the data goes to the object store (the search's
+arrays go there once, for the trials).
 
 A class whose second training batch already shows an epoch longer than `hopeless_s` stops there (an epoch of at
 least that, a lower bound): no layout could bring it to a first rung, and it would cost seconds to time.
@@ -27,7 +32,7 @@ import numpy as np
 
 PROBE_STEPS = 2  # training batches per probe epoch
 PROBE_EPOCHS = 2  # the first warms up, the second is timed
-PROBE_VAL_IMAGES = 512
+PROBE_VAL_IMAGES = 256
 CHECKPOINT_COPIES = 2  # the trial writes its checkpoint, Tune copies it into the trial folder
 
 
@@ -49,11 +54,12 @@ def probe_data(data: dict, batch_sizes: list[int]) -> dict:
     }
 
 
-def epoch_seconds(m: dict, train_images: int, val_images: int, batch_size: int) -> float:
-    """An epoch of the real data from one probe: full batches of training, the validation split, the checkpoint."""
+def epoch_seconds(m: dict, train_images: int, val_images: int, batch_size: int, best: bool = False) -> float:
+    """An epoch of the real data from one probe: full batches of training, the validation split, the checkpoint.
+    `best`: from the probe's fastest batch instead of its timed epoch's average."""
     batches = train_images // min(batch_size, train_images)
     return (
-        batches * min(batch_size, train_images) * m["train_s_per_image"]
+        batches * min(batch_size, train_images) * m["best_train_s_per_image" if best else "train_s_per_image"]
         + val_images * m["val_s_per_image"]
         + CHECKPOINT_COPIES * m["checkpoint_s"]
     )
@@ -79,10 +85,10 @@ class CostProbe:
         stamps, reports, saves = [], [], []
 
         def progress(epoch: int, batch: int, batches: int) -> None:
-            stamps.append(time.perf_counter())
+            stamps.append((epoch, batch, time.perf_counter()))
             if hopeless_s and epoch == 1 and batch == 2:  # the second batch: kernels chosen, Keras traced
                 # half the rate of that batch: a lower bound of the epoch even if it was still warming up
-                at_least = (stamps[-1] - stamps[-2]) * batches_per_epoch / 2
+                at_least = (stamps[-1][2] - stamps[-2][2]) * batches_per_epoch / 2
                 if at_least > hopeless_s:
                     raise TooCostly(at_least)
 
@@ -99,8 +105,12 @@ class CostProbe:
             return {"at_least": e.epoch_s}
         last = reports[-1]
         train_s = (n // bs) * bs / last["images_per_s"]
+        # the fastest batch after each epoch's first (best of a few: a busy machine only ever slows a batch), for
+        # comparing classes; the timed epoch's average, for what trials side by side will see
+        batches = [b[2] - a[2] for a, b in zip(stamps, stamps[1:], strict=False) if a[0] == b[0]]
         return {
-            "train_s_per_image": 1 / last["images_per_s"],
+            "train_s_per_image": train_s / ((n // bs) * bs),
+            "best_train_s_per_image": min([train_s / (n // bs), *batches]) / bs,
             "val_s_per_image": max(0.0, last["epoch_seconds"] - train_s) / len(data["x_val"]),
             "checkpoint_s": saves[-1],
             "precision": last["precision"],
@@ -145,56 +155,69 @@ def measure(
         opts = dict(num_cpus=cpus, num_gpus=gpu_fraction)
         return [probe.options(**opts).remote(framework, cpus, gpu_fraction, device, ref) for _ in range(n)]
 
-    def cost(key: tuple, m: dict) -> float:
-        return m["at_least"] if "at_least" in m else epoch_seconds(m, train_images, val_images, batch_size(key))
+    def side_by_side(team: list, key: tuple, limit: float | None = None) -> float:
+        """One trial's epoch of class `key` while every actor of `team` trains it at the same time (the slowest)."""
+        calls = [a.measure.remote({**base_config, **dict(key)}, train_images, limit) for a in team]
+        ms = ray.get(calls)
+        return max(
+            m["at_least"] if "at_least" in m else epoch_seconds(m, train_images, val_images, batch_size(key))
+            for m in ms
+        )
 
-    # The most trials at once (one per core on a CPU) measure every class between them, at the same time, so each
-    # figure includes what trials running side by side do to each other (and whatever else the machine runs).
+    # 1. Every class, on the layout with the most trials at once (one per core), each actor taking the next class
+    # when it is free: what the classes cost relative to each other (each probe's fastest batch).
     wide = max(layouts, key=lambda lay: lay[0])
-    team = actors(min(wide[0], len(classes)), wide[1])
-    calls = {}
-    for i, key in enumerate(classes):
-        calls[team[i % len(team)].measure.remote({**base_config, **dict(key)}, train_images, hopeless_s)] = key
-    results, pending = {}, list(calls)
+    team = actors(wide[0], wide[1])
+    todo, running, results = list(classes), {}, {}
     try:
-        while pending:
-            show(
-                f"plan: measuring what an epoch costs, {len(results)}/{len(classes)} configs done, {len(team)} at once"
-            )
-            done, pending = ray.wait(pending, num_returns=1)
-            results[calls[done[0]]] = ray.get(done[0])
+        for a in team[: len(todo)]:
+            key = todo.pop(0)
+            running[a.measure.remote({**base_config, **dict(key)}, train_images, hopeless_s)] = (a, key)
+        while running:
+            show(f"plan: measuring what an epoch costs, {len(results)}/{len(classes)} configs, {wide[0]} at once")
+            [done], _ = ray.wait(list(running), num_returns=1)
+            a, key = running.pop(done)
+            results[key] = ray.get(done)
+            if todo:
+                nxt = todo.pop(0)
+                running[a.measure.remote({**base_config, **dict(nxt)}, train_images, hopeless_s)] = (a, nxt)
+        at_least = [k for k in classes if "at_least" in results[k]]
+        relative = {
+            k: results[k]["at_least"]
+            if k in at_least
+            else epoch_seconds(results[k], train_images, val_images, batch_size(k), best=True)
+            for k in classes
+        }
+        cheapest = min([k for k in classes if k not in at_least] or classes, key=relative.get)
+        # 2. Per layout, the cheapest class on every actor at once: what trials side by side see in absolute terms.
+        show(f"plan: measuring {wide[0]} trial(s) at once x {wide[1]:g} threads ({_name(cheapest)})")
+        per_layout = {wide: side_by_side(team, cheapest)}
     finally:
         for a in team:
             ray.kill(a)
-    at_least = [k for k in classes if "at_least" in results[k]]
-    precision = next((results[k]["precision"] for k in classes if k not in at_least), "unknown")
-    table = {wide: {k: cost(k, results[k]) for k in classes}}
-    cheapest = min([k for k in classes if k not in at_least] or classes, key=table[wide].get)
-    ratios = {}
-    for lay in layouts:  # fewer trials with more threads each: the cheapest class, scaled to the others
+    for lay in layouts:  # fewer trials with more threads each
         if lay == wide:
             continue
         show(f"plan: measuring {lay[0]} trial(s) at once x {lay[1]:g} threads ({_name(cheapest)})")
         team = actors(lay[0], lay[1])
-        # slower per trial than the most-at-once layout: fewer trials and no faster, it loses on every count (the
-        # probe stops as soon as that is clear: under load, extra threads can be many times slower)
-        limit = table[wide][cheapest]
         try:
-            ms = ray.get([a.measure.remote({**base_config, **dict(cheapest)}, train_images, limit) for a in team])
+            # stop once it is slower per trial than the most-at-once layout: fewer trials and no faster, it loses on
+            # every count (under load, extra threads can be many times slower)
+            per_layout[lay] = side_by_side(team, cheapest, limit=per_layout[wide])
         finally:
             for a in team:
                 ray.kill(a)
-        ratio = max(cost(cheapest, m) for m in ms) / table[wide][cheapest]
-        ratios[f"{lay[0]}x{lay[1]:g}"] = round(ratio, 3)
-        table[lay] = {k: v * ratio for k, v in table[wide].items()}
+    table = {lay: {k: v * per_layout[lay] / relative[cheapest] for k, v in relative.items()} for lay in layouts}
+    precision = next((results[k]["precision"] for k in classes if k not in at_least), "unknown")
     seconds = time.perf_counter() - start
     record = {
         "seconds": round(seconds, 1),
         "precision": precision,
         "probe": f"{PROBE_EPOCHS} epochs of {PROBE_STEPS} batches, {PROBE_VAL_IMAGES} validation images",
-        "measured_with": f"{wide[0]} trial(s) at once x {wide[1]:g} threads",
-        "layout_ratios": ratios,
-        "ratios_from": dict(cheapest),
+        "classes_measured_with": f"{wide[0]} trial(s) at once x {wide[1]:g} threads",
+        "relative_epoch_s": {_name(k): round(v, 2) for k, v in relative.items()},
+        "layout_epoch_s": {f"{k}x{c:g}": round(v, 2) for (k, c), v in per_layout.items()},
+        "layouts_measured_on": dict(cheapest),
         "stopped_early": [dict(k) for k in at_least],
     }
     return Measured(table, at_least, precision, seconds, record)

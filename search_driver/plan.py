@@ -359,22 +359,22 @@ def lines(
         )
     else:
         out += _wrap("  excluded: nothing, every cost class is affordable")
-    horizon = f"{c.max_epochs} epochs ({'your --max-epochs' if 'max_epochs' in plan.given else 'the budget'}'s)"
+    epochs = f"{c.max_epochs} epoch{'s' if c.max_epochs != 1 else ''}"
+    whose = "your --max-epochs" if "max_epochs" in plan.given else "the budget"
     grace = " (your --grace-period)" if "grace_period" in plan.given else ""
-    rungs = ", ".join(map(str, plan.rungs)) or "none"
+    rungs = f"ASHA rungs at epochs {', '.join(map(str, plan.rungs))}{grace}" if plan.rungs else "no ASHA rung before it"
     if c.first == plan.defaults:
         start = "the space's DEFAULTS"
     else:
         start = f"DEFAULTS with {describe_class(_changed(plan.defaults, c.first))} (theirs are excluded)"
     out += _wrap(
-        f"  horizon {horizon}, ASHA rungs at epochs {rungs}{grace} (reduction factor {plan.reduction_factor}); "
-        f"first trial: {start}"
+        f"  horizon {epochs} ({whose}'s), {rungs} (reduction factor {plan.reduction_factor}); first trial: {start}"
     )
-    alone = (1, cpus) if (1, cpus) in plan.epoch_s else c.layout
-    threads = alone[1]
+    # one trial alone: as fast per trial as the faster layout here (report.py picks its threads by the load)
+    alone = min(plan.epoch_s, key=lambda lay: plan.epoch_s[lay][c.first])
     out += _wrap(
-        f"  report.py retrains the winner for the epochs it ran, at most {c.max_epochs}: about "
-        f"{_dur(c.max_epochs * plan.epoch_s[alone][c.first])} with {threads:g} thread{'s' if threads != 1 else ''}"
+        f"  report.py retrains the winner for the epochs it ran, at most {epochs}: about "
+        f"{_dur(c.max_epochs * plan.epoch_s[alone][c.first])} with {alone[1]:g} thread{'s' if alone[1] != 1 else ''}"
     )
     return out
 
