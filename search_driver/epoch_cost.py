@@ -7,9 +7,12 @@ images of the search's training split, validating PROBE_VAL_IMAGES images after 
 (oneDNN / cuDNN kernels, Keras tracing), the second is timed. Per image, its training rate and validation rate, plus
 one checkpoint write, give the epoch on the search's real data. Two steps:
 
-1. every cost class, on the layout with the most trials at once (one per core), each actor taking the next class
-   when it is free: what the classes cost relative to each other, from each probe's fastest batch (a busy machine
-   only ever slows a batch down);
+1. what the cost classes cost relative to each other, on the layout with the most trials at once (one per core),
+   each actor taking the next probe when it is free, from each probe's fastest batch (a busy machine only ever slows
+   a batch down). One cost key at a time: every value of a key is probed with the keys before it at their cheapest
+   value (batch size last, probed at its smallest: a probe times whole batches), and a class costs the last probe's
+   epoch times the ratio of each of its values (costs taken as separable: 4 probes instead of 6 for stem x batch
+   size, 7 instead of 15 for resolution x batch size);
 2. per layout, the cheapest class on all of its actors at the same time, from the timed epochs: what trials side by
    side see, the machine's other load included. Every class is scaled by it.
 
@@ -23,6 +26,7 @@ least that, a lower bound): no layout could bring it to a first rung, and it wou
 
 from __future__ import annotations
 
+import math
 import sys
 import tempfile
 import time
@@ -73,7 +77,15 @@ class CostProbe:
 
         self.fw = get_framework(framework)
         self.fw.setup_trial(cpus, gpu_fraction, device)
-        self.data = data
+        self.data, self.gpu_fraction, self.device = data, gpu_fraction, device
+
+    def set_threads(self, cpus: float) -> bool:
+        """Train with `cpus` threads from now on; False where that needs a new process (TensorFlow fixes its thread
+        pools at first use; torch changes them at any time)."""
+        if self.fw.name != "torch":
+            return False
+        self.fw.setup_trial(cpus, self.gpu_fraction, self.device)
+        return True
 
     def measure(self, config: dict, train_images: int, hopeless_s: float | None = None) -> dict:
         """The trial's `fit` on the probe data: seconds per training and per validation image of the timed epoch,
@@ -129,6 +141,7 @@ class Measured:
 def measure(
     framework: str,
     classes: list[tuple],
+    anchor: tuple,
     base_config: dict,
     data: dict,
     layouts: list[tuple[int, float]],
@@ -139,7 +152,7 @@ def measure(
     show=print,
 ) -> Measured:
     """Epoch seconds per layout and cost class for the search's `data` (search_arrays()). `classes`: plan.class_key
-    tuples; `base_config`: DEFAULTS over the space's constants; `show`: progress lines."""
+    tuples; `anchor`: the DEFAULTS' class; `base_config`: DEFAULTS over the space's constants; `show`: progress."""
     import ray
 
     start = time.perf_counter()
@@ -164,57 +177,80 @@ def measure(
             for m in ms
         )
 
-    # 1. Every class, on the layout with the most trials at once (one per core), each actor taking the next class
-    # when it is free: what the classes cost relative to each other (each probe's fastest batch).
+    # 1. What the classes cost relative to each other, on the layout with the most trials at once (one per core),
+    # each actor taking the next probe when it is free, from each probe's fastest batch. One cost key at a time, the
+    # others fixed (costs taken as separable: a class costs the base's epoch times each of its values' ratio): every
+    # value of a key is probed with the keys before it at their cheapest, batch size last at its smallest (a probe
+    # times whole batches), starting from the DEFAULTS' class.
     wide = max(layouts, key=lambda lay: lay[0])
     team = actors(wide[0], wide[1])
-    todo, running, results = list(classes), {}, {}
-    try:
-        for a in team[: len(todo)]:
-            key = todo.pop(0)
-            running[a.measure.remote({**base_config, **dict(key)}, train_images, hopeless_s)] = (a, key)
-        while running:
-            show(f"plan: measuring what an epoch costs, {len(results)}/{len(classes)} configs, {wide[0]} at once")
+    names = [k for k, _ in classes[0]]
+    values = {k: list(dict.fromkeys(dict(c)[k] for c in classes)) for k in names}
+    varying = sorted((k for k in names if len(values[k]) > 1), key=lambda k: k == "batch_size")
+    base = dict(anchor) | ({"batch_size": min(values["batch_size"])} if "batch_size" in varying else {})
+    total = sum(len(values[k]) for k in varying) - max(0, len(varying) - 1) or 1
+    results, ratio, stopped = {}, {}, set()
+
+    def key_of(config: dict) -> tuple:
+        return tuple((k, config[k]) for k in names)
+
+    def cost(m: dict, key: tuple) -> float:
+        return m["at_least"] if "at_least" in m else epoch_seconds(m, train_images, val_images, batch_size(key), True)
+
+    def probe_all(keys: list[tuple]) -> None:
+        todo, running = [k for k in keys if k not in results], {}
+        while todo or running:
+            for a in team:
+                if todo and a not in [r[0] for r in running.values()]:
+                    key = todo.pop(0)
+                    running[a.measure.remote({**base_config, **dict(key)}, train_images, hopeless_s)] = (a, key)
+            show(f"plan: measuring what an epoch costs, {len(results)}/{total} probes, {wide[0]} at once")
             [done], _ = ray.wait(list(running), num_returns=1)
-            a, key = running.pop(done)
-            results[key] = ray.get(done)
-            if todo:
-                nxt = todo.pop(0)
-                running[a.measure.remote({**base_config, **dict(nxt)}, train_images, hopeless_s)] = (a, nxt)
-        at_least = [k for k in classes if "at_least" in results[k]]
-        relative = {
-            k: results[k]["at_least"]
-            if k in at_least
-            else epoch_seconds(results[k], train_images, val_images, batch_size(k), best=True)
-            for k in classes
-        }
+            results[running.pop(done)[1]] = ray.get(done)
+
+    try:
+        probe_all([key_of(base)])
+        for name in varying:
+            probes = {v: key_of({**base, name: v}) for v in values[name]}
+            probe_all(list(probes.values()))
+            fine = [v for v in values[name] if "at_least" not in results[probes[v]]] or values[name]
+            best = min(fine, key=lambda v: cost(results[probes[v]], probes[v]))
+            ratio[name] = {
+                v: cost(results[probes[v]], probes[v]) / cost(results[probes[best]], probes[best]) for v in values[name]
+            }
+            stopped |= {(name, v) for v in values[name] if "at_least" in results[probes[v]]}
+            base[name] = best
+        base_cost = cost(results[key_of(base)], key_of(base))
+        relative = {c: base_cost * math.prod(ratio[k][v] for k, v in c if k in ratio) for c in classes}
+        at_least = [c for c in classes if any(kv in stopped for kv in c)]
         cheapest = min([k for k in classes if k not in at_least] or classes, key=relative.get)
         # 2. Per layout, the cheapest class on every actor at once: what trials side by side see in absolute terms.
         show(f"plan: measuring {wide[0]} trial(s) at once x {wide[1]:g} threads ({_name(cheapest)})")
         per_layout = {wide: side_by_side(team, cheapest)}
+        for lay in layouts:  # fewer trials with more threads each: the same processes where torch can re-thread
+            if lay == wide:
+                continue
+            show(f"plan: measuring {lay[0]} trial(s) at once x {lay[1]:g} threads ({_name(cheapest)})")
+            probes = team[: lay[0]]
+            if len(probes) < lay[0] or not all(ray.get([a.set_threads.remote(lay[1]) for a in probes])):
+                for a in team:
+                    ray.kill(a)
+                team = probes = actors(lay[0], lay[1])
+            # stop once it is slower per trial than the most-at-once layout: fewer trials and no faster, it loses on
+            # every count (under load, extra threads can be many times slower)
+            per_layout[lay] = side_by_side(probes, cheapest, limit=per_layout[wide])
     finally:
         for a in team:
             ray.kill(a)
-    for lay in layouts:  # fewer trials with more threads each
-        if lay == wide:
-            continue
-        show(f"plan: measuring {lay[0]} trial(s) at once x {lay[1]:g} threads ({_name(cheapest)})")
-        team = actors(lay[0], lay[1])
-        try:
-            # stop once it is slower per trial than the most-at-once layout: fewer trials and no faster, it loses on
-            # every count (under load, extra threads can be many times slower)
-            per_layout[lay] = side_by_side(team, cheapest, limit=per_layout[wide])
-        finally:
-            for a in team:
-                ray.kill(a)
     table = {lay: {k: v * per_layout[lay] / relative[cheapest] for k, v in relative.items()} for lay in layouts}
-    precision = next((results[k]["precision"] for k in classes if k not in at_least), "unknown")
+    precision = next((m["precision"] for m in results.values() if "precision" in m), "unknown")
     seconds = time.perf_counter() - start
     record = {
         "seconds": round(seconds, 1),
         "precision": precision,
         "probe": f"{PROBE_EPOCHS} epochs of {PROBE_STEPS} batches, {PROBE_VAL_IMAGES} validation images",
         "classes_measured_with": f"{wide[0]} trial(s) at once x {wide[1]:g} threads",
+        "probes": {_name(k): round(cost(m, k), 2) for k, m in results.items()},
         "relative_epoch_s": {_name(k): round(v, 2) for k, v in relative.items()},
         "layout_epoch_s": {f"{k}x{c:g}": round(v, 2) for (k, c), v in per_layout.items()},
         "layouts_measured_on": dict(cheapest),

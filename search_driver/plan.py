@@ -473,6 +473,7 @@ def plan_search(args, space: dict, defaults: dict, constants: dict, data: dict, 
     m = epoch_cost.measure(
         framework_of(args.model).name,
         classes,
+        default_class,
         base,
         data,
         options,
