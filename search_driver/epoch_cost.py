@@ -13,8 +13,8 @@ one checkpoint write, give the epoch on the search's real data. Two steps:
    value (batch size last, probed at its smallest: a probe times whole batches), and a class costs the last probe's
    epoch times the ratio of each of its values (costs taken as separable: 4 probes instead of 6 for stem x batch
    size, 7 instead of 15 for resolution x batch size);
-2. per layout, the cheapest class on all of its actors at the same time, from the timed epochs: what trials side by
-   side see, the machine's other load included. Every class is scaled by it.
+2. per layout, the cheapest class (at the smallest batch size) on all of its actors at the same time, from the
+   timed epochs: what trials side by side see, the machine's other load included. Every class is scaled by it.
 
 The actors exit afterwards, taking their threads and framework state with them: nothing of the measurement stays in
 the driver or in the processes trials run in. Only a small slice of the data goes to the object store (the search's
@@ -225,7 +225,11 @@ def measure(
         relative = {c: base_cost * math.prod(ratio[k][v] for k, v in c if k in ratio) for c in classes}
         at_least = [c for c in classes if any(kv in stopped for kv in c)]
         cheapest = min([k for k in classes if k not in at_least] or classes, key=relative.get)
-        # 2. Per layout, the cheapest class on every actor at once: what trials side by side see in absolute terms.
+        # 2. Per layout, every actor at once on the cheapest class at the smallest batch size (the quickest probe):
+        # what trials side by side see, in absolute terms.
+        if "batch_size" in names:
+            small = key_of({**dict(cheapest), "batch_size": min(values["batch_size"])})
+            cheapest = small if small not in at_least else cheapest
         show(f"plan: measuring {wide[0]} trial(s) at once x {wide[1]:g} threads ({_name(cheapest)})")
         per_layout = {wide: side_by_side(team, cheapest)}
         for lay in layouts:  # fewer trials with more threads each: the same processes where torch can re-thread
