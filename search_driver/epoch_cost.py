@@ -2,17 +2,16 @@
 decides from it).
 
 A Ray actor holding a trial's resources (a fresh worker process, set up by the trial's own `Framework.setup_trial`:
-threads, GPU share, precision) runs the trial's `fit` for PROBE_EPOCHS epochs of PROBE_STEPS batches on the first
-images of the search's training split, validating PROBE_VAL_IMAGES images after each: the first epoch warms up
-(oneDNN / cuDNN kernels, Keras tracing), the second is timed. Per image, its training rate and validation rate, plus
-one checkpoint write, give the epoch on the search's real data. Two steps:
+threads, GPU share, precision) runs the trial's `fit` for PROBE_EPOCHS epochs of PROBE_IMAGES training images
+(PROBE_STEPS batches at least) from the start of the search's training split, validating PROBE_VAL_IMAGES images
+after each: the first epoch warms up (oneDNN / cuDNN kernels, Keras tracing), the second is timed. Per image, its
+training rate and validation rate, plus one checkpoint write, give the epoch on the search's real data. Two steps:
 
 1. what the cost classes cost relative to each other, on the layout with the most trials at once (one per core),
-   each actor taking the next probe when it is free, from each probe's fastest batch (a busy machine only ever slows
-   a batch down). One cost key at a time: every value of a key is probed with the keys before it at their cheapest
-   value (batch size last, probed at its smallest: a probe times whole batches), and a class costs the last probe's
-   epoch times the ratio of each of its values (costs taken as separable: 4 probes instead of 6 for stem x batch
-   size, 7 instead of 15 for resolution x batch size);
+   each actor taking the next probe when it is free. One cost key at a time: every value of a key is probed with the
+   keys before it at their cheapest value (batch size last, probed at its smallest: a probe times whole batches),
+   and a class costs the last probe's epoch times the ratio of each of its values (costs taken as separable: 4
+   probes instead of 6 for stem x batch size, 7 instead of 15 for resolution x batch size);
 2. per layout, the cheapest class (at the smallest batch size) on all of its actors at the same time, from the
    timed epochs: what trials side by side see, the machine's other load included. Every class is scaled by it.
 
@@ -34,7 +33,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-PROBE_STEPS = 2  # training batches per probe epoch
+PROBE_STEPS = 2  # training batches per probe epoch, at least
+PROBE_IMAGES = 256  # training images per probe epoch, at least: small batches get more of them (fairer on a busy CPU)
 PROBE_EPOCHS = 2  # the first warms up, the second is timed
 PROBE_VAL_IMAGES = 256
 CHECKPOINT_COPIES = 2  # the trial writes its checkpoint, Tune copies it into the trial folder
@@ -47,8 +47,8 @@ class TooCostly(Exception):
 
 
 def probe_data(data: dict, batch_sizes: list[int]) -> dict:
-    """The first images of the training and validation splits: enough for PROBE_STEPS batches of the largest size."""
-    n = PROBE_STEPS * max(batch_sizes)
+    """The first images of the training and validation splits: enough for the largest batch size's probe."""
+    n = max(probe_images(b) for b in batch_sizes)
     return {
         **{k: v for k, v in data.items() if not k.startswith(("x_", "y_"))},
         "x_train": np.ascontiguousarray(data["x_train"][:n]),
@@ -58,12 +58,16 @@ def probe_data(data: dict, batch_sizes: list[int]) -> dict:
     }
 
 
-def epoch_seconds(m: dict, train_images: int, val_images: int, batch_size: int, best: bool = False) -> float:
-    """An epoch of the real data from one probe: full batches of training, the validation split, the checkpoint.
-    `best`: from the probe's fastest batch instead of its timed epoch's average."""
+def probe_images(batch_size: int) -> int:
+    """Training images of a probe epoch: PROBE_STEPS batches, or more to reach PROBE_IMAGES."""
+    return max(PROBE_STEPS, -(-PROBE_IMAGES // batch_size)) * batch_size
+
+
+def epoch_seconds(m: dict, train_images: int, val_images: int, batch_size: int) -> float:
+    """An epoch of the real data from one probe: full batches of training, the validation split, the checkpoint."""
     batches = train_images // min(batch_size, train_images)
     return (
-        batches * min(batch_size, train_images) * m["best_train_s_per_image" if best else "train_s_per_image"]
+        batches * min(batch_size, train_images) * m["train_s_per_image"]
         + val_images * m["val_s_per_image"]
         + CHECKPOINT_COPIES * m["checkpoint_s"]
     )
@@ -91,7 +95,7 @@ class CostProbe:
         """The trial's `fit` on the probe data: seconds per training and per validation image of the timed epoch,
         the checkpoint write, the precision; {"at_least": epoch seconds} when the class is hopeless."""
         bs = min(int(config["batch_size"]), len(self.data["x_train"]))
-        n = PROBE_STEPS * bs
+        n = probe_images(bs)
         data = {**self.data, "x_train": self.data["x_train"][:n], "y_train": self.data["y_train"][:n]}
         batches_per_epoch = train_images // min(int(config["batch_size"]), train_images)
         stamps, reports, saves = [], [], []
@@ -118,12 +122,8 @@ class CostProbe:
             return {"at_least": e.epoch_s}
         last = reports[-1]
         train_s = (n // bs) * bs / last["images_per_s"]
-        # the fastest batch after each epoch's first (best of a few: a busy machine only ever slows a batch), for
-        # comparing classes; the timed epoch's average, for what trials side by side will see
-        batches = [b[2] - a[2] for a, b in zip(stamps, stamps[1:], strict=False) if a[0] == b[0]]
         return {
             "train_s_per_image": train_s / ((n // bs) * bs),
-            "best_train_s_per_image": min([train_s / (n // bs), *batches]) / bs,
             "val_s_per_image": max(0.0, last["epoch_seconds"] - train_s) / len(data["x_val"]),
             "checkpoint_s": saves[-1],
             "precision": last["precision"],
@@ -179,10 +179,9 @@ def measure(
         )
 
     # 1. What the classes cost relative to each other, on the layout with the most trials at once (one per core),
-    # each actor taking the next probe when it is free, from each probe's fastest batch. One cost key at a time, the
-    # others fixed (costs taken as separable: a class costs the base's epoch times each of its values' ratio): every
-    # value of a key is probed with the keys before it at their cheapest, batch size last at its smallest (a probe
-    # times whole batches), starting from the DEFAULTS' class.
+    # each actor taking the next probe when it is free. One cost key at a time, the others fixed (costs taken as
+    # separable: a class costs the base's epoch times each of its values' ratio): every value of a key is probed with
+    # the keys before it at their cheapest, batch size last at its smallest, starting from the DEFAULTS' class.
     wide = max(layouts, key=lambda lay: lay[0])
     team = actors(wide[0], wide[1])
     names = [k for k, _ in classes[0]]
@@ -196,7 +195,7 @@ def measure(
         return tuple((k, config[k]) for k in names)
 
     def cost(m: dict, key: tuple) -> float:
-        return m["at_least"] if "at_least" in m else epoch_seconds(m, train_images, val_images, batch_size(key), True)
+        return m["at_least"] if "at_least" in m else epoch_seconds(m, train_images, val_images, batch_size(key))
 
     def probe_all(keys: list[tuple]) -> None:
         todo, running = [k for k in keys if k not in results], {}
@@ -253,7 +252,7 @@ def measure(
     record = {
         "seconds": round(seconds, 1),
         "precision": precision,
-        "probe": f"{PROBE_EPOCHS} epochs of {PROBE_STEPS} batches, {PROBE_VAL_IMAGES} validation images",
+        "probe": f"{PROBE_EPOCHS} epochs of {PROBE_IMAGES}+ images, {PROBE_VAL_IMAGES} validation images",
         "classes_measured_with": f"{wide[0]} trial(s) at once x {wide[1]:g} threads",
         "probes": {_name(k): round(cost(m, k), 2) for k, m in results.items()},
         "relative_epoch_s": {_name(k): round(v, 2) for k, v in relative.items()},
