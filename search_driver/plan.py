@@ -36,6 +36,9 @@ COST_KEYS = ("stem", "batch_size", "resolution")  # keys whose value changes wha
 STARTUP_S = 10.0  # of the budget, before the first trial trains: worker start, imports, data from the object store
 SEARCH_MULTIPLE = 2.5  # trial-time for 2.5 horizons: the first trial's, one more finisher, first rungs of the rest
 FINISH_SHARE = 0.8  # one horizon fits in 80% of the wall time: a trial started in the first fifth still finishes
+# A class is excluded only when it misses a limit by more than this factor: on a shared 2-core machine two probes of
+# the same class differed by up to 2x, while the costs worth excluding (ResNet18's 3x3 stem on a CPU) miss by 5-10x.
+EXCLUDE_MARGIN = 1.5
 WIDTH = 120
 
 Layout = tuple[int, float]  # (trials at once, CPUs = threads per trial)
@@ -195,7 +198,10 @@ def choose_for(
     while grace is None and rung > 1 and rung * cheap > fair:  # a first rung the cheapest class can reach
         rung -= 1
     affordable = [
-        c for c in classes if rung * cost[c] <= fair and (max_epochs is not None or horizon * cost[c] <= budget)
+        c
+        for c in classes
+        if rung * cost[c] <= fair * EXCLUDE_MARGIN
+        and (max_epochs is not None or horizon * cost[c] <= budget * EXCLUDE_MARGIN)
     ]
     if not affordable:  # only a given grace or horizon can leave none
         return None

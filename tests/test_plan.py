@@ -125,6 +125,16 @@ def test_a_given_long_horizon_gets_a_first_rung_the_budget_can_reach():
     assert plan.choice.max_epochs == 2000 and plan.choice.grace == 17 and plan.choice.layout == (2, 1)
 
 
+def test_a_class_near_a_limit_is_kept_one_far_beyond_it_is_excluded():
+    # 9 epochs of horizon (from the cheapest, 100 s): a 160 s class needs 1,440 s of the 1,190, within measurement
+    # noise (EXCLUDE_MARGIN); a 300 s class needs 2,700 s, far beyond
+    a, b, c = ((("batch_size", n),) for n in (256, 128, 64))
+    choice = P.choose_for(
+        (2, 1), {a: 100.0, b: 160.0, c: 300.0}, [a, b, c], b, budget_s=1200, space_max_epochs=20, reduction_factor=4
+    )
+    assert choice.max_epochs == 9 and choice.affordable == [a, b] and choice.first == b
+
+
 def test_a_partly_affordable_key_drops_the_value_that_keeps_the_most_classes():
     # only the cifar stem at batch 256 is too costly: dropping batch 256 keeps 4 classes, dropping cifar 3
     cost = {**{k: 40.0 for k in CLASSES}, K("cifar", 256): 10_000.0}
