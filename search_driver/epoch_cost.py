@@ -4,8 +4,10 @@ decides from it).
 A Ray actor holding a trial's resources (a fresh worker process, set up by the trial's own `Framework.setup_trial`:
 threads, GPU share, precision) runs the trial's `fit` for PROBE_EPOCHS epochs of PROBE_IMAGES training images
 (PROBE_STEPS batches at least) from the start of the search's training split, validating PROBE_VAL_IMAGES images
-after each: the first epoch warms up (oneDNN / cuDNN kernels, Keras tracing), the second is timed. Per image, its
-training rate and validation rate, plus one checkpoint write, give the epoch on the search's real data. Two steps:
+after each: the first epoch warms up (oneDNN / cuDNN kernels, Keras tracing), the second is timed, and a timed epoch
+shorter than PROBE_MIN_S is probed again on more images (a small model's epoch of 256 images is timer noise). Per
+image, its training rate and validation rate, plus one checkpoint write, give the epoch on the search's real data.
+Two steps:
 
 1. what the cost classes cost relative to each other, on the layout with the most trials at once (one per core),
    each actor taking the next probe when it is free. One cost key at a time: every value of a key is probed with the
@@ -36,7 +38,9 @@ import numpy as np
 PROBE_STEPS = 2  # training batches per probe epoch, at least
 PROBE_IMAGES = 256  # training images per probe epoch, at least: small batches get more of them (fairer on a busy CPU)
 PROBE_EPOCHS = 2  # the first warms up, the second is timed
-PROBE_VAL_IMAGES = 256
+PROBE_VAL_IMAGES = 256  # validation images, at least (an eighth of the training images of a longer probe)
+PROBE_MIN_S = 1.0  # a timed epoch shorter than this (a small model) is probed again on more images: timer noise
+PROBE_MAX_BYTES = 64 * 2**20  # the data the probes may use, at most
 CHECKPOINT_COPIES = 2  # the trial writes its checkpoint, Tune copies it into the trial folder
 
 
@@ -47,14 +51,17 @@ class TooCostly(Exception):
 
 
 def probe_data(data: dict, batch_sizes: list[int]) -> dict:
-    """The first images of the training and validation splits: enough for the largest batch size's probe."""
-    n = max(probe_images(b) for b in batch_sizes)
+    """The first images of the training and validation splits: the largest batch size's probe, and up to
+    PROBE_MAX_BYTES for longer probes of small models."""
+    image_bytes = data["x_train"][0].nbytes
+    n = max(max(probe_images(b) for b in batch_sizes), PROBE_MAX_BYTES // image_bytes)
+    v = max(PROBE_VAL_IMAGES, n // 8)
     return {
-        **{k: v for k, v in data.items() if not k.startswith(("x_", "y_"))},
+        **{k: val for k, val in data.items() if not k.startswith(("x_", "y_"))},
         "x_train": np.ascontiguousarray(data["x_train"][:n]),
         "y_train": np.ascontiguousarray(data["y_train"][:n]),
-        "x_val": np.ascontiguousarray(data["x_val"][:PROBE_VAL_IMAGES]),
-        "y_val": np.ascontiguousarray(data["y_val"][:PROBE_VAL_IMAGES]),
+        "x_val": np.ascontiguousarray(data["x_val"][:v]),
+        "y_val": np.ascontiguousarray(data["y_val"][:v]),
     }
 
 
@@ -93,10 +100,26 @@ class CostProbe:
 
     def measure(self, config: dict, train_images: int, hopeless_s: float | None = None) -> dict:
         """The trial's `fit` on the probe data: seconds per training and per validation image of the timed epoch,
-        the checkpoint write, the precision; {"at_least": epoch seconds} when the class is hopeless."""
+        the checkpoint write, the precision; {"at_least": epoch seconds} when the class is hopeless. A timed epoch
+        shorter than PROBE_MIN_S is measured again on as many images as make it that long (if the data has them)."""
         bs = min(int(config["batch_size"]), len(self.data["x_train"]))
-        n = probe_images(bs)
-        data = {**self.data, "x_train": self.data["x_train"][:n], "y_train": self.data["y_train"][:n]}
+        m = self.probe(config, probe_images(bs), train_images, hopeless_s)
+        have = len(self.data["x_train"]) // bs * bs
+        if "at_least" not in m and m["timed_s"] < PROBE_MIN_S and m["images"] < have:
+            want = int(PROBE_MIN_S / m["train_s_per_image"]) // bs * bs + bs
+            m = self.probe(config, min(have, want), train_images, hopeless_s)
+        return m
+
+    def probe(self, config: dict, n: int, train_images: int, hopeless_s: float | None) -> dict:
+        bs = min(int(config["batch_size"]), n)
+        val = max(PROBE_VAL_IMAGES, n // 8)
+        data = {
+            **self.data,
+            "x_train": self.data["x_train"][:n],
+            "y_train": self.data["y_train"][:n],
+            "x_val": self.data["x_val"][:val],
+            "y_val": self.data["y_val"][:val],
+        }
         batches_per_epoch = train_images // min(int(config["batch_size"]), train_images)
         stamps, reports, saves = [], [], []
 
@@ -123,6 +146,8 @@ class CostProbe:
         last = reports[-1]
         train_s = (n // bs) * bs / last["images_per_s"]
         return {
+            "images": (n // bs) * bs,
+            "timed_s": train_s,
             "train_s_per_image": train_s / ((n // bs) * bs),
             "val_s_per_image": max(0.0, last["epoch_seconds"] - train_s) / len(data["x_val"]),
             "checkpoint_s": saves[-1],
