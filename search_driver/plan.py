@@ -39,6 +39,7 @@ FINISH_SHARE = 0.8  # one horizon fits in 80% of the wall time: a trial started 
 # A class is excluded only when it misses a limit by more than this factor: on a shared 2-core machine two probes of
 # the same class differed by up to 2x, while the costs worth excluding (ResNet18's 3x3 stem on a CPU) miss by 5-10x.
 EXCLUDE_MARGIN = 1.5
+INFORM_LIMIT_S = 1800.0  # without a budget, a probe stops once its epoch is clearly longer than this
 WIDTH = 120
 
 Layout = tuple[int, float]  # (trials at once, CPUs = threads per trial)
@@ -473,7 +474,8 @@ def plan_search(args, space: dict, defaults: dict, constants: dict, data: dict, 
         options = layouts(cpus, mine.get("cpus_per_trial"), mine.get("max_concurrent"))
     classes, default_class = cost_classes(space, defaults, constants)
     base = {k: v for k, v in space.items() if not isinstance(v, Domain)} | defaults | constants
-    hopeless = budget_s - STARTUP_S if budget_s else None  # an epoch longer than the budget: no first rung at all
+    # an epoch longer than the budget reaches no first rung; without one, past half an hour it is only "> 30 min"
+    hopeless = budget_s - STARTUP_S if budget_s else INFORM_LIMIT_S
     n = f"{len(classes)} config{'s' if len(classes) > 1 else ''}"
     print(f"plan: measuring what an epoch costs here ({n}, the trial's own training step)...", flush=True)
     m = epoch_cost.measure(
