@@ -7,15 +7,16 @@ threads, GPU share, precision) runs the trial's `fit` for PROBE_EPOCHS epochs of
 after each: the first epoch warms up (oneDNN / cuDNN kernels, Keras tracing), the second is timed, and a timed epoch
 shorter than PROBE_MIN_S is probed again on more images (a small model's epoch of 256 images is timer noise). Per
 image, its training rate and validation rate, plus one checkpoint write, give the epoch on the search's real data.
-Two steps:
 
-1. what the cost classes cost relative to each other, on the layout with the most trials at once (one per core),
-   each actor taking the next probe when it is free. One cost key at a time: every value of a key is probed with the
-   keys before it at their cheapest value (batch size last, probed at its smallest: a probe times whole batches),
-   and a class costs the last probe's epoch times the ratio of each of its values (costs taken as separable: 4
-   probes instead of 6 for stem x batch size, 7 instead of 15 for resolution x batch size);
-2. per layout, the cheapest class (at the smallest batch size) on all of its actors at the same time, from the
-   timed epochs: what trials side by side see, the machine's other load included. Every class is scaled by it.
+1. Every probe runs on the layout with the most trials at once (one per core), on all of its actors together, one
+   probe after another: each figure is what trials side by side see (each other, and the machine's other load), and
+   no probe runs alone while another ran beside a neighbour (that made a class measured last 2x too cheap). One cost
+   key at a time: every value of a key is probed with the keys before it at their cheapest value (batch size last,
+   probed at its smallest: a probe times whole batches), and a class costs the last probe's epoch times the ratio of
+   each of its values (costs taken as separable: 4 probes instead of 6 for stem x batch size, 7 instead of 15 for
+   resolution x batch size).
+2. Each other layout (fewer trials, more threads each) trains the cheapest class at its smallest batch size on all
+   of its actors at once; every class is scaled by its ratio to the same probe on the widest layout.
 
 The actors exit afterwards, taking their threads and framework state with them: nothing of the measurement stays in
 the driver or in the processes trials run in. Only a small slice of the data goes to the object store (the search's
@@ -194,19 +195,20 @@ def measure(
         opts = dict(num_cpus=cpus, num_gpus=gpu_fraction)
         return [probe.options(**opts).remote(framework, cpus, gpu_fraction, device, ref) for _ in range(n)]
 
-    def side_by_side(team: list, key: tuple, limit: float | None = None) -> float:
-        """One trial's epoch of class `key` while every actor of `team` trains it at the same time (the slowest)."""
-        calls = [a.measure.remote({**base_config, **dict(key)}, train_images, limit) for a in team]
-        ms = ray.get(calls)
-        return max(
-            m["at_least"] if "at_least" in m else epoch_seconds(m, train_images, val_images, batch_size(key))
-            for m in ms
-        )
+    def together(team: list, key: tuple, limit: float | None) -> dict:
+        """Class `key` trained by every actor of `team` at the same time: the slowest one's measurement (one that
+        stopped early if any did), so what each of that many trials side by side sees."""
+        ms = ray.get([a.measure.remote({**base_config, **dict(key)}, train_images, limit) for a in team])
+        return max(ms, key=lambda m: float("inf") if "at_least" in m else cost(m, key))
 
-    # 1. What the classes cost relative to each other, on the layout with the most trials at once (one per core),
-    # each actor taking the next probe when it is free. One cost key at a time, the others fixed (costs taken as
-    # separable: a class costs the base's epoch times each of its values' ratio): every value of a key is probed with
-    # the keys before it at their cheapest, batch size last at its smallest, starting from the DEFAULTS' class.
+    def cost(m: dict, key: tuple) -> float:
+        return m["at_least"] if "at_least" in m else epoch_seconds(m, train_images, val_images, batch_size(key))
+
+    # 1. Every probe on the layout with the most trials at once (one per core), on all of its actors together, one
+    # probe after another: each figure is what trials side by side see (each other, and the machine's other load),
+    # and no probe runs alone while another runs beside a neighbour. One cost key at a time, the others fixed (costs
+    # taken as separable: a class costs the base probe's epoch times each of its values' ratio): every value of a
+    # key is probed with the keys before it at their cheapest, batch size last at its smallest, from DEFAULTS' class.
     wide = max(layouts, key=lambda lay: lay[0])
     team = actors(wide[0], wide[1])
     names = [k for k, _ in classes[0]]
@@ -219,19 +221,11 @@ def measure(
     def key_of(config: dict) -> tuple:
         return tuple((k, config[k]) for k in names)
 
-    def cost(m: dict, key: tuple) -> float:
-        return m["at_least"] if "at_least" in m else epoch_seconds(m, train_images, val_images, batch_size(key))
-
     def probe_all(keys: list[tuple]) -> None:
-        todo, running = [k for k in keys if k not in results], {}
-        while todo or running:
-            for a in team:
-                if todo and a not in [r[0] for r in running.values()]:
-                    key = todo.pop(0)
-                    running[a.measure.remote({**base_config, **dict(key)}, train_images, hopeless_s)] = (a, key)
-            show(f"plan: measuring what an epoch costs, {len(results)}/{total} probes, {wide[0]} at once")
-            [done], _ = ray.wait(list(running), num_returns=1)
-            results[running.pop(done)[1]] = ray.get(done)
+        for key in keys:
+            if key not in results:
+                show(f"plan: measuring what an epoch costs, {len(results)}/{total} probes, {wide[0]} at once")
+                results[key] = together(team, key, hopeless_s)
 
     try:
         probe_all([key_of(base)])
@@ -246,17 +240,17 @@ def measure(
             stopped |= {(name, v) for v in values[name] if "at_least" in results[probes[v]]}
             base[name] = best
         base_cost = cost(results[key_of(base)], key_of(base))
-        relative = {c: base_cost * math.prod(ratio[k][v] for k, v in c if k in ratio) for c in classes}
+        per_trial = {c: base_cost * math.prod(ratio[k][v] for k, v in c if k in ratio) for c in classes}
         at_least = [c for c in classes if any(kv in stopped for kv in c)]
-        cheapest = min([k for k in classes if k not in at_least] or classes, key=relative.get)
-        # 2. Per layout, every actor at once on the cheapest class at the smallest batch size (the quickest probe):
-        # what trials side by side see, in absolute terms.
+        cheapest = min([k for k in classes if k not in at_least] or classes, key=per_trial.get)
+        # 2. Each other layout (fewer trials, more threads each), on the cheapest class at the smallest batch size
+        # (the quickest probe) against the same probe on the widest layout: every class is scaled by that ratio.
         if "batch_size" in names:
             small = key_of({**dict(cheapest), "batch_size": min(values["batch_size"])})
             cheapest = small if small not in at_least else cheapest
-        show(f"plan: measuring {wide[0]} trial(s) at once x {wide[1]:g} threads ({_name(cheapest)})")
-        per_layout = {wide: side_by_side(team, cheapest)}
-        for lay in layouts:  # fewer trials with more threads each: the same processes where torch can re-thread
+        probe_all([cheapest])
+        per_layout = {wide: cost(results[cheapest], cheapest)}
+        for lay in layouts:  # the same processes where torch can re-thread
             if lay == wide:
                 continue
             show(f"plan: measuring {lay[0]} trial(s) at once x {lay[1]:g} threads ({_name(cheapest)})")
@@ -265,13 +259,13 @@ def measure(
                 for a in team:
                     ray.kill(a)
                 team = probes = actors(lay[0], lay[1])
-            # stop once it is slower per trial than the most-at-once layout: fewer trials and no faster, it loses on
-            # every count (under load, extra threads can be many times slower)
-            per_layout[lay] = side_by_side(probes, cheapest, limit=per_layout[wide])
+            # stop once it is slower per trial than the widest layout: fewer trials and no faster, it loses on every
+            # count (under load, extra threads can be many times slower)
+            per_layout[lay] = cost(together(probes, cheapest, per_layout[wide]), cheapest)
     finally:
         for a in team:
             ray.kill(a)
-    table = {lay: {k: v * per_layout[lay] / relative[cheapest] for k, v in relative.items()} for lay in layouts}
+    table = {lay: {k: v * per_layout[lay] / per_layout[wide] for k, v in per_trial.items()} for lay in layouts}
     precision = next((m["precision"] for m in results.values() if "precision" in m), "unknown")
     seconds = time.perf_counter() - start
     record = {
@@ -280,7 +274,7 @@ def measure(
         "probe": f"{PROBE_EPOCHS} epochs of {PROBE_IMAGES}+ images, {PROBE_VAL_IMAGES} validation images",
         "classes_measured_with": f"{wide[0]} trial(s) at once x {wide[1]:g} threads",
         "probes": {_name(k): round(cost(m, k), 2) for k, m in results.items()},
-        "relative_epoch_s": {_name(k): round(v, 2) for k, v in relative.items()},
+        "per_trial_epoch_s": {_name(k): round(v, 2) for k, v in per_trial.items()},
         "layout_epoch_s": {f"{k}x{c:g}": round(v, 2) for (k, c), v in per_layout.items()},
         "layouts_measured_on": dict(cheapest),
         "stopped_early": [dict(k) for k in at_least],
