@@ -4,9 +4,11 @@
     python run_search.py --help  # every flag with its default, and more examples (search_driver/cli.py)
 
 main() is the story of a search, each step from search_driver/: the arguments, parsed and checked (cli.py); the
-data and the search space; Ray started or joined, waiting for the cluster to fit a trial (cluster.py); the Tuner
-built or restored and run (tuner.py); what it found, or what an interrupt kept (summary.py). A finished experiment
-is extended by a new Tuner in its folder (extend.py); a new one may start from an old one's trials (warm_start.py).
+data and the search space; Ray started or joined, waiting for the cluster to fit a trial (cluster.py); what an epoch
+costs here and what the budget buys (plan.py); the Tuner built or restored and run (tuner.py); what it found, or
+what an interrupt kept (summary.py). A finished experiment is extended by a new Tuner in its folder (extend.py); a
+new one may start from an old one's trials (warm_start.py). Exit 0; 2 for bad input (one line); 1 when no trial
+reported a result.
 
 Results: <storage-path>/<name>/ holds Ray's trial folders (result.json, progress.csv, checkpoints) and
 experiment.json (model, data, split seed, arguments, search space, git sha, package versions).
@@ -35,6 +37,7 @@ from search_driver.cli import (
 )
 from search_driver.cluster import check_one_gpu_per_trial, check_resources, start_ray
 from search_driver.lr_find import first_config, run_lr_finder, search_lr_around
+from search_driver.plan import plan_search
 from search_driver.summary import print_interrupted, print_summary
 from search_driver.tuner import (
     Prior,
@@ -70,8 +73,9 @@ def main(argv=None) -> int:
         # every check that can fail in one line before data loading and Ray.
         args.storage_path = normalize_storage_path(args.storage_path)
         args.model = canonical(args.model)  # a user's file: its absolute path (trials run in other directories)
+        given = given_flags(argv)
         if args.resume:
-            restore_args(args, given_flags(argv))  # sets args.extend: a finished experiment given a new budget
+            restore_args(args, given)  # sets args.extend: a finished experiment given a new budget
         extending = bool(args.resume and args.extend)
         apply_smoke_test(args)
         fill_defaults(args)
@@ -118,6 +122,10 @@ def main(argv=None) -> int:
         check_resources(args)
         check_one_gpu_per_trial(args)
         packing = None if args.resume else prepare_gpus(args, space, defaults, constants, dataset.search_arrays())
+        # What an epoch costs here, and what the budget buys with it (search_driver/plan.py): horizon, rungs, threads,
+        # the affordable part of the space and the first trial; one line and exit 2 if nothing is affordable.
+        plan = None if args.resume else plan_search(args, space, defaults, constants, dataset.search_arrays(), given)
+        constants = trial_constants(args)  # the plan's horizon
         trainable = make_trainable(args, dataset.search_arrays())
 
         # The search: a new experiment is recorded in experiment.json first; a resumed one continues Tune's state.
@@ -133,6 +141,12 @@ def main(argv=None) -> int:
                         info["lr_finder"] = finder
                     if packing:
                         info["gpu_packing"] = packing
+                    if plan:
+                        info["plan"] = plan
+                        first, dflt = plan.get("first_trial_class", {}), plan.get("defaults_class", {})
+                        if first != dflt:
+                            changed = ", ".join(f"{k} {v}" for k, v in first.items() if dflt.get(k) != v)
+                            info["search"]["first_trial"] = f"the space's DEFAULTS with {changed} (the plan's)"
                     prior = None
                     if warm:  # its first trials are the old best configs, not DEFAULTS
                         info["warm_start"] = warm.record
@@ -152,8 +166,8 @@ def main(argv=None) -> int:
             print_interrupted(args, path, stop)
             return stop.exit_code
         resume.record(path, finished_at=time.time())
-        print_summary(extend.results(path, results, args), args, path)  # every part of an extended experiment
-        return 0
+        # every part of an extended experiment; 1 when no trial reported a result
+        return 0 if print_summary(extend.results(path, results, args), args, path) else 1
     except (UsageError, UnknownModelError, DataError, resume.ResumeError) as e:
         print(error_lines(str(e)), file=sys.stderr)
         return 2

@@ -192,12 +192,27 @@ def load_experiment(path: str) -> Experiment:
         raise ReportError(f"{path} has experiment.json but no readable Tune state ({e})") from None
     curves = {tid: df for tid, df in analysis.trial_dataframes.items() if len(df) and info["metric"] in df}
     if not curves:
-        raise ReportError(f"no trial of {path} reported a result yet; wait for the search or resume it")
+        raise ReportError(no_result_message(path, info))
     configs = {t.trial_id: dict(t.config) for t in analysis.trials}
     best = best_trial_id(curves, info["metric"], info["mode"])
     if best is None:
         raise ReportError(f"no trial of {path} has a finite {info['metric']}")
     return Experiment(path, info, analysis, curves, configs, best)
+
+
+def no_result_message(path: str, info: dict) -> str:
+    """Why an experiment without any reported epoch has nothing to report, for a search that ended (run_search
+    recorded `finished_at`) and for one still running or interrupted."""
+    if info.get("finished_at"):
+        return (
+            f"no trial of {path} reported a result: its search ended before any trial finished an epoch; run a new "
+            "search with a longer --time-budget, fewer pixels or images (--image-size, --subset) or a GPU "
+            "(experiment.json's plan says what an epoch costs)"
+        )
+    return (
+        f"no trial of {path} reported a result yet: if its search is running, wait for a first epoch; if it was "
+        f"stopped, continue it with: python run_search.py --resume --name {info.get('name', '<name>')}"
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------

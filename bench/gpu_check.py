@@ -11,11 +11,17 @@ is the second's). Torch peak = the caching allocator's peak reserved bytes; cont
 the allocator (total - free - reserved). Keras: TF's peak for GPU:0 (`tf.config.experimental.get_memory_info`) on
 --steps batches of data, the context budgeted (trainables/gpu_share.py), as TF reports none.
 On a machine without a CUDA GPU it says so in one line and exits 1.
+
+Needs only torch (>= 2.11), torchvision, numpy and pillow: the torch rows import no Ray, Optuna or TensorFlow (the
+search space's first config is read without Ray: search_spaces/ranges.py), so it runs on a bare CUDA machine a Ray
+wheel cannot reach. Without TensorFlow the Keras row says so in one line; --data-dir on an image folder also decodes
+with tqdm's progress bar.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import subprocess
@@ -65,13 +71,9 @@ def arrays(data_dir: str | None) -> dict:
 
 
 def config_of(model: str, overrides: dict) -> dict:
-    from ray.tune.search.sample import Domain
+    from search_spaces import first_config  # the space's constants and DEFAULTS: no Ray needed
 
-    from search_spaces import get_space
-
-    space, defaults = get_space(model)
-    fixed = {k: v for k, v in space.items() if not isinstance(v, Domain)}
-    return {**fixed, **defaults, **overrides, "model": model, "seed": 0, "load_weights": False}
+    return {**first_config(model), **overrides, "model": model, "seed": 0, "load_weights": False}
 
 
 def measure_one(index: int, data_dir: str | None, steps: int) -> dict:
@@ -126,8 +128,9 @@ def format_table(header: str, rows: list[dict]) -> str:
     lines = [header, f"{'model':<20} {'res':>4} {'batch':>5} {'precision':<9} {'images/s':>9} {'peak GiB':>8} "
              f"{'context GiB':>11} {'2/GPU':>5} {'4/GPU':>5}"]  # fmt: skip
     for r in rows:
-        if "error" in r:
-            lines.append(f"{r['model']:<20} error: {r['error']}"[:120])
+        if "error" in r or "skipped" in r:
+            what = f"error: {r['error']}" if "error" in r else f"skipped: {r['skipped']}"
+            lines.append(f"{r['model']:<20} {what}"[:120])
             continue
         lines.append(
             f"{r['model']:<20} {r['resolution']:>4} {r['batch_size']:>5} {r['precision']:<9} {r['images_per_s']:>9.0f} "
@@ -147,13 +150,18 @@ def main(argv=None) -> int:
     if not torch.cuda.is_available():
         why = "a CPU-only torch build" if torch.version.cuda is None else "no CUDA device visible"
         print(f"no GPU: bench/gpu_check.py measures on a CUDA GPU, and torch {torch.__version__} finds none here "
-              f"({why}); run it on a GPU machine with requirements-gpu.txt installed", file=sys.stderr)  # fmt: skip
+              f"({why}); run it on a CUDA machine (torch, torchvision, numpy and pillow suffice; "
+              "requirements-gpu.txt adds the Keras row)", file=sys.stderr)  # fmt: skip
         return 1
     props = torch.cuda.get_device_properties(0)
     header = (f"gpu_check: {props.name} ({props.total_memory / GiB:.2f} GiB, sm{props.major}{props.minor}), torch "
               f"{torch.__version__}, --steps {args.steps}, {'data ' + args.data_dir if args.data_dir else 'random data'}")  # fmt: skip
     rows = []
     for i, (model, _) in enumerate(CHECKS):
+        if model.startswith("keras") and importlib.util.find_spec("tensorflow") is None:
+            rows.append({"model": model, "skipped": "TensorFlow is not installed here (requirements-gpu.txt has it)"})
+            print(format_table(header, rows).splitlines()[-1], flush=True)
+            continue
         cmd = [sys.executable, __file__, "--one", str(i), "--steps", str(args.steps)]
         cmd += ["--data-dir", args.data_dir] if args.data_dir else []
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)  # a fresh process: its own peak

@@ -10,6 +10,10 @@
    RandomHorizontalFlip, ToTensor, Normalize), the conventional tutorial pipeline.
 Same model, batch size, threads, augmentation and optimizer (Adam) for all three. Each figure is the best of
 --repeats timed passes over --steps batches after a warm-up, so a noisy neighbour costs a repeat, not the result.
+
+`--precision` and `--memory-format` set the compute-only limit's autocast and layout (default: the trial's, by
+hardware: trainables/torch_device.choose_precision); `--limit-only` measures only that, e.g. the CPU's precision
+choice: `--threads 1 --precision bf16 --memory-format channels_last --limit-only` against `--precision fp32`.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from image_data.cache import load_dataset  # noqa: E402
 from trainables.augment import Augment, EpochAugment  # noqa: E402
 from trainables.models import build_model  # noqa: E402
-from trainables.torch_device import setup_device  # noqa: E402
+from trainables.torch_device import choose_precision, setup_device  # noqa: E402
 from trainables.torch_loop import (  # noqa: E402
     input_config,
     make_optimizer,
@@ -55,6 +59,14 @@ def parse_args(argv=None):
     p.add_argument("--ref-workers", type=int, default=2, help="DataLoader workers of the reference (tutorials: 2)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--json", default=None, help="write every figure and the ratios here")
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default=None, help="default: the device's")
+    p.add_argument(
+        "--memory-format",
+        choices=["channels_last", "contiguous"],
+        default=None,
+        help="of the compute-only limit (default: the precision's)",
+    )
+    p.add_argument("--limit-only", action="store_true", help="measure the compute-only limit only")
     return p.parse_args(argv)
 
 
@@ -103,12 +115,13 @@ def bench_limit(cfg, data, device, args) -> float:
     xb = ((torch.from_numpy(np.array(data["x_train"][: args.batch_size])).to(device).float() / 255) - mean) / std
     if size:  # pretrained models: the resolution they are fed at, as in training
         xb = torch.nn.functional.interpolate(xb, size=size, mode="bilinear", align_corners=False)
-    if device.type == "cuda":
+    precision = choose_precision(device, args.precision)
+    channels_last = precision.channels_last if args.memory_format is None else args.memory_format == "channels_last"
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
         xb = xb.contiguous(memory_format=torch.channels_last)
     yb = torch.from_numpy(np.array(data["y_train"][: args.batch_size])).to(device)
-    autocast = (
-        torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
-    )
+    autocast = precision.autocast()
     model.train()
 
     def run():
@@ -123,8 +136,12 @@ def bench_limit(cfg, data, device, args) -> float:
 
 
 def bench_pipeline(cfg, data, device, args) -> float:
-    """Our epoch path on the first steps x batch images of the shared arrays, augmentation on."""
+    """Our epoch path on the first steps x batch images of the shared arrays, augmentation on, in the trial's
+    precision and memory format (fit's)."""
+    precision = choose_precision(device, args.precision)
     model = make_model(cfg, len(data["classes"]), device)
+    if precision.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     opt = make_optimizer(cfg, model.parameters())
     n = args.steps * args.batch_size
     x = to_device_tensor(np.ascontiguousarray(data["x_train"][:n]), device)
@@ -138,7 +155,7 @@ def bench_pipeline(cfg, data, device, args) -> float:
 
     def run():
         train_one_epoch(model, opt, sched, images, y, batch_size=args.batch_size, mean=mean, std=std, augment=aug,
-                        loss_fn=loss_fn, generator=gen, device=device, size=size)  # fmt: skip
+                        loss_fn=loss_fn, generator=gen, device=device, size=size, precision=precision)  # fmt: skip
 
     return best_rate(run, (n // args.batch_size) * args.batch_size, args.repeats, device)
 
@@ -191,7 +208,21 @@ def main(argv=None) -> int:
     print(f"{args.model} batch {args.batch_size}, {args.threads} threads, {device}, {args.steps} steps x "
           f"{args.repeats} repeats; data {ds.summary()}", flush=True)  # fmt: skip
     limit = bench_limit(cfg, data, device, args)
-    print(f"1. compute-only limit      {limit:9.0f} images/s", flush=True)
+    precision = choose_precision(device, args.precision)
+    fmt = args.memory_format or ("channels_last" if precision.channels_last else "contiguous")
+    print(f"1. compute-only limit      {limit:9.0f} images/s ({precision.name}, {fmt})", flush=True)
+    if args.limit_only:
+        if args.json:
+            row = {
+                "model": args.model,
+                "stem": args.stem,
+                "threads": args.threads,
+                "precision": precision.name,
+                "memory_format": fmt,
+                "limit_images_per_s": limit,
+            }
+            Path(args.json).write_text(json.dumps(row, indent=2))
+        return 0
     pipeline = bench_pipeline(cfg, data, device, args)
     print(f"2. our pipeline            {pipeline:9.0f} images/s", flush=True)
     reference = bench_reference(cfg, data, ds.source, device, args)

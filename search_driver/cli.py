@@ -307,8 +307,13 @@ def fill_defaults(args) -> None:
     if args.max_epochs is None:
         args.max_epochs = get_max_epochs(args.model)
     if args.grace_period is None:
-        # at least MIN_GRACE epochs, except in runs too short for it (a 2- or 3-epoch smoke test keeps a rung at 1)
-        args.grace_period = max(1, min(MIN_GRACE, args.max_epochs // 2), args.max_epochs // GRACE_DIVISOR)
+        args.grace_period = default_grace(args.max_epochs)
+
+
+def default_grace(max_epochs: int) -> int:
+    """ASHA's first rung for a horizon: max_epochs / GRACE_DIVISOR, at least MIN_GRACE epochs, except in runs too
+    short for it (a 2- or 3-epoch smoke test keeps a rung at 1)."""
+    return max(1, min(MIN_GRACE, max_epochs // 2), max_epochs // GRACE_DIVISOR)
 
 
 def check_args(args) -> None:

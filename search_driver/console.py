@@ -4,10 +4,13 @@
     [00:15] trial_3f2a9c1d epoch  2/20  val_loss 0.9932  val_acc 0.6667  train_loss 1.0414  4066 img/s
     [00:30] trials 2 running, 5 done, 0 errors, 3 not started (of 10) | best val_loss 0.9932 (trial_3f2a9c1d,
             epoch 2) | 12.4 min left of 15
+    [01:00] trial_3f2a9c1d in epoch  3/20: batch 120/351, 2.41 batches/s, epoch ETA 1:36
 
 Ray's full per-trial table stays in the experiment's files (progress.csv, result.json); build_tuner (tuner.py) sets
 Tune's own output to silent (RunConfig(verbose=0)) and passes this callback. A status line is printed every
-`status_every_s` (also during long epochs), when a trial ends, and at the end.
+`status_every_s` (also during long epochs), when a trial ends, and at the end. During an epoch that has lasted longer
+than `progress_after_s`, each running trial's batches/s and the epoch's ETA are printed as often, from the progress
+file the trial writes in its folder (trainables/epoch_progress.py): Tune hears from a trial only once per epoch.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import time
 from ray.tune import Callback
 
 from search_driver.resume import trial_counts
+from trainables.epoch_progress import eta_seconds, read_progress
 
 WIDTH = 120
 
@@ -37,19 +41,23 @@ def _clock(seconds: float) -> str:
 
 
 # What a restored console starts afresh (its trial sets too: __setstate__).
-_RESTART = {"_best": None, "_last_status": 0.0, "_last_text": ""}
+_RESTART = {"_best": None, "_last_status": 0.0, "_last_text": "", "_last_progress": 0.0}
 
 
 class CompactConsole(Callback):
     """A Tune callback printing one line per trial start, epoch and end, and a status line now and then."""
 
     def __init__(self, metric: str, mode: str, searched: list[str], max_epochs: int, num_samples: int,
-                 time_budget_s: float | None = None, status_every_s: float = 30, width: int = WIDTH):  # fmt: skip
+                 time_budget_s: float | None = None, status_every_s: float = 30, width: int = WIDTH,
+                 progress_after_s: float = 30):  # fmt: skip
         self.metric, self.mode, self.searched = metric, mode, list(searched)
         self.max_epochs, self.num_samples = max_epochs, num_samples
         self.time_budget_s, self.status_every_s, self.width = time_budget_s, status_every_s, width
+        self.progress_after_s = progress_after_s
         self._start = time.time()
         self._last_status = 0.0
+        self._last_progress = 0.0
+        self._started_at = {}  # trial id -> when it started here: older progress files are a previous run's
         self._best = None  # (value, trial id, epoch): the best metric at any epoch of any trial
         self._last_text = ""
         self._started, self._done = set(), set()  # trial ids started in this run, ended on their own
@@ -63,7 +71,15 @@ class CompactConsole(Callback):
 
     def __setstate__(self, state):  # also fills in what a console pickled by older code did not have
         self.__dict__.update(
-            {**state, **_RESTART, "_started": set(), "_done": set(), "_before": None, "_resumed": False}
+            {
+                **state,
+                **_RESTART,
+                "_started": set(),
+                "_started_at": {},
+                "_done": set(),
+                "_before": None,
+                "_resumed": False,
+            }
         )
 
     # ---- output
@@ -113,6 +129,35 @@ class CompactConsole(Callback):
             parts.append(f"{left / 60:.1f} min left of {self.time_budget_s / 60:g}")
         return " | ".join(parts)
 
+    def progress_lines(self, trials, now: float | None = None) -> list[str]:
+        """One line per running trial whose current epoch has lasted progress_after_s or more: where it is in the
+        epoch, its batches/s and the epoch's ETA (training batches; validation follows)."""
+        now = time.time() if now is None else now
+        lines = []
+        for t in trials:
+            started = self._started_at.get(t.trial_id)
+            if t.status != "RUNNING" or started is None:
+                continue
+            state = read_progress(t.path)
+            if not state or state["updated_at"] < started or state["batch"] >= state["batches"]:
+                continue
+            if now - state["epoch_started_at"] < self.progress_after_s:
+                continue
+            eta = eta_seconds(state, now)
+            rate = state.get("batches_per_s")
+            speed = f"{rate:.2f} batches/s, epoch ETA {_clock(eta)[1:-1]}" if eta is not None else "rate not known yet"
+            lines.append(
+                f"{_clock(now - self._start)} trial_{t.trial_id} in epoch {state['epoch']:>2}/"
+                f"{self.max_epochs}: batch {state['batch']}/{state['batches']}, {speed}"
+            )
+        return lines
+
+    def _maybe_progress(self, trials) -> None:
+        if time.time() - self._last_progress >= self.status_every_s:
+            self._last_progress = time.time()
+            for line in self.progress_lines(trials):
+                self._print(line)
+
     def _maybe_status(self, trials, force: bool = False, **ended) -> None:
         if force or time.time() - self._last_status >= self.status_every_s:
             self._last_status = time.time()
@@ -123,7 +168,7 @@ class CompactConsole(Callback):
 
     def setup(self, stop=None, num_samples=None, total_num_samples=None, **info):
         self._start = time.time()
-        self._last_status = self._start  # the first status line after status_every_s
+        self._last_status = self._last_progress = self._start  # the first status line after status_every_s
         budget = f", time budget {self.time_budget_s / 60:g} min" if self.time_budget_s else ""
         self._print(
             f"search: {f'up to {self.num_samples}' if self.num_samples > 0 else 'as many'} trials of up to {self.max_epochs} epochs on {self.metric} "
@@ -132,6 +177,7 @@ class CompactConsole(Callback):
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self._started.add(trial.trial_id)
+        self._started_at[trial.trial_id] = time.time()
         params = " ".join(f"{k}={_fmt(trial.config[k])}" for k in self.searched if k in trial.config)
         self._print(f"{self._now()} start trial_{trial.trial_id}  {params}")
 
@@ -172,6 +218,7 @@ class CompactConsole(Callback):
 
     def on_step_end(self, iteration, trials, **info):
         self._maybe_status(trials)  # a heartbeat during long epochs
+        self._maybe_progress(trials)
 
     def on_experiment_end(self, trials, **info):
         text = self.status(trials)

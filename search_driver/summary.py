@@ -11,7 +11,7 @@ import shlex
 import sys
 import textwrap
 
-from analysis.shell import WIDTH, command, command_lines, path_arg
+from analysis.shell import WIDTH, command, command_lines, error_lines, path_arg
 
 
 def error_causes(results) -> dict[str, int]:
@@ -41,7 +41,26 @@ def unreported_line(results) -> str | None:
     return textwrap.shorten(line, 120, placeholder=" ...")
 
 
-def print_summary(results, args, path: str) -> None:
+def nothing_line(results, args, path: str) -> str:
+    """One line for a search in which no trial reported an epoch: why, and what to change."""
+    n, errors = len(results), results.num_errors
+    if n and errors == n:
+        why = f"all {n} trial{'s' if n > 1 else ''} failed (the causes above)"
+        fix = "fix that and run again, or retry them with --resume NAME --max-failures N"
+    elif n:
+        budget = f"the {args.time_budget:g}-min budget" if args.time_budget else "the search"
+        why = f"{n - errors} trial{'s' if n - errors > 1 else ''} ended with {budget} before finishing an epoch"
+        fix = (
+            "give a longer --time-budget, fewer pixels or images (--image-size, --subset) or a GPU; experiment.json's "
+            "plan says what an epoch costs here"
+        )
+    else:
+        why, fix = "no trial started", "check the resources a trial asks for (--cpus-per-trial, --gpus-per-trial)"
+    return f"no trial reported a result: {why}; {fix} (experiment: {path})"
+
+
+def print_summary(results, args, path: str) -> bool:
+    """The summary; False (and one line on stderr saying why and what to change) when no trial reported."""
     from analysis.experiment import EXPERIMENT_FILE, join, read_json
     from analysis.trials import versus_first_trial
     from trainables import metric_names as M
@@ -55,8 +74,8 @@ def print_summary(results, args, path: str) -> None:
     if line:
         print(line)
     if df.empty or args.metric not in df:
-        print(f"\nNo trial reported a result. Experiment: {path}")
-        return
+        print(error_lines(nothing_line(results, args, path)), file=sys.stderr)
+        return False
     df = df.sort_values(args.metric, ascending=mode == "min")
     cfg_cols = [c for c in df.columns if c.startswith("config/") and df[c].nunique(dropna=False) > 1]
     cols = ["trial_id", M.VAL_ACC, M.VAL_LOSS, M.EPOCH, *cfg_cols]
@@ -76,6 +95,7 @@ def print_summary(results, args, path: str) -> None:
     if info.get("extensions"):  # how many trials and minutes each part brought
         print("\n".join(console_lines("Extended search: ", parts(info, *results_curves(results)))))
     print(f"\nExperiment: {path}\n{command_lines('Report: ', command('report.py', '--experiment', path_arg(path)))}")
+    return True
 
 
 def fitting_table(table, width: int = WIDTH) -> str:

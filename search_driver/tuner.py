@@ -54,11 +54,16 @@ def trial_constants(args) -> dict:
 def make_trainable(args, data_arrays: dict):
     from ray import tune
 
+    from analysis.experiment import is_uri, join
     from trainables.tune_trial import train_trial  # one trainable: the model's framework does the rest
 
     # with_parameters puts the arrays in the object store once; every trial reads the same copy.
     resources = {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial}
-    return tune.with_resources(tune.with_parameters(train_trial, data=data_arrays), resources)
+    # in-epoch progress files go to the trial folders when they are local (the console reads them there)
+    progress_dir = None if is_uri(args.storage_path) else join(args.storage_path, args.name)
+    return tune.with_resources(
+        tune.with_parameters(train_trial, data=data_arrays, progress_dir=progress_dir), resources
+    )
 
 
 def make_stopper(args, experiment_path: str):
@@ -159,6 +164,7 @@ def build_tuner(args, trainable, param_space: dict, defaults: dict, storage: str
     from analysis.experiment import join
     from search_driver import console, resume, tracking
     from search_driver.optuna_searcher import EndedTrials, OptunaSearcher
+    from trainables.epoch_progress import trial_dirname
     from trainables.metric_names import SEARCH_METRICS
 
     prior = prior or Prior()
@@ -172,7 +178,7 @@ def build_tuner(args, trainable, param_space: dict, defaults: dict, storage: str
             scheduler=make_scheduler(args, storage, prior.earlier_trials),
             num_samples=args.num_samples, max_concurrent_trials=args.max_concurrent,
             time_budget_s=args.time_budget * 60 if args.time_budget else None,
-            trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}",  # short, stable folder names
+            trial_dirname_creator=lambda trial: trial_dirname(trial.trial_id),  # short, stable folder names
             # One worker process runs trial after trial: no new process, torch import or CUDA context per trial.
             reuse_actors=True,
         ),

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import importlib
 
-from ray.tune.search import sample
-
 from trainables.models import MODELS, UnknownModelError, get_spec
 
 
@@ -66,8 +64,18 @@ def space_note(model: str) -> str | None:
     return None
 
 
+def first_config(model: str) -> dict:
+    """The first trial's config of `model`'s space: its constants and its DEFAULTS (readable without Ray)."""
+    from .ranges import Domain
+
+    space, defaults = get_space(model)
+    return {k: v for k, v in space.items() if not isinstance(v, Domain)} | defaults
+
+
 def describe(space: dict) -> dict:
     """JSON-able description of Tune domains: {"lr": {"type": "float", "lower": ..., "upper": ..., "log": true}}."""
+    from ray.tune.search import sample
+
     out = {}
     for key, dom in space.items():
         if isinstance(dom, sample.Categorical):

@@ -6,7 +6,7 @@ every trial's config and recorded with it; DEFAULTS name searched keys only (Opt
 constants).
 """
 
-from ray import tune
+from .ranges import tune
 
 COMMON = {
     # Adam-family lr: below ~3e-4 a 10-epoch run is still far from converged; above ~1e-2 LeNet/ResNet stall or diverge.

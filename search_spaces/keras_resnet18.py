@@ -1,8 +1,7 @@
 """Keras ResNet-18: the shared keys with Keras meanings, the original recipe's shift, and the stem."""
 
-from ray import tune
-
 from .common import COMMON, COMMON_DEFAULTS
+from .ranges import tune
 
 # Every trial's schedule horizon and ASHA's max_t (--max-epochs overrides): 20 epochs reach most of what this net gets on CIFAR-10 within a CPU-or-one-GPU search.
 MAX_EPOCHS = 20

@@ -15,7 +15,7 @@ compare a short schedule that has already annealed with a long one still at its 
 for the whole search.
 """
 
-from ray import tune
+from .ranges import tune
 
 MAX_EPOCHS = 40
 

@@ -4,9 +4,8 @@ The original project fine-tuned it at 224x224 with RandomResizedCrop + flip, Ima
 StepLR(7, 0.1), batch 256, 20 epochs: that recipe is the first trial (DEFAULTS), and the ranges sit around it.
 """
 
-from ray import tune
-
 from .common import COMMON, COMMON_DEFAULTS
+from .ranges import tune
 
 # Fixed for this model (constants in the space, so they are recorded in every trial's config).
 FIXED = {

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from trainables.augment import prepare_batch
+from trainables.torch_device import choose_precision
 from trainables.torch_loop import flip_average, input_config, norm_tensors, predict
 
 PROGRAM_FILE = "model.pt2"
@@ -55,9 +56,10 @@ def on_cpu(model: nn.Module) -> nn.Module:
 
 def reference(model: nn.Module, x_nchw: np.ndarray, mean, std, flip_tta: bool = False) -> np.ndarray:
     """The training framework's own answer: trainables.torch_loop.predict (the search's and the report's
-    evaluation path), softmaxed."""
+    evaluation path), softmaxed, in fp32 (a CPU with native bf16 would otherwise predict under bf16 autocast)."""
     m, s = norm_tensors(mean, std, CPU)
-    logits = predict(model, torch.from_numpy(x_nchw), mean=m, std=s, device=CPU, flip_tta=flip_tta)
+    fp32 = choose_precision(CPU, "fp32")
+    logits = predict(model, torch.from_numpy(x_nchw), mean=m, std=s, device=CPU, flip_tta=flip_tta, precision=fp32)
     return torch.softmax(logits, 1).numpy()
 
 

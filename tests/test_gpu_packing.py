@@ -15,6 +15,7 @@ from search_driver import gpu_packing as gp
 from search_driver.tuner import make_trainable
 from search_spaces import get_space
 from trainables import metric_names as M
+from trainables.torch_device import choose_precision
 
 GiB = 2**30
 
@@ -58,7 +59,8 @@ def test_the_probe_runs_the_trials_fit_for_a_few_steps(tiny_arrays):
     space, defaults = get_space("lenet5")
     config = gp.hungriest_configs(space, defaults, {"model": "lenet5", "seed": 0})[0]
     model, reports = gp.run_probe({**config, "batch_size": 8}, tiny_arrays, torch.device("cpu"), steps=2)
-    assert len(reports) == 1 and set(reports[0]) == set(M.REPORT_KEYS) and reports[0][M.PRECISION] == "fp32"
+    cpu = choose_precision(torch.device("cpu")).name  # bf16 where this CPU has it natively (test_cpu_precision.py)
+    assert len(reports) == 1 and set(reports[0]) == set(M.REPORT_KEYS) and reports[0][M.PRECISION] == cpu
 
 
 def test_console_line_fits_120_columns():
@@ -115,7 +117,9 @@ def test_gpu_share_on_a_node_without_cuda_is_caught_before_the_search_and_report
         with pytest.raises(gp.PackingError, match="a probe task on a GPU node held 0.5 GPU but torch") as e:
             gp.check_gpu_usable("torch", 0.5)
         assert "\n" not in str(e.value)
-        args = SimpleNamespace(model="lenet5", cpus_per_trial=1, gpus_per_trial=0.5)
+        args = SimpleNamespace(
+            model="lenet5", cpus_per_trial=1, gpus_per_trial=0.5, storage_path=str(tmp_path), name="x"
+        )
         trainable = make_trainable(args, tiny_arrays)
         config = {"model": "lenet5", "lr": 1e-3, "batch_size": 16, "max_epochs": 1, "seed": 0}
         tuner = tune.Tuner(trainable, param_space=config, tune_config=tune.TuneConfig(num_samples=2),

@@ -11,6 +11,7 @@ from sample_data import ROOT
 
 from search_spaces import get_space
 from trainables import metric_names as M
+from trainables.epoch_progress import PROGRESS_FILE
 
 pytestmark = pytest.mark.slow
 
@@ -29,6 +30,9 @@ def test_smoke_test_end_to_end(image_folder, tmp_path):
         assert 1 <= len(rows) <= 2
         for row in rows:
             assert set(M.REPORT_KEYS) <= set(row)
+    for folder in exp.glob("trial_*"):  # in-epoch progress, where the console reads it: the trial's own folder
+        state = json.loads((folder / PROGRESS_FILE).read_text())
+        assert state["epoch"] >= 1 and state["batch"] == state["batches"] >= 1
     first = next(iter(results.values()))[0]
     assert first["config"]["model"] == "lenet5"
     assert "Best trials by val_loss" in proc.stdout

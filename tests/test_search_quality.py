@@ -147,6 +147,15 @@ def test_time_budget_stops_the_search_and_leaves_a_reportable_experiment(image_f
             )
         else:
             assert t.state.name == "FAIL"
+    # the plan, measured before the trials: printed before the search starts, recorded, the given horizon kept
+    out = proc.stdout
+    assert (
+        out.index("plan: an epoch of lenet5") < out.index("search: ")
+        and "horizon 2000 epochs (your --max-epochs" in out
+    )
+    plan = info["plan"]
+    assert plan["max_epochs"] == 2000 and plan["given_flags"] == ["max_epochs"] and plan["measured"]["seconds"] > 0
+    assert info["args"]["grace_period"] == plan["grace_period"] and plan["layout"]["cpus_per_trial"] in (1, 2)
 
     out = tmp_path / "results"
     assert report.main(["--experiment", str(tmp_path / "budget"), "--out", str(out), "--device", "cpu"]) == 0

@@ -215,11 +215,12 @@ def prepare_batch(
 
 def epoch_batches(
     x: EpochAugment, y: torch.Tensor, *, batch_size: int, mean: torch.Tensor, std: torch.Tensor, augment: Augment,
-    generator: torch.Generator, size: int | None = None,
+    generator: torch.Generator, size: int | None = None, channels_last: bool | None = None,
 ):  # fmt: skip
     """One epoch of model-ready (inputs, labels) batches: shuffle, augment the whole epoch at once (`x`: crop, flip
     and cutout on uint8, in shuffled order), then per contiguous batch normalise (and resize / random-resized-crop
     for pretrained models). The one shuffle-and-batch path of the training loop and the LR range test.
+    `channels_last`: NHWC batches (the Precision's choice; None: on a GPU).
 
     `epoch_steps(n, batch_size)` batches of nearly equal size that together hold every image once: the n % batch_size
     left over are spread evenly, one per batch (50,000 images at 128: 80 batches of 129, 310 of 128), never a
@@ -232,6 +233,6 @@ def epoch_batches(
     for k in range(steps):
         i, j = batch_bounds(n, steps, k)
         xb = prepare_batch(xs[i:j], mean, std, per_batch, generator, size)
-        if xb.device.type == "cuda":
+        if channels_last or (channels_last is None and xb.device.type == "cuda"):
             xb = xb.contiguous(memory_format=torch.channels_last)
         yield xb, ys[i:j]

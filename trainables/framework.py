@@ -22,6 +22,7 @@ import numpy as np
 from .models import get_spec
 
 Report = Callable[[dict, dict], None]  # (metrics of one epoch, checkpoint state holding the live model)
+Progress = Callable[[int, int, int], None]  # (epoch, batches done, batches in the epoch), after every training batch
 
 
 @runtime_checkable
@@ -41,8 +42,18 @@ class Framework(Protocol):
     def setup_local(self, device: str | None = None, threads: int = 1) -> None:
         """report.py / predict: `device` or, without one, the GPU when there is one; `threads` CPU threads."""
 
-    def fit(self, config: dict, data: dict, report: Report, *, checkpoint=None, max_epochs: int | None = None) -> Any:
-        """Train for epochs 1..max_epochs (schedule horizon config["max_epochs"]), resuming after a checkpoint."""
+    def fit(
+        self,
+        config: dict,
+        data: dict,
+        report: Report,
+        *,
+        checkpoint=None,
+        max_epochs: int | None = None,
+        progress: Progress | None = None,
+    ) -> Any:
+        """Train for epochs 1..max_epochs (schedule horizon config["max_epochs"]), resuming after a checkpoint;
+        `progress(epoch, batches done, batches in the epoch)` after every training batch."""
 
     def predict(
         self, model, x_uint8_nchw: np.ndarray, data: dict, config: dict, *, flip_tta: bool = False
@@ -87,8 +98,19 @@ class _Loop:
     def _loop(self):
         return importlib.import_module(f"{__package__}.{self.loop}")
 
-    def fit(self, config: dict, data: dict, report: Report, *, checkpoint=None, max_epochs: int | None = None):
-        return self._loop().fit(config, data, report, device=self.device, checkpoint=checkpoint, max_epochs=max_epochs)
+    def fit(
+        self,
+        config: dict,
+        data: dict,
+        report: Report,
+        *,
+        checkpoint=None,
+        max_epochs: int | None = None,
+        progress: Progress | None = None,
+    ):
+        return self._loop().fit(
+            config, data, report, device=self.device, checkpoint=checkpoint, max_epochs=max_epochs, progress=progress
+        )
 
     def save_checkpoint(self, state: dict, directory: str) -> None:
         self._loop().save_checkpoint(state, directory)

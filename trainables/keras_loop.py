@@ -36,15 +36,17 @@ TF_DEVICES = {"cpu": "/CPU:0", "cuda": "/GPU:0", "gpu": "/GPU:0"}  # torch-style
 MIXED_POLICY = "mixed_float16"  # fp16 + loss scaling runs on every CUDA GPU TF supports (bf16 needs Ampere+)
 PRECISION_OF_POLICY = {"mixed_float16": "fp16", "mixed_bfloat16": "bf16", "float32": "fp32"}  # metrics.PRECISION
 POLICY_OF_PRECISION = {v: k for k, v in PRECISION_OF_POLICY.items()}
+CPU_POLICY = "float32"  # not mixed_bfloat16, even where the CPU has bf16: see choose_policy
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # TensorFlow set-up: threads, GPU memory share, precision
 
 
-def setup_tensorflow(cpus: float = 1, gpu_fraction: float = 0.0) -> str:
+def setup_tensorflow(cpus: float = 1, gpu_fraction: float = 0.0, precision: str | None = None) -> str:
     """Configure TF for a trial holding `cpus` CPUs and `gpu_fraction` of a GPU (or several whole GPUs); returns
-    "gpu" or "cpu". Ray does not isolate GPU memory: with 0.25 GPU the trial limits itself to 25% of it."""
+    "gpu" or "cpu". Ray does not isolate GPU memory: with 0.25 GPU the trial limits itself to 25% of it.
+    `precision` ("bf16", "fp16", "fp32"; e.g. a trial's recorded one for its retrain) overrides `choose_policy`."""
     threads = max(1, int(cpus))
     gpus = tf.config.list_physical_devices("GPU")
     if gpu_fraction > 0 and not gpus:
@@ -59,8 +61,23 @@ def setup_tensorflow(cpus: float = 1, gpu_fraction: float = 0.0) -> str:
     except RuntimeError as e:  # TF already ran in this process (a reused worker): its first settings stay
         warnings.warn(f"TensorFlow was already initialised, keeping its thread/GPU settings: {e}", stacklevel=2)
     on_gpu = bool(gpus) and gpu_fraction > 0
-    keras.mixed_precision.set_global_policy(MIXED_POLICY if on_gpu else "float32")
+    keras.mixed_precision.set_global_policy(choose_policy(on_gpu, precision))
     return "gpu" if on_gpu else "cpu"
+
+
+def choose_policy(on_gpu: bool, precision: str | None = None) -> str:
+    """The Keras dtype policy: mixed_float16 on a GPU, CPU_POLICY on a CPU, or the one of `precision`.
+
+    On this project's CPU (native bf16) mixed_bfloat16 trained keras_resnet18 1.2-1.7x faster than float32
+    (docs/measurements.md), but a model trained under it exports (tf2onnx) an ONNX graph of bfloat16 convolutions
+    that onnxruntime refuses to load, so report.py's retrain, which must train as the trial did, could not export
+    it: float32 stays the CPU's policy until the export casts to float32."""
+    if precision is not None:
+        policies = {v: k for k, v in PRECISION_OF_POLICY.items()}
+        if precision not in policies:
+            raise ValueError(f"unknown precision {precision!r}; known: {', '.join(policies)}")
+        return policies[precision]
+    return MIXED_POLICY if on_gpu else CPU_POLICY
 
 
 def require_gpu(gpu_fraction: float) -> None:
@@ -312,6 +329,20 @@ class ReportEachEpoch(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+class ProgressEachBatch(keras.callbacks.Callback):
+    """`progress(epoch, batches done, batches in the epoch)` after every training batch (in-epoch progress)."""
+
+    def __init__(self, progress: Callable[[int, int, int], None], steps_per_epoch: int):
+        super().__init__()
+        self.progress, self.steps, self.epoch = progress, steps_per_epoch, 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch + 1  # Keras counts from 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.progress(self.epoch, batch + 1, self.steps)
+
+
 def fit(
     config: dict,
     data: dict,
@@ -320,6 +351,7 @@ def fit(
     device: str | None = None,
     checkpoint: dict | None = None,
     max_epochs: int | None = None,
+    progress: Callable[[int, int, int], None] | None = None,
 ) -> keras.Model:
     """Train `config["model"]` on data["x_train"] (uint8 NCHW, converted once to NHWC) and validate on
     data["x_val"], for up to max_epochs. After each epoch calls `report(metrics, state)`; `state` is
@@ -328,6 +360,7 @@ def fit(
     `device` ("cpu", "cuda"/"gpu", or a TF name like "/GPU:1") pins the work; None lets TF place it (GPU when one
     is visible). Call `setup_tensorflow` first. config "ema_decay": the optimizer keeps a moving average of the
     weights (`averaged_weights`), which Keras' fit copies into the model's trainable weights when it ends.
+    `progress(epoch, batches done, batches in the epoch)`: after every training batch, as the torch loop's.
     """
     if config.get("precision"):  # forced (report.py retrains in the trial's recorded precision); else setup's policy
         keras.mixed_precision.set_global_policy(POLICY_OF_PRECISION[config["precision"]])
@@ -364,7 +397,8 @@ def fit(
         # steps_per_epoch makes Keras keep one iterator over the whole stream instead of restarting it each epoch.
         model.fit(
             stream, epochs=max_epochs, initial_epoch=start_epoch, steps_per_epoch=steps_per_epoch,
-            callbacks=[callback], shuffle=False, verbose=0,  # the stream is shuffled already
+            callbacks=[callback, *([ProgressEachBatch(progress, steps_per_epoch)] if progress else [])],
+            shuffle=False, verbose=0,  # the stream is shuffled already
         )  # fmt: skip
     return model
 

@@ -62,13 +62,15 @@ class OnDeviceBatches:
     augment: Augment
     size: int | None
     generator: torch.Generator
+    channels_last: bool = False  # the trial's memory format (Precision.channels_last)
 
     def __post_init__(self):
         self.epoch_images = EpochAugment(self.x, self.augment, self.mean)  # padded once, as in `fit`
 
     def __iter__(self):
         yield from epoch_batches(self.epoch_images, self.y, batch_size=self.batch_size, mean=self.mean, std=self.std,
-                                 augment=self.augment, generator=self.generator, size=self.size)  # fmt: skip
+                                 augment=self.augment, generator=self.generator, size=self.size,
+                                 channels_last=self.channels_last)  # fmt: skip
 
 
 def lr_range_test(
@@ -88,16 +90,26 @@ def lr_range_test(
     y = to_device_tensor(data["y_train"], device)
     model = build_model(config["model"], len(data["classes"]), **{**config, "input_size": data["x_train"].shape[-1]})
     model = model.to(device)
-    if device.type == "cuda":
+    precision = choose_precision(device, config.get("precision"))
+    if precision.channels_last:
         model = model.to(memory_format=torch.channels_last)
     mean, std, size = input_config(model, *norm_tensors(data["mean"], data["std"], device))
     optimizer = make_optimizer({**config, "lr": start_lr}, model.parameters())
     criterion = nn.CrossEntropyLoss(label_smoothing=float(config.get("label_smoothing", 0.0)))
     generator = torch.Generator(device=device)
     generator.manual_seed(int(config.get("seed", 0)))
-    batches = OnDeviceBatches(x, y, int(config["batch_size"]), mean, std, Augment.from_config(config), size, generator)
+    batches = OnDeviceBatches(
+        x,
+        y,
+        int(config["batch_size"]),
+        mean,
+        std,
+        Augment.from_config(config),
+        size,
+        generator,
+        precision.channels_last,
+    )
     amp = {}
-    precision = choose_precision(device, config.get("precision"))
     if precision.name != "fp32":  # the trial's autocast: bf16 on sm80+, fp16 with loss scaling on older GPUs
         amp = dict(amp_backend="torch", amp_config={"device_type": device.type, "dtype": DTYPES[precision.name]},
                    grad_scaler=precision.grad_scaler())  # fmt: skip

@@ -9,6 +9,7 @@ Layers, from the bottom:
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import random
@@ -151,14 +152,16 @@ def train_one_epoch(
     scaler: torch.amp.GradScaler | None = None,
     max_steps: int | None = None,
     averaged: AveragedModel | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> dict:
     """One pass over the training images `x` (an EpochAugment of the uint8 NCHW images on `device`) and labels
     `y`. Returns train_loss, train_acc, images, seconds.
 
     `size`: resize every batch to size x size (pretrained models; see `input_config`). `precision`: autocast dtype
-    (default: the device's, `choose_precision`); `scaler`: its GradScaler (fp16 needs one enabled). `max_steps`:
-    stop after this many batches (memory probes and benchmarks; None = the whole epoch). `averaged`: an EMA of the
-    weights (`averaged_model`), updated after every step."""
+    and memory format (default: the device's, `choose_precision`); `scaler`: its GradScaler (fp16 needs one
+    enabled). `max_steps`: stop after this many batches (memory probes and benchmarks; None = the whole epoch).
+    `averaged`: an EMA of the weights (`averaged_model`), updated after every step. `progress(batches done, batches
+    in the epoch)`: called after every batch (it decides itself how often to act)."""
     precision = precision or choose_precision(device)
     scaler = scaler or precision.grad_scaler()
     model.train()
@@ -167,7 +170,9 @@ def train_one_epoch(
     seen = 0
     start = time.perf_counter()
     batches = epoch_batches(x, y, batch_size=batch_size, mean=mean, std=std, augment=augment, generator=generator,
-                            size=size)  # fmt: skip
+                            size=size, channels_last=precision.channels_last)  # fmt: skip
+    steps = len(x) // min(batch_size, len(x))
+    steps = steps if max_steps is None else min(steps, max_steps)
     for step, (xb, yb) in enumerate(batches):
         if max_steps is not None and step >= max_steps:
             break
@@ -185,6 +190,8 @@ def train_one_epoch(
         loss_sum += loss.detach().float() * len(yb)
         correct += (logits.argmax(1) == yb).sum()
         seen += len(yb)
+        if progress is not None:
+            progress(step + 1, steps)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start
@@ -219,7 +226,7 @@ def predict(
     out = []
     for i in range(0, x.shape[0], batch_size):
         xb = prepare_batch(x[i : i + batch_size].to(device, non_blocking=True), mean, std, size=size)
-        if device.type == "cuda":
+        if precision.channels_last:
             xb = xb.contiguous(memory_format=torch.channels_last)
         with precision.autocast():
             out.append(flip_average(model, xb) if flip_tta else model(xb).float())
@@ -247,6 +254,7 @@ def fit(
     checkpoint: dict | None = None,
     max_epochs: int | None = None,
     max_steps: int | None = None,
+    progress: Callable[[int, int, int], None] | None = None,
 ) -> nn.Module:
     """Train `config["model"]` on data["x_train"] and validate on data["x_val"] for epochs 1..max_epochs.
 
@@ -255,9 +263,10 @@ def fit(
 
     After each epoch calls `report(metrics, state)` where `state` is a checkpoint dict (model, optimizer,
     scheduler, GradScaler, epoch, generator and global RNG states) holding the live tensors: save or copy it inside
-    the callback. Starts after `checkpoint["epoch"]` when resuming. Stops early if the loss diverges. Autocast follows
-    the GPU generation (`choose_precision`; config "precision" forces one); each report names it. `max_steps`:
-    batches per epoch (memory probes, benchmarks; None = all).
+    the callback. Starts after `checkpoint["epoch"]` when resuming. Stops early if the loss diverges. Autocast and
+    memory format follow the hardware (`choose_precision`: the GPU's generation, the CPU's bf16 support; config
+    "precision" forces one); each report names it. `max_steps`: batches per epoch (memory probes, benchmarks; None =
+    all). `progress(epoch, batches done, batches in the epoch)`: after every training batch (in-epoch progress).
 
     config "ema_decay" (report.py's weight averaging): also keep an exponential moving average of the weights,
     updated every step; `state["ema"]` holds its state dict (BatchNorm statistics not averaged: `recompute_bn`).
@@ -275,7 +284,8 @@ def fit(
     # input_size: the stored side, for builders whose layer sizes depend on it (lenet5 at --image-size N)
     model = build_model(config["model"], len(data["classes"]), **{**config, "input_size": x_train.shape[-1]})
     model = model.to(device)
-    if device.type == "cuda":
+    precision = choose_precision(device, config.get("precision"))
+    if precision.channels_last:
         model = model.to(memory_format=torch.channels_last)
     mean, std, size = input_config(model, *norm_tensors(data["mean"], data["std"], device))
     optimizer = make_optimizer(config, param_groups(model, config))
@@ -288,7 +298,6 @@ def fit(
     loss_fn = nn.CrossEntropyLoss(label_smoothing=float(config.get("label_smoothing", 0.0)))
     augment = Augment.from_config(config)
     train_images = EpochAugment(x_train, augment, mean)  # padded once here, augmented afresh each epoch
-    precision = choose_precision(device, config.get("precision"))
     scaler = precision.grad_scaler()
     eval_batch = eval_batch_size(device, batch_size)
     ema_decay = float(config.get("ema_decay") or 0.0)
@@ -324,6 +333,7 @@ def fit(
             model, optimizer, scheduler, train_images, y_train, batch_size=batch_size, mean=mean, std=std,
             augment=augment, loss_fn=loss_fn, generator=generator, device=device, size=size,
             precision=precision, scaler=scaler, max_steps=max_steps, averaged=averaged,
+            progress=None if progress is None else functools.partial(progress, epoch),
         )  # fmt: skip
         result = M.epoch_result(
             train_loss=train[M.TRAIN_LOSS], train_acc=train[M.TRAIN_ACC], epoch=epoch,

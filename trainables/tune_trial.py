@@ -10,6 +10,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from . import epoch_progress
 from . import metric_names as M
 from .framework import Framework, framework_of
 
@@ -22,19 +23,21 @@ def trial_resources() -> tuple[float, float]:
     return resources.get("CPU", 1), resources.get("GPU", 0.0)
 
 
-def train_trial(config: dict, data: dict) -> None:
-    """Ray Tune trainable (`tune.with_parameters(train_trial, data=...)`): reads only `config`; `data` (train/val
-    arrays) comes from the object store."""
+def train_trial(config: dict, data: dict, progress_dir: str | None = None) -> None:
+    """Ray Tune trainable (`tune.with_parameters(train_trial, data=..., progress_dir=...)`): reads only `config`;
+    `data` (train/val arrays) comes from the object store; `progress_dir`: the experiment's local folder, where the
+    trial writes its in-epoch progress (trainables/epoch_progress.py; None: nowhere, e.g. s3:// storage)."""
     # Ray's settings and log filters of a trial process: search_driver/ray_compat.trial_process_setup (Ray runs it
     # in every worker of the search as runtime_env's worker_process_setup_hook).
     fw = framework_of(config["model"], config.get("framework"))  # a user's builder: the driver found its framework
     # resources first: it also gives a reused process time to end the last trial's Keras fit (0-3.3 s here)
     fw.setup_trial(*trial_resources(), config.get("device"))
-    run_trial(fw, config, data)
+    run_trial(fw, config, data, progress_dir)
 
 
-def run_trial(fw: Framework, config: dict, data: dict) -> None:
-    """Resume from Tune's checkpoint if there is one, then `fw.fit`, reporting each epoch with a checkpoint."""
+def run_trial(fw: Framework, config: dict, data: dict, progress_dir: str | None = None) -> None:
+    """Resume from Tune's checkpoint if there is one, then `fw.fit`, reporting each epoch with a checkpoint and
+    writing the progress inside each epoch to the trial's folder under `progress_dir`."""
     import ray
     from ray import tune
 
@@ -53,7 +56,11 @@ def run_trial(fw: Framework, config: dict, data: dict) -> None:
             fw.save_checkpoint(state, d)
             tune.report({**result, **node}, checkpoint=tune.Checkpoint.from_directory(d))
 
-    fw.fit(config, data, report, checkpoint=checkpoint)
+    progress = None
+    if progress_dir:
+        trial = epoch_progress.trial_dirname(tune.get_context().get_trial_id())
+        progress = epoch_progress.EpochProgress(os.path.join(progress_dir, trial, epoch_progress.PROGRESS_FILE))
+    fw.fit(config, data, report, checkpoint=checkpoint, progress=progress)
 
 
 def newest_checkpoint(fw: Framework, trial_dir: str) -> dict | None:
