@@ -97,7 +97,7 @@ def test_the_console_shows_batches_per_s_and_eta_of_a_slow_epoch(tmp_path, capsy
     for t in (slow, fast, old, done):
         console.on_trial_start(0, [], t)
     # when each started, as the console saw it: "old" 5 s ago, so its progress file is an earlier run's
-    console._started.update(slow=now - 50, fast=now - 15, old=now - 5, done=now - 65)
+    console._started_at.update(slow=now - 50, fast=now - 15, old=now - 5, done=now - 65)
     # the slow trial: epoch 3 started 45 s ago, 40 of 351 batches done at 40/44 batches/s, written 1 s ago
     write = EpochProgress(f"{slow.path}/{PROGRESS_FILE}", clock=Clock(now - 45))
     write(3, 1, 351)

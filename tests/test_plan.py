@@ -237,8 +237,11 @@ def test_a_search_without_any_result_says_why_in_one_line_and_fails(capsys, tmp_
     )
     assert summary.print_summary(unreported, args, str(tmp_path)) is False
     err = [line for line in capsys.readouterr().err.splitlines() if line]
-    assert len(err) == 1 and err[0].startswith("error: no trial reported a result: 3 trials ended with the 15-min")
-    assert "--time-budget" in err[0] and "plan" in err[0]
+    # one error, its continuation lines indented (analysis/shell.error_lines: 120 columns)
+    assert err[0].startswith("error: no trial reported a result: 3 trials ended with the 15-min")
+    assert all(line.startswith("  ") and len(line) <= 120 for line in err[1:])
+    text = " ".join(line.strip() for line in err)
+    assert "--time-budget" in text and "plan" in text
     failed = FakeResults([SimpleNamespace(error=RuntimeError("boom"), metrics={}, path="p")])
     failed.num_errors = 1
     assert "all 1 trial failed" in summary.nothing_line(failed, args, "exp")

@@ -152,7 +152,8 @@ def test_flip_tta_inside_the_export_matches_the_reports_evaluation(dataset, tmp_
 
     torch.manual_seed(0)
     model = build_model("lenet5", len(dataset.classes), dropout=0.0).eval()
-    config = {"model": "lenet5", "dropout": 0.0, "batch_size": 64, "flip": True}
+    # fp32: the report scores the test set as the exported files run (analysis/evaluation.py)
+    config = {"model": "lenet5", "dropout": 0.0, "batch_size": 64, "flip": True, "precision": "fp32"}
     fw = local_framework("torch", "cpu")
     report_eval = fw.predict(model, dataset.x_test, dataset.search_arrays(), config, flip_tta=True)
     plain = fw.predict(model, dataset.x_test, dataset.search_arrays(), config)
