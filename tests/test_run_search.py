@@ -54,7 +54,8 @@ def test_resume_does_not_rerun_finished_trials(image_folder, tmp_path):
     assert run_cli("--model", "lenet5", *args).returncode == 0
     before = trial_results(tmp_path / "again")
     line = one_line_error(run_cli("--resume", "--name", "again", "--storage-path", tmp_path, "--num-cpus", 2))
-    assert "again is finished (2 of 2 trials finished); to extend it: python run_search.py --resume again" in line
+    assert "again is finished (trials 2 done, 0 errors, 0 not started (of 2)); to extend it:" in line
+    assert "run_search.py --resume again --time-budget MINUTES (or --num-samples N)" in line
     assert trial_results(tmp_path / "again") == before
 
 
