@@ -44,8 +44,11 @@ import sys
 import time
 from pathlib import Path
 
+from analysis.settings import Settings
 
-def parse_args(argv=None) -> argparse.Namespace:
+
+def parse_args(argv=None) -> Settings:
+    """report.py's flags, read-only from here on (analysis/settings.py)."""
     p = argparse.ArgumentParser(
         description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -118,7 +121,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--samples-only", action="store_true", help="only draw N training images per class of --data-dir")
     g.add_argument("--samples-per-class", type=int, default=8, help="images per class in the grid (default: 8)")
     g.add_argument("--show", action="store_true", help="show the samples grid in a window instead of saving it")
-    return p.parse_args(argv)  # fmt: skip
+    return Settings.of(p.parse_args(argv))  # fmt: skip
 
 
 def main(argv=None) -> int:

@@ -24,20 +24,15 @@ from search_driver.cli import (
     SMOKE_RESOLUTION,
     SMOKE_SUBSET,
     UsageError,
-    apply_smoke_test,
-    check_args,
-    check_cuda_here,
     check_model,
-    check_weights,
-    fill_defaults,
     fix_resolution,
     given_flags,
     parse_args,
-    restore_args,
+    settle,
 )
 from search_driver.cluster import check_one_gpu_per_trial, check_resources, start_ray
 from search_driver.lr_find import first_config, run_lr_finder, search_lr_around
-from search_driver.plan import plan_search
+from search_driver.plan import plan_search, settings_changes
 from search_driver.summary import print_interrupted, print_summary
 from search_driver.tuner import (
     Prior,
@@ -58,32 +53,21 @@ def main(argv=None) -> int:
         from search_driver import cluster_preflight
 
         return cluster_preflight.main(args.check_cluster)
-    from analysis.experiment import EXPERIMENT_FILE, exists, join, normalize_storage_path, write_json
+    from analysis.experiment import EXPERIMENT_FILE, exists, join, write_json
     from analysis.shell import error_lines
     from image_data.cache import DataError
     from search_driver import extend, resume, warm_start
     from search_driver.data import load_search_data
     from search_driver.interrupts import StopSignals
-    from trainables.models import UnknownModelError, model_slug
-    from trainables.models.user import canonical
+    from trainables.models import UnknownModelError
 
     stop, path = StopSignals(), None
     try:
-        # The arguments: --resume's saved ones, --smoke-test's sizes, the defaults that depend on other flags, then
-        # every check that can fail in one line before data loading and Ray.
-        args.storage_path = normalize_storage_path(args.storage_path)
-        args.model = canonical(args.model)  # a user's file: its absolute path (trials run in other directories)
+        # The settings, read-only from here: --resume's saved arguments, --smoke-test's sizes, the defaults that
+        # depend on other flags, every check that can fail in one line before data loading and Ray (cli.settle).
         given = given_flags(argv)
-        if args.resume:
-            restore_args(args, given)  # sets args.extend: a finished experiment given a new budget
+        args = settle(args, given)
         extending = bool(args.resume and args.extend)
-        apply_smoke_test(args)
-        fill_defaults(args)
-        check_args(args)
-        args.train_on_cpu = args.train_on_cpu or bool(args.local_gpus)
-        check_cuda_here(args)
-        check_weights(args)  # offline without weights: one line now, before data loading and Ray
-        args.name = args.name or f"{model_slug(args.model)}-{time.strftime('%Y%m%d-%H%M%S')}"
         path = join(args.storage_path, args.name)
         if not args.resume and not args.lr_find and exists(join(path, EXPERIMENT_FILE)):
             raise UsageError(f"experiment {args.name} exists under {args.storage_path}: `--resume {args.name}` "
@@ -93,6 +77,7 @@ def main(argv=None) -> int:
         # The data, the search space and the constants every trial gets.
         subset = args.subset or (SMOKE_SUBSET if args.smoke_test else None)
         dataset = load_search_data(args, subset, SMOKE_RESOLUTION)
+        args = args.changed(image_size=int(dataset.source["image_size"]))  # so --resume decodes the same
         print(f"data: {dataset.summary()}", flush=True)
         from search_spaces import get_space, space_note
 
@@ -122,9 +107,13 @@ def main(argv=None) -> int:
         check_resources(args)
         check_one_gpu_per_trial(args)
         packing = None if args.resume else prepare_gpus(args, space, defaults, constants, dataset.search_arrays())
+        if packing:  # saved in experiment.json's args: --resume packs the same
+            args = args.changed(gpus_per_trial=packing["gpu_fraction"])
         # What an epoch costs here, and what the budget buys with it (search_driver/plan.py): horizon, rungs, threads,
         # the affordable part of the space and the first trial; one line and exit 2 if nothing is affordable.
         plan = None if args.resume else plan_search(args, space, defaults, constants, dataset.search_arrays(), given)
+        if plan:  # the horizon, rungs and threads it chose (flags given on the command line stay)
+            args = args.changed(**settings_changes(plan))
         constants = trial_constants(args)  # the plan's horizon
         trainable = make_trainable(args, dataset.search_arrays())
 

@@ -40,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 import asha_replay  # noqa: E402  (bench/, beside this file)
 
 from analysis.experiment import join, write_json  # noqa: E402
+from analysis.settings import Settings  # noqa: E402
 from analysis.trials import load_experiment  # noqa: E402
 from image_data.cache import load_dataset  # noqa: E402
 from search_driver import cli  # noqa: E402
@@ -98,9 +99,9 @@ def run_strategy(bench, dataset, seed: int, scheduler: str, searcher: str, stora
         "--storage-path", storage, "--name", name, "--cpus-per-trial", str(bench.cpus_per_trial),
         "--num-samples", "1" if defaults_only else str(bench.num_samples),
     ]  # fmt: skip
-    args = cli.parse_args(argv + ([] if defaults_only else ["--no-default-trial"]))
-    args.address = None  # always a fresh local instance
-    cli.fill_defaults(args)
+    parsed = cli.parse_args(argv + ([] if defaults_only else ["--no-default-trial"]))
+    args = Settings.of(parsed).changed(address=None)  # always a fresh local instance
+    args = args.changed(**cli.model_defaults(args))
     space, defaults = get_space(args.model)
     start_ray(args)
     try:

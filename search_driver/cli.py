@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import time
+
+from analysis.settings import Settings
 
 # The --help text: its first line is the description, the rest the examples under the model list.
 USAGE = """Start or resume a hyperparameter search: Optuna (TPE) proposes configs, ASHA stops bad trials early, Ray Tune runs them.
@@ -296,18 +299,44 @@ def given_flags(argv=None) -> set[str]:
     return {dest for dest, value in vars(parser.parse_args(argv)).items() if value is not unset}
 
 
-def fill_defaults(args) -> None:
+def settle(args: argparse.Namespace, given: set[str]) -> Settings:
+    """The search's settings, built once from the parsed flags: a resume's saved arguments, --smoke-test's sizes, the
+    defaults that depend on other flags, the weights' absolute path, the experiment's name; every check that can fail
+    in one line runs here, before data loading and Ray. Nothing writes the result: the stages after it hand back what
+    they decide (the image size, the GPU share, the plan) and run_search.py makes a new one with `changed`."""
+    from analysis.experiment import normalize_storage_path
+    from trainables.models import model_slug
+    from trainables.models.user import canonical
+
+    s = Settings.of(args)
+    # a user's file: its absolute path (trials run in other directories)
+    s = s.changed(storage_path=normalize_storage_path(s.storage_path), model=canonical(s.model))
+    if s.resume:
+        s = s.changed(**restored(s, given))  # adds `extend`: a finished experiment given a new budget
+    s = s.changed(**smoke_sizes(s))
+    s = s.changed(**model_defaults(s))
+    check_args(s)
+    s = s.changed(train_on_cpu=s.train_on_cpu or bool(s.local_gpus))
+    check_cuda_here(s)
+    s = s.changed(**weights_path(s))  # offline without weights: one line now, before data loading and Ray
+    return s.changed(name=s.name or f"{model_slug(s.model)}-{time.strftime('%Y%m%d-%H%M%S')}")
+
+
+def model_defaults(args) -> dict:
     """Defaults that depend on the model or on other flags (kept None by argparse so experiment.json shows both)."""
     from search_spaces import get_max_epochs
     from trainables.models import get_spec
 
     get_spec(args.model)  # an unknown model: UnknownModelError (one line) before its space is looked up
+    filled = {}
     if args.num_samples is None:
-        args.num_samples = -1 if args.time_budget else DEFAULT_NUM_SAMPLES  # -1: Tune's "until stopped"
+        filled["num_samples"] = -1 if args.time_budget else DEFAULT_NUM_SAMPLES  # -1: Tune's "until stopped"
+    max_epochs = args.max_epochs if args.max_epochs is not None else get_max_epochs(args.model)
     if args.max_epochs is None:
-        args.max_epochs = get_max_epochs(args.model)
+        filled["max_epochs"] = max_epochs
     if args.grace_period is None:
-        args.grace_period = default_grace(args.max_epochs)
+        filled["grace_period"] = default_grace(max_epochs)
+    return filled
 
 
 def default_grace(max_epochs: int) -> int:
@@ -373,8 +402,9 @@ def check_model(args, num_classes: int, side: int, space: dict, config: dict) ->
     check_lr_find(args)
 
 
-def check_weights(args) -> None:
-    """Pretrained models: their weights are on this node (or --weights exists) before anything starts."""
+def weights_path(args) -> dict:
+    """Pretrained models: their weights are on this node (or --weights exists) before anything starts; --weights
+    made absolute (trials run in other working directories)."""
     from trainables.models.weights import WeightsError, weights_check
 
     check = weights_check(args.model)
@@ -382,13 +412,12 @@ def check_weights(args) -> None:
         if args.weights:
             pretrained = f"{args.model}:pretrained" if args.model.startswith("timm:") else "resnet18_pretrained"
             raise UsageError(f"--weights is for pretrained models ({pretrained}); {args.model} has none")
-        return
+        return {}
     try:
         path = check(args.weights)
     except WeightsError as e:
         raise UsageError(str(e)) from None
-    if args.weights:
-        args.weights = str(path)  # absolute: trials run in other working directories
+    return {"weights": str(path)} if args.weights else {}
 
 
 def fix_resolution(args, space: dict, defaults: dict) -> None:
@@ -402,10 +431,11 @@ def fix_resolution(args, space: dict, defaults: dict) -> None:
     defaults.pop("resolution", None)  # a constant now: Optuna's first point must name searched keys only
 
 
-def apply_smoke_test(args) -> None:
-    if args.smoke_test and not getattr(args, "extend", False):  # an extension: its saved sizes, its own budget
-        args.num_samples, args.max_epochs, args.grace_period = 2, 2, 1
-        args.time_budget = None
+def smoke_sizes(args) -> dict:
+    """--smoke-test: 2 trials of 2 epochs, no time budget (an extension keeps its saved sizes and its own budget)."""
+    if args.smoke_test and not getattr(args, "extend", False):
+        return {"num_samples": 2, "max_epochs": 2, "grace_period": 1, "time_budget": None}
+    return {}
 
 
 def check_cuda_here(args) -> None:
@@ -429,37 +459,36 @@ def check_cuda_here(args) -> None:
             )
 
 
-def restore_args(args, given: set[str]) -> argparse.Namespace:
-    """--resume [NAME]: pick the experiment, decide whether it is continued or extended (args.extend), refuse changed
-    search flags, take its saved arguments (search_driver.resume). An extension keeps its own budget flags."""
+def restored(args, given: set[str]) -> dict:
+    """--resume [NAME]: pick the experiment, decide whether it is continued or extended (`extend`), refuse changed
+    search flags; the settings it changes: its saved arguments (search_driver.resume), its name, `resume` True and
+    the effective --max-failures. An extension keeps its own budget flags."""
     from analysis.experiment import EXPERIMENT_FILE, join, read_json
     from search_driver import resume
 
+    name = args.name
     if isinstance(args.resume, str):  # --resume NAME
         if args.name not in (None, args.resume):
             raise UsageError(f"--resume {args.resume} and --name {args.name} name two experiments; give one")
-        args.name = args.resume
-    args.resume = True
+        name = args.resume
     if "warm_start" in given:
         raise UsageError(
             "--warm-start starts a new experiment from an old one's trials, --resume continues or extends an "
             "existing one: give one of them"
         )
-    args.name, line = resume.choose_experiment(args.storage_path, args.name)
-    info = read_json(join(args.storage_path, args.name, EXPERIMENT_FILE))
+    name, line = resume.choose_experiment(args.storage_path, name)
+    info = read_json(join(args.storage_path, name, EXPERIMENT_FILE))
     from trainables.models.user import changed
 
     if why := changed(info, "--resume"):  # a user's builder file edited since: its trials would train another model
         raise resume.ResumeError(why)
-    path = join(args.storage_path, args.name)
-    args.extend = resume.extends(path, info, args, given)
-    own = resume.BUDGET if args.extend else set()
+    path = join(args.storage_path, name)
+    extend = resume.extends(path, info, args, given)
+    own = resume.BUDGET if extend else set()
     resume.check_flags(info["args"], args, given, changeable=own)
-    if not args.extend:
+    if not extend:
         resume.check_something_to_do(path, info)
-    for key, value in info["args"].items():
-        if key not in resume.CHANGEABLE | own:
-            setattr(args, key, value)
-    args.max_failures = resume.effective_max_failures(info, args, given)
-    print(line.replace("resuming", "extending", 1) if args.extend else line, flush=True)
-    return args
+    saved = {key: value for key, value in info["args"].items() if key not in resume.CHANGEABLE | own | {"extend"}}
+    print(line.replace("resuming", "extending", 1) if extend else line, flush=True)
+    failures = resume.effective_max_failures(info, args, given)
+    return {**saved, "name": name, "resume": True, "extend": extend, "max_failures": failures}

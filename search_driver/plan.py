@@ -444,7 +444,7 @@ PLANNED_FLAGS = ("max_epochs", "grace_period", "cpus_per_trial", "max_concurrent
 
 
 def plan_search(args, space: dict, defaults: dict, constants: dict, data: dict, given: set[str]) -> dict | None:
-    """Measure, plan and (with --time-budget) apply the plan to `args`, `space` and `defaults` in place; returns
+    """Measure, plan and (with --time-budget) apply the plan to `space` and `defaults` in place; returns
     experiment.json's "plan" (None under --smoke-test: nothing to plan for seconds of tiny data). PlanError when the
     budget brings no config to a first rung."""
     import ray
@@ -517,16 +517,24 @@ def plan_search(args, space: dict, defaults: dict, constants: dict, data: dict, 
     return record(plan, m.record, printed, applied)
 
 
+SETTINGS = ("max_epochs", "grace_period", "cpus_per_trial")  # what the plan decides that is a flag
+
+
+def settings_changes(record: dict) -> dict:
+    """The flags a plan (experiment.json's "plan") changed, for Settings.changed."""
+    return {k: after for k, (_, after) in record.get("applied", {}).items() if k in SETTINGS}
+
+
 def apply(plan: Plan, args, space: dict, defaults: dict, given: set[str]) -> dict:
-    """The plan's decisions into the search's settings (flags given on the command line stay): horizon, rungs,
-    CPUs per trial, the searched values of the cost keys, the first trial. Returns {what: [before, after]}."""
+    """The plan's decisions into the search space and first trial (flags given on the command line stay): the
+    searched values of the cost keys, the first trial; and, returned for the settings, the horizon, rungs and CPUs
+    per trial. Returns {what: [before, after]}."""
     from ray import tune
 
     c, changed = plan.choice, {}
-    for name, value in (("max_epochs", c.max_epochs), ("grace_period", c.grace), ("cpus_per_trial", c.layout[1])):
+    for name, value in zip(SETTINGS, (c.max_epochs, c.grace, c.layout[1]), strict=True):
         if name not in given and getattr(args, name) != value:
             changed[name] = [getattr(args, name), value]
-            setattr(args, name, value)
     for key, values in plan.kept.items():
         before = list(space[key].categories) if hasattr(space.get(key), "categories") else None
         if before is None or values == before:

@@ -32,7 +32,6 @@ def prepare_gpus(args, space: dict, defaults: dict, constants: dict, data: dict)
     except gpu_packing.PackingError as e:
         raise UsageError(str(e)) from None
     print(gpu_packing.describe(info), flush=True)
-    args.gpus_per_trial = info["gpu_fraction"]  # saved in experiment.json's args: --resume packs the same
     return {"requested": "auto", **info}
 
 
@@ -241,7 +240,7 @@ def experiment_info(args, dataset, space: dict) -> dict:
         },
         "split_seed": args.seed,
         "search": search_record(args),
-        "args": vars(args),
+        "args": args.as_dict(),
         "search_space": describe(space),
         "git_sha": git_sha(ROOT),
         "packages": package_versions(),

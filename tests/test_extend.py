@@ -148,12 +148,12 @@ def test_a_new_budget_on_an_unfinished_experiment_is_refused(tmp_path, capsys):
 def test_resume_name_forms(tmp_path):
     from test_resume import fake_experiment
 
-    from search_driver.cli import parse_args, restore_args
+    from search_driver.cli import parse_args, settle
 
     fake_experiment(tmp_path, "a", 100, ["TERMINATED", "RUNNING"])
     for argv in (["--resume", "a"], ["--resume", "--name", "a"]):
-        args = parse_args([*argv, "--storage-path", str(tmp_path)])
-        restore_args(args, {"resume", "storage_path"} | ({"name"} if "--name" in argv else set()))
+        args = settle(parse_args([*argv, "--storage-path", str(tmp_path)]),
+                      {"resume", "storage_path"} | ({"name"} if "--name" in argv else set()))  # fmt: skip
         assert args.name == "a" and args.resume is True and args.extend is False
 
 

@@ -198,13 +198,14 @@ def test_apply_changes_the_search_and_leaves_given_flags():
     args = argparse.Namespace(max_epochs=20, grace_period=2, cpus_per_trial=1, max_concurrent=None)
     plan = plan_for(20)
     changed = P.apply(plan, args, space, defaults, given=set())
-    assert (args.max_epochs, args.grace_period, args.cpus_per_trial) == (10, 2, 1)
+    assert P.settings_changes({"applied": changed}) == {"max_epochs": 10}  # grace 2 and 1 CPU per trial: as they were
+    assert (args.max_epochs, args.grace_period, args.cpus_per_trial) == (20, 2, 1)  # the settings: not written
     assert space["stem"] == "imagenet" and "stem" not in defaults  # a constant now, so not in Optuna's first point
     assert changed["max_epochs"] == [20, 10] and changed["stem"] == [["cifar", "imagenet"], ["imagenet"]]
     space, defaults = get_space("resnet18")
     args = argparse.Namespace(max_epochs=30, grace_period=3, cpus_per_trial=2, max_concurrent=None)
-    P.apply(plan, args, space, defaults, given={"max_epochs", "grace_period", "cpus_per_trial"})
-    assert (args.max_epochs, args.grace_period, args.cpus_per_trial) == (30, 3, 2)
+    changed = P.apply(plan, args, space, defaults, given={"max_epochs", "grace_period", "cpus_per_trial"})
+    assert P.settings_changes({"applied": changed}) == {}
     assert isinstance(space["batch_size"], tune.search.sample.Categorical)
 
 
