@@ -95,13 +95,21 @@ def main(argv=None) -> int:
             writer.close()
     seconds = time.perf_counter() - t0
     if not done:
-        print(f"error: no image could be read ({len(files) + len(problems)} inputs tried"
-              + (f", {len(ignored)} non-image files ignored" if ignored else "") + ")", file=sys.stderr)  # fmt: skip
+        print(
+            f"error: no image could be read ({len(files) + len(problems)} inputs tried"
+            + (f", {len(ignored)} non-image files ignored" if ignored else "")
+            + ")",
+            file=sys.stderr,
+        )
         return 1
-    print(f"{done} images predicted with {predictor.backend} on {predictor.device} in {seconds:.1f} s "
-          f"({done / max(seconds, 1e-9):.0f} images/s)" + (f"; {bad} unreadable" if bad else "")
-          + (f"; {len(ignored)} non-image files ignored" if ignored else "")
-          + (f"; wrote {args.csv}" if writer is not None else ""), file=sys.stderr)  # fmt: skip
+    print(
+        f"{done} images predicted with {predictor.backend} on {predictor.device} in {seconds:.1f} s "
+        f"({done / max(seconds, 1e-9):.0f} images/s)"
+        + (f"; {bad} unreadable" if bad else "")
+        + (f"; {len(ignored)} non-image files ignored" if ignored else "")
+        + (f"; wrote {args.csv}" if writer is not None else ""),
+        file=sys.stderr,
+    )
     return 0
 
 

@@ -121,7 +121,7 @@ def parse_args(argv=None) -> Settings:
     g.add_argument("--samples-only", action="store_true", help="only draw N training images per class of --data-dir")
     g.add_argument("--samples-per-class", type=int, default=8, help="images per class in the grid (default: 8)")
     g.add_argument("--show", action="store_true", help="show the samples grid in a window instead of saving it")
-    return Settings.of(p.parse_args(argv))  # fmt: skip
+    return Settings.of(p.parse_args(argv))
 
 
 def main(argv=None) -> int:
@@ -140,8 +140,13 @@ def main(argv=None) -> int:
             return samples_only(args)
         if args.export_only:
             experiment = None if args.experiment == "latest" else args.experiment
-            export_existing(args.export_only, storage_path=args.storage_path, experiment=experiment,
-                            data_dir=args.data_dir, cache_dir=args.cache_dir)  # fmt: skip
+            export_existing(
+                args.export_only,
+                storage_path=args.storage_path,
+                experiment=experiment,
+                data_dir=args.data_dir,
+                cache_dir=args.cache_dir,
+            )
             return 0
         check_args(args)
         make_report(args)
@@ -202,10 +207,15 @@ def make_report(args) -> None:
 
     busy = busy_cores()
     threads = args.threads or default_threads(busy)
-    print(f"retrain: {threads} CPU thread(s) of {os.cpu_count()} cores ({busy:.1f} busy now, 1-min load "
-          f"{os.getloadavg()[0]:.1f}; --threads N to change)", file=sys.stderr)  # fmt: skip
-    step(f"{'loading the best checkpoint' if args.no_retrain else 'retraining the best config'} "
-         f"({exp.info.get('framework', 'torch')})")  # fmt: skip
+    print(
+        f"retrain: {threads} CPU thread(s) of {os.cpu_count()} cores ({busy:.1f} busy now, 1-min load "
+        f"{os.getloadavg()[0]:.1f}; --threads N to change)",
+        file=sys.stderr,
+    )
+    step(
+        f"{'loading the best checkpoint' if args.no_retrain else 'retraining the best config'} "
+        f"({exp.info.get('framework', 'torch')})"
+    )
     fw = local_framework(exp.info.get("framework", "torch"), args.device, threads)
     ev = evaluate_runs(exp, args, dataset, fw, options)
     print(f"precision: {ev.precision['used']}, {ev.precision['chosen_by']}", file=sys.stderr)
@@ -217,8 +227,16 @@ def make_report(args) -> None:
     m = json.loads((out / "metrics.json").read_text())
     if not args.no_export:  # after the report is in place: a failed export check loses no result
         step("exporting and checking the shipped model")
-        export_model(out, framework=fw.name, model=ev.shipped_model(saved), dataset=dataset, config=exp.best_config,
-                     info=exp.info, metrics=m, final_model=m["final_model"])  # fmt: skip
+        export_model(
+            out,
+            framework=fw.name,
+            model=ev.shipped_model(saved),
+            dataset=dataset,
+            config=exp.best_config,
+            info=exp.info,
+            metrics=m,
+            final_model=m["final_model"],
+        )
     print(f"{headline(m)}; report: {out / 'report.md'} ({time.time() - t0:.0f} s)")
 
 
@@ -227,8 +245,10 @@ def headline(m: dict) -> str:
 
     carries = options_words(m["final_model"])
     if len(m["seeds"]) > 1:
-        return (f"test accuracy {m['mean']:.4f} ± {m['std']:.4f} over {len(m['seeds'])} seeds (saved model: seed "
-                f"{m['saved_seed']}, {m['accuracy']:.4f}, macro F1 {m['macro']['f1']:.4f}; {carries})")  # fmt: skip
+        return (
+            f"test accuracy {m['mean']:.4f} ± {m['std']:.4f} over {len(m['seeds'])} seeds (saved model: seed "
+            f"{m['saved_seed']}, {m['accuracy']:.4f}, macro F1 {m['macro']['f1']:.4f}; {carries})"
+        )
     return f"test accuracy {m['accuracy']:.4f} (macro F1 {m['macro']['f1']:.4f}; {carries})"
 
 

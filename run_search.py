@@ -70,8 +70,10 @@ def main(argv=None) -> int:
         extending = bool(args.resume and args.extend)
         path = join(args.storage_path, args.name)
         if not args.resume and not args.lr_find and exists(join(path, EXPERIMENT_FILE)):
-            raise UsageError(f"experiment {args.name} exists under {args.storage_path}: `--resume {args.name}` "
-                             "continues or extends it; give a new search another --name")  # fmt: skip
+            raise UsageError(
+                f"experiment {args.name} exists under {args.storage_path}: `--resume {args.name}` "
+                "continues or extends it; give a new search another --name"
+            )
         old = warm_start.source(args) if args.warm_start and not args.resume else None  # one line each, now
 
         # The data, the search space and the constants every trial gets.

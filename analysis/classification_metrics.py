@@ -49,7 +49,7 @@ def classification_metrics(y_true: np.ndarray, scores: np.ndarray, classes: list
             "specificity": float(specificity[i]),
             "f1": float(f1[i]),
             "support": int(support[i]),
-        }  # fmt: skip
+        }
         for i, name in enumerate(classes)
     }
     weights = support / max(support.sum(), 1)
@@ -74,8 +74,18 @@ def _rows(m: dict) -> list[list]:
     rows = [[name, *[v[k] for k in PER_CLASS_KEYS]] for name, v in m["per_class"].items()]
     total = sum(v["support"] for v in m["per_class"].values())
     for avg in ("macro", "weighted"):
-        rows.append([f"({avg} avg)", "", "", "", "", *[m[avg][k] for k in ("precision", "recall", "specificity")],
-                     m[avg]["f1"], total])  # fmt: skip
+        rows.append(
+            [
+                f"({avg} avg)",
+                "",
+                "",
+                "",
+                "",
+                *[m[avg][k] for k in ("precision", "recall", "specificity")],
+                m[avg]["f1"],
+                total,
+            ]
+        )
     return rows
 
 
@@ -127,18 +137,26 @@ def metrics_text(m: dict) -> str:
     out = [f"accuracy (overall): {m['accuracy']:.4f}", f"top-5 accuracy: {m['top5_accuracy']:.4f}"]
     if len(seeds) > 1:
         each = ", ".join(f"seed {s['seed']}: {s['accuracy']:.4f}" for s in seeds)
-        out += [f"accuracy over {len(seeds)} seeds: {m['mean']:.4f} ± {m['std']:.4f} ({each}); "
-                f"the figures here are the saved model's, seed {m['saved_seed']}"]  # fmt: skip
+        out += [
+            f"accuracy over {len(seeds)} seeds: {m['mean']:.4f} ± {m['std']:.4f} ({each}); "
+            f"the figures here are the saved model's, seed {m['saved_seed']}"
+        ]
     out += ["", "per class: one-vs-rest (the class against all others)", ""]
     for name, v in m["per_class"].items():
         acc = (v["tp"] + v["tn"]) / max(v["tp"] + v["tn"] + v["fp"] + v["fn"], 1)
         out += [
             f"class {name}",
-            f"TP: {v['tp']}", f"TN: {v['tn']}", f"FP: {v['fp']}", f"FN: {v['fn']}",
+            f"TP: {v['tp']}",
+            f"TN: {v['tn']}",
+            f"FP: {v['fp']}",
+            f"FN: {v['fn']}",
             f"one-vs-rest accuracy ((TP+TN)/all, not the overall accuracy): {acc:.4f}",
-            f"precision: {v['precision']:.4f}", f"recall: {v['recall']:.4f}",
-            f"specificity: {v['specificity']:.4f}", f"F1: {v['f1']:.4f}", "",
-        ]  # fmt: skip
+            f"precision: {v['precision']:.4f}",
+            f"recall: {v['recall']:.4f}",
+            f"specificity: {v['specificity']:.4f}",
+            f"F1: {v['f1']:.4f}",
+            "",
+        ]
     macro = m["macro"]
     out += ["macro average"] + [f"{k if k != 'f1' else 'F1'}: {macro[k]:.4f}" for k in SUMMARY_KEYS]
     return "\n".join(out) + "\n"

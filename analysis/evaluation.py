@@ -217,10 +217,16 @@ def saved_model_metrics(ev: Evaluation, config: dict, retrained: bool, metric: s
     accs = [r["accuracy"] for r in results]
     seed0 = int(config.get("seed", 0))
     seeds = [
-        {"seed": seed0 + k, "accuracy": r["accuracy"], "top5_accuracy": r["top5_accuracy"],
-         "macro_f1": r["macro"]["f1"], "kept_epoch": run.best_epoch, "kept_value": run.kept_value}
+        {
+            "seed": seed0 + k,
+            "accuracy": r["accuracy"],
+            "top5_accuracy": r["top5_accuracy"],
+            "macro_f1": r["macro"]["f1"],
+            "kept_epoch": run.best_epoch,
+            "kept_value": run.kept_value,
+        }
         for k, (r, run) in enumerate(zip(results, ev.plain, strict=True))
-    ]  # fmt: skip
+    ]
     chosen = 0
     if not ev.shipped.refit:
         for k in range(1, len(seeds)):

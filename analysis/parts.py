@@ -80,8 +80,10 @@ def results_curves(results) -> tuple[dict[str, pd.DataFrame], list[str]]:
 def warm_start_words(ws: dict, shown: int = SHOWN_DROPPED) -> str:
     """What a warm start took from the old experiment and what it dropped (the first `shown` named)."""
     n = len(ws["dropped"])
-    text = (f"{ws['evidence']} of its {ws['old_trials']} trials as evidence for TPE, its top {len(ws['first_trials'])} "
-            f"config{'' if len(ws['first_trials']) == 1 else 's'} first; {n} dropped")  # fmt: skip
+    text = (
+        f"{ws['evidence']} of its {ws['old_trials']} trials as evidence for TPE, its top {len(ws['first_trials'])} "
+        f"config{'' if len(ws['first_trials']) == 1 else 's'} first; {n} dropped"
+    )
     if n:
         named = ", ".join(f"{d['trial']} ({d['why']})" for d in ws["dropped"][:shown])
         text += f" (not in the new space): {named}" + (f" and {n - shown} more" if n > shown else "")

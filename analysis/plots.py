@@ -38,11 +38,20 @@ def learning_curves(curves: dict[str, pd.DataFrame], best_id: str, metric: str, 
             ax.plot(df[M.EPOCH], df[metric], color="tab:gray", alpha=0.5, lw=1, marker=".", ms=4)
     ends = [df.iloc[-1] for tid, df in curves.items() if tid != best_id]
     if ends:
-        ax.scatter([e[M.EPOCH] for e in ends], [e[metric] for e in ends], s=22, facecolors="none",
-                   edgecolors="tab:gray", lw=1, zorder=3, label=f"other trials' last epoch ({len(ends)})")  # fmt: skip
+        ax.scatter(
+            [e[M.EPOCH] for e in ends],
+            [e[metric] for e in ends],
+            s=22,
+            facecolors="none",
+            edgecolors="tab:gray",
+            lw=1,
+            zorder=3,
+            label=f"other trials' last epoch ({len(ends)})",
+        )
     best = curves[best_id]
-    ax.plot(best[M.EPOCH], best[metric], color="tab:red", lw=2.5, marker="o", ms=5, label=f"best trial {best_id}",
-            zorder=4)  # fmt: skip
+    ax.plot(
+        best[M.EPOCH], best[metric], color="tab:red", lw=2.5, marker="o", ms=5, label=f"best trial {best_id}", zorder=4
+    )
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole
     ax.set_xlabel("epoch")
     ax.set_ylabel(metric)
@@ -86,8 +95,15 @@ def confusion(cm: np.ndarray, classes: list[str], path: Path):
             thresh = mat.max() / 2
             for i in range(len(classes)):
                 for j in range(len(classes)):
-                    ax.text(j, i, format(mat[i, j], fmt), ha="center", va="center", fontsize=8,
-                            color="white" if mat[i, j] > thresh else "black")  # fmt: skip
+                    ax.text(
+                        j,
+                        i,
+                        format(mat[i, j], fmt),
+                        ha="center",
+                        va="center",
+                        fontsize=8,
+                        color="white" if mat[i, j] > thresh else "black",
+                    )
     return _save(fig, path)
 
 
@@ -181,8 +197,9 @@ def prediction_samples(x: np.ndarray, y: np.ndarray, pred: np.ndarray, classes: 
 def class_grid(x: np.ndarray, y: np.ndarray, classes: list[str], path: Path | None, per_class: int = 8):
     """N training images per class, one row per class (the original project's visualize_data)."""
     rng = np.random.default_rng(0)
-    fig, axes = plt.subplots(len(classes), per_class, figsize=(1.2 * per_class + 1.2, 1.25 * len(classes)),
-                             squeeze=False)  # fmt: skip
+    fig, axes = plt.subplots(
+        len(classes), per_class, figsize=(1.2 * per_class + 1.2, 1.25 * len(classes)), squeeze=False
+    )
     for r, name in enumerate(classes):
         idx = np.flatnonzero(y == r)
         pick = rng.choice(idx, min(per_class, len(idx)), replace=False) if len(idx) else []

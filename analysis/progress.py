@@ -54,8 +54,11 @@ class LineBar:
     def _print(self) -> None:
         post = "".join(f", {k}={v}" for k, v in self.postfix.items())
         elapsed = time.time() - self._t0
-        print(f"[{time.time() - _T0:7.1f} s] {self.desc}: {self.n}/{self.total} {self.unit}{post} ({elapsed:.1f} s)",
-              file=_stream(), flush=True)  # fmt: skip
+        print(
+            f"[{time.time() - _T0:7.1f} s] {self.desc}: {self.n}/{self.total} {self.unit}{post} ({elapsed:.1f} s)",
+            file=_stream(),
+            flush=True,
+        )
 
     def close(self) -> None:
         pass

@@ -16,8 +16,14 @@ def load_data(exp, args):
     src = exp.info["data"]
     data_dir = args.data_dir or src["path"]
     # the experiment's own image size and training subset; the test set whole unless --test-subset
-    ds = load_dataset(data_dir, seed=exp.info["split_seed"], image_size=src.get("image_size", 32),
-                      cache_dir=args.cache_dir, subset=src.get("subset"), test_subset=args.test_subset)  # fmt: skip
+    ds = load_dataset(
+        data_dir,
+        seed=exp.info["split_seed"],
+        image_size=src.get("image_size", 32),
+        cache_dir=args.cache_dir,
+        subset=src.get("subset"),
+        test_subset=args.test_subset,
+    )
     if ds.skipped:
         print(skip_summary(ds.skipped, ds.num_files, f"full list in {exp.path}/experiment.json"), file=sys.stderr)
     return ds
@@ -34,7 +40,12 @@ def samples_only(args) -> int:
         return 0
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    path = plots.class_grid(ds.x_train, ds.y_train, ds.classes, out / f"samples_{Path(args.data_dir).resolve().name}.png",
-                            args.samples_per_class)  # fmt: skip
+    path = plots.class_grid(
+        ds.x_train,
+        ds.y_train,
+        ds.classes,
+        out / f"samples_{Path(args.data_dir).resolve().name}.png",
+        args.samples_per_class,
+    )
     print(f"wrote {path}")
     return 0

@@ -63,7 +63,7 @@ def report_markdown(exp, m, weights, fw, config, dataset, imp_note, rung, rung_t
         "",
         *metrics_md_lines(m),
         "",
-    ]  # fmt: skip
+    ]
     lines += original_lines(model, config, m)
     lines += [
         "## Plots",
@@ -140,8 +140,13 @@ def test_set_lines(m, size_line: str) -> list[str]:
     metric = rule["metric"]
     kept = f"keeping the weights of the epoch with the {rule_words(metric, rule['mode'])} (the search's own rule)"
     if len(seeds) == 1:
-        return ["## Test set (evaluated once per model)", size_line, "",
-                f"Retrained on the training split, {kept} (epoch {seeds[0]['kept_epoch']}).{shipped}", ""]  # fmt: skip
+        return [
+            "## Test set (evaluated once per model)",
+            size_line,
+            "",
+            f"Retrained on the training split, {kept} (epoch {seeds[0]['kept_epoch']}).{shipped}",
+            "",
+        ]
     kept_column = "retrain's kept epoch" if fm.get("refit") else "kept epoch"
     lines = [
         f"## Test set ({len(seeds)} retrained models, each evaluated once)",
@@ -248,9 +253,7 @@ def original_lines(model: str, config: dict, m: dict) -> list[str]:
     )
     return [
         "## Beside the original write-up",
-        f"Original: {ORIGINAL_NOTE[model]}"
-        + ("" if same else " (this run's stem differs: compare with care)")
-        + ".",
+        f"Original: {ORIGINAL_NOTE[model]}" + ("" if same else " (this run's stem differs: compare with care)") + ".",
         "",
         "| | test accuracy |",
         "|---|---|",
@@ -259,7 +262,7 @@ def original_lines(model: str, config: dict, m: dict) -> list[str]:
         "",
         original_note(o),
         "",
-    ]  # fmt: skip
+    ]
 
 
 def original_note(o: dict) -> str:

@@ -76,6 +76,7 @@ def error_lines(message: str, width: int = WIDTH) -> str:
     broken only at spaces (a path or URL longer than the line stays whole on its own line). A message whose later
     lines are commands (`...; export it with:\\nCMD`) gets each on its own indented line, whole, to paste."""
     text, *commands = message.split("\n")
-    lines = [textwrap.fill(f"error: {text}", width, subsequent_indent="  ", break_long_words=False,
-                           break_on_hyphens=False)]  # fmt: skip
+    lines = [
+        textwrap.fill(f"error: {text}", width, subsequent_indent="  ", break_long_words=False, break_on_hyphens=False)
+    ]
     return "\n".join(lines + [command_lines("  ", c, width) for c in commands])

@@ -267,8 +267,14 @@ def metric_standard_error(metric: str, value: float, n: int) -> float:
     return max(value, LOSS_SD_FLOOR) / math.sqrt(n)
 
 
-def versus_first_trial(configs: dict[str, dict], best: dict[str, float], first: dict | None, metric: str,
-                       mode: str, n_val: int | None = None) -> str | None:  # fmt: skip
+def versus_first_trial(
+    configs: dict[str, dict],
+    best: dict[str, float],
+    first: dict | None,
+    metric: str,
+    mode: str,
+    n_val: int | None = None,
+) -> str | None:
     """Did the search beat the config it started from? One line comparing the first trial (the space's DEFAULTS,
     found by its config) with the best trial the searcher proposed, each at its best epoch; None without one.
     A verdict only when the difference exceeds what `n_val` validation images resolve (RESOLVE_SE standard errors);
@@ -286,8 +292,10 @@ def versus_first_trial(configs: dict[str, dict], best: dict[str, float], first: 
     pick = min if mode == "min" else max
     other = pick((t for t in best if t != d), key=lambda t: best[t])
     diff = abs(best[other] - best[d])
-    pair = (f"best proposed trial {other} {metric} {best[other]:.4f} vs {best[d]:.4f} for the first trial {d} "
-            f"(the space's DEFAULTS)")  # fmt: skip
+    pair = (
+        f"best proposed trial {other} {metric} {best[other]:.4f} vs {best[d]:.4f} for the first trial {d} "
+        f"(the space's DEFAULTS)"
+    )
     if not n_val:
         return f"{pair}, a difference of {diff:.4f} (the validation set's size is not recorded: no verdict)"
     resolves = RESOLVE_SE * max(metric_standard_error(metric, best[t], n_val) for t in (d, other))

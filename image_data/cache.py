@@ -139,11 +139,21 @@ def load_dataset(
     `download`: fetch CIFAR-10 into `data_dir` (an existing empty folder is a download target too).
     `check(plan)` runs after the file listing, before anything is decoded or read from the cache.
     """
-    loaded = load_arrays(data_dir, image_size, cache_dir, model_side=model_side, download=download, check=check,
-                         subset=subset, quiet=quiet)  # fmt: skip
+    loaded = load_arrays(
+        data_dir,
+        image_size,
+        cache_dir,
+        model_side=model_side,
+        download=download,
+        check=check,
+        subset=subset,
+        quiet=quiet,
+    )
     if strict and loaded.skipped:
-        raise DataError(f"--strict-data: {len(loaded.skipped)} unusable files: {_listing(loaded.skipped, 10)}; "
-                        "fix or remove them, or run without --strict-data to skip them")  # fmt: skip
+        raise DataError(
+            f"--strict-data: {len(loaded.skipped)} unusable files: {_listing(loaded.skipped, 10)}; "
+            "fix or remove them, or run without --strict-data to skip them"
+        )
     x, y, x_test, y_test, classes = loaded.x_train, loaded.y_train, loaded.x_test, loaded.y_test, loaded.classes
     tr, va = stratified_split(y, VAL_FRACTION, seed)
     if subset:
@@ -153,12 +163,27 @@ def load_dataset(
         te = _stratified_take(np.arange(len(y_test)), y_test, max(len(classes), test_subset), seed)
         x_test, y_test = x_test[te], y_test[te]
     mean, std = channel_stats(x[tr])
-    source = {**loaded.source, "seed": seed, "subset": subset, "test_subset": test_subset,
-              "num_test_full": int(len(loaded.y_test))}  # fmt: skip
+    source = {
+        **loaded.source,
+        "seed": seed,
+        "subset": subset,
+        "test_subset": test_subset,
+        "num_test_full": int(len(loaded.y_test)),
+    }
     return Dataset(
-        x_train=x[tr], y_train=y[tr], x_val=x[va], y_val=y[va], x_test=x_test, y_test=y_test,
-        classes=classes, mean=mean, std=std, source=source, skipped=loaded.skipped, num_files=loaded.num_files,
-    )  # fmt: skip
+        x_train=x[tr],
+        y_train=y[tr],
+        x_val=x[va],
+        y_val=y[va],
+        x_test=x_test,
+        y_test=y_test,
+        classes=classes,
+        mean=mean,
+        std=std,
+        source=source,
+        skipped=loaded.skipped,
+        num_files=loaded.num_files,
+    )
 
 
 @dataclass
@@ -173,8 +198,17 @@ class Loaded:
     num_files: int
 
 
-def load_arrays(data_dir, image_size: int | None = None, cache_dir=None, *, model_side: int = DEFAULT_SIDE,
-                download: bool = False, check=None, subset: int | None = None, quiet: bool = False) -> Loaded:  # fmt: skip
+def load_arrays(
+    data_dir,
+    image_size: int | None = None,
+    cache_dir=None,
+    *,
+    model_side: int = DEFAULT_SIDE,
+    download: bool = False,
+    check=None,
+    subset: int | None = None,
+    quiet: bool = False,
+) -> Loaded:
     """The decoded splits, from the cache when it is fresh."""
     root = Path(data_dir).expanduser().resolve()
     kind = detect_kind(root, download)
@@ -183,8 +217,10 @@ def load_arrays(data_dir, image_size: int | None = None, cache_dir=None, *, mode
         kind = "cifar10"
     if kind == "cifar10":
         if image_size not in (None, DEFAULT_SIDE):
-            raise DataError(f"CIFAR-10's batches are {DEFAULT_SIDE}x{DEFAULT_SIDE}; --image-size is for image folders "
-                            f"(train/<class>/, test/<class>/)")  # fmt: skip
+            raise DataError(
+                f"CIFAR-10's batches are {DEFAULT_SIDE}x{DEFAULT_SIDE}; --image-size is for image folders "
+                f"(train/<class>/, test/<class>/)"
+            )
         image_size = DEFAULT_SIDE
         files = _cifar_files(root)
         fingerprint = _fingerprint([(str(p), *_stat(p)) for p in files])
@@ -199,8 +235,10 @@ def load_arrays(data_dir, image_size: int | None = None, cache_dir=None, *, mode
         plan = DecodePlan(kind, image_size, len(files["train"]), len(files["test"]), subset)
     num_classes = 10 if kind == "cifar10" else len(files["classes"])
     if subset and subset < num_classes:  # before decoding: a subset without every class is no subset of this data
-        raise DataError(f"--subset {subset} is fewer training images than the {num_classes} classes (each needs one);"
-                        f" use --subset {num_classes} or more")  # fmt: skip
+        raise DataError(
+            f"--subset {subset} is fewer training images than the {num_classes} classes (each needs one);"
+            f" use --subset {num_classes} or more"
+        )
     if check is not None:
         check(plan)
     parts = [CACHE_VERSION, kind, str(root), image_size, fingerprint, images.pixel_limit()]
@@ -214,20 +252,26 @@ def load_arrays(data_dir, image_size: int | None = None, cache_dir=None, *, mode
         n = plan.num_train + plan.num_test
         if not quiet:
             what = "reading CIFAR-10's" if kind == "cifar10" else "decoding"
-            print(f"{what} {n:,} images once ({image_size}x{image_size}), cached for next time", file=sys.stderr,
-                  flush=True)  # fmt: skip
+            print(
+                f"{what} {n:,} images once ({image_size}x{image_size}), cached for next time",
+                file=sys.stderr,
+                flush=True,
+            )
         arrays = _decode_cifar(root) if kind == "cifar10" else _decode_folder(files, image_size, quiet)
         _atomic_savez(cache, arrays)
     classes = [str(c) for c in arrays.pop("classes")]
     skipped = json.loads(str(arrays.pop("skipped", "[]")))
     if kind == "folder":  # from this listing, not the cache: subfolders are outside the cache key
-        skipped += [{"path": d, "reason": images.SUBFOLDER, "detail": "subfolders of a class folder are not read"}
-                    for d in files["subfolders"]]  # fmt: skip
+        skipped += [
+            {"path": d, "reason": images.SUBFOLDER, "detail": "subfolders of a class folder are not read"}
+            for d in files["subfolders"]
+        ]
     num_files = int(arrays.pop("num_files", len(arrays["y_train"]) + len(arrays["y_test"])))
     if kind == "folder":
         _check_classes(root, files, classes, arrays, skipped)
-    return Loaded(arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"], classes, source,
-                  skipped, num_files)  # fmt: skip
+    return Loaded(
+        arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"], classes, source, skipped, num_files
+    )
 
 
 def detect_kind(root: Path, download: bool = False) -> str:
@@ -240,8 +284,9 @@ def detect_kind(root: Path, download: bool = False) -> str:
     if not root.exists():
         if download:
             return "download"
-        raise DataError(f"--data-dir {root} does not exist; it must hold {FOLDER_LAYOUT} "
-                        "(--download fetches CIFAR-10 into it)")  # fmt: skip
+        raise DataError(
+            f"--data-dir {root} does not exist; it must hold {FOLDER_LAYOUT} (--download fetches CIFAR-10 into it)"
+        )
     if (root / "train").is_dir():
         if not (root / "test").is_dir():
             raise DataError(f"{root}/train exists but {root}/test does not; an image folder needs both splits")
@@ -293,9 +338,13 @@ def skip_summary(skipped: list[dict], num_files: int, where: str = "", width: in
 
 # Reasons counted together on the console line (each file's own reason is listed after the counts).
 SKIP_GROUPS = {
-    images.TRUNCATED: "unreadable", images.CORRUPT: "unreadable", images.EMPTY: "unreadable",
-    images.APPLEDOUBLE: "not images", images.HIDDEN: "not images", images.NOT_IMAGE: "not images",
-}  # fmt: skip
+    images.TRUNCATED: "unreadable",
+    images.CORRUPT: "unreadable",
+    images.EMPTY: "unreadable",
+    images.APPLEDOUBLE: "not images",
+    images.HIDDEN: "not images",
+    images.NOT_IMAGE: "not images",
+}
 
 
 def _listing(skipped: list[dict], n: int) -> str:
@@ -437,8 +486,11 @@ def _folder_files(root: Path) -> dict:
             with os.scandir(cls_dir) as it:
                 listed = list(it)
             entries = sorted((e for e in listed if e.is_file()), key=lambda e: e.name)
-            out["subfolders"] += sorted(f"{split}/{cls_dir.name}/{e.name}/" for e in listed
-                                        if e.is_dir() and not e.name.startswith((".", "__MACOSX")))  # fmt: skip
+            out["subfolders"] += sorted(
+                f"{split}/{cls_dir.name}/{e.name}/"
+                for e in listed
+                if e.is_dir() and not e.name.startswith((".", "__MACOSX"))
+            )
             for e in entries:
                 st = e.stat()
                 rel = f"{split}/{cls_dir.name}/{e.name}"
@@ -452,8 +504,10 @@ def _folder_files(root: Path) -> dict:
             raise DataError(f"no images in {root}/{split}/<class>/ (looked for {', '.join(images.IMAGE_EXTENSIONS)})")
         out[split] = items
     if len(train_classes) == 1:  # after "no images": an empty folder is said to be empty first
-        raise DataError(f"{root}/train has one class folder ({train_classes[0]}); a classifier needs at least 2: "
-                        f"add a folder per class, {root}/train/<class>/*.jpg|png")  # fmt: skip
+        raise DataError(
+            f"{root}/train has one class folder ({train_classes[0]}); a classifier needs at least 2: "
+            f"add a folder per class, {root}/train/<class>/*.jpg|png"
+        )
     out["classes"] = train_classes
     return out
 
@@ -492,8 +546,17 @@ def _decode_folder(files: dict, size: int, quiet: bool = False) -> dict:
 
     # PIL releases the GIL while decoding, so threads use both cores without pickling images between processes.
     with images.bomb_warnings_as_errors(), ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-        bar = tqdm(pool.map(work, range(len(items))), total=len(items), desc="decode", unit="img", file=sys.stderr,
-                   disable=quiet, mininterval=0.5, dynamic_ncols=False, ncols=100)  # fmt: skip
+        bar = tqdm(
+            pool.map(work, range(len(items))),
+            total=len(items),
+            desc="decode",
+            unit="img",
+            file=sys.stderr,
+            disable=quiet,
+            mininterval=0.5,
+            dynamic_ncols=False,
+            ncols=100,
+        )
         bad = [r for r in bar if r is not None]
     n_train = len(files["train"])
 
@@ -504,10 +567,13 @@ def _decode_folder(files: dict, size: int, quiet: bool = False) -> dict:
     skipped = sorted(files["skipped"] + bad, key=lambda s: s["path"])
     return {
         "classes": np.asarray(classes),
-        "x_train": kept(x[:n_train], ok[:n_train]), "y_train": kept(labels[:n_train], ok[:n_train]),
-        "x_test": kept(x[n_train:], ok[n_train:]), "y_test": kept(labels[n_train:], ok[n_train:]),
-        "skipped": np.asarray(json.dumps(skipped)), "num_files": np.asarray(len(files["stats"])),
-    }  # fmt: skip
+        "x_train": kept(x[:n_train], ok[:n_train]),
+        "y_train": kept(labels[:n_train], ok[:n_train]),
+        "x_test": kept(x[n_train:], ok[n_train:]),
+        "y_test": kept(labels[n_train:], ok[n_train:]),
+        "skipped": np.asarray(json.dumps(skipped)),
+        "num_files": np.asarray(len(files["stats"])),
+    }
 
 
 def _check_classes(root: Path, files: dict, classes: list[str], arrays: dict, skipped: list[dict]) -> None:
@@ -523,8 +589,10 @@ def _check_classes(root: Path, files: dict, classes: list[str], arrays: dict, sk
                 why = [f"all {len(bad)} files skipped: {_listing(bad, 3)}"] if bad else []
                 if subs:
                     names = ", ".join(s["path"].removeprefix(f"{split}/{name}/") for s in subs[:3])
-                    why.append(f"subfolders are not read: {names}{', ...' if len(subs) > 3 else ''}; put the "
-                               "images directly in the class folder")  # fmt: skip
+                    why.append(
+                        f"subfolders are not read: {names}{', ...' if len(subs) > 3 else ''}; put the "
+                        "images directly in the class folder"
+                    )
                 reason = f" ({'; '.join(why)})" if why else ""
                 raise DataError(f"class folder {root}/{split}/{name} has no usable images{reason}")
 

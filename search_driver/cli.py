@@ -285,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="CLUSTER_YAML",
         help="check what `ray up CLUSTER_YAML` needs on this machine (boto3, credentials, region, ssh), then exit",
     )
-    return p  # fmt: skip
+    return p
 
 
 def parse_args(argv=None) -> argparse.Namespace:

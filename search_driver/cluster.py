@@ -50,10 +50,13 @@ def start_ray(args) -> None:
             # address="local": never join a stale cluster recorded in /tmp/ray. Workers import our packages from ROOT.
             # the object store sized by the rule search_driver/data.py checked the data against
             ray.init(
-                address="local", num_cpus=args.num_cpus, num_gpus=args.local_gpus,
+                address="local",
+                num_cpus=args.num_cpus,
+                num_gpus=args.local_gpus,
                 object_store_memory=object_store_capacity(0),
-                runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}, **own}, **kwargs,
-            )  # fmt: skip
+                runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}, **own},
+                **kwargs,
+            )
 
 
 _EXCLUDES = [".git", "data", "experiments", "results", ".venv", "__pycache__", "*.npz", "*.pth"]
@@ -163,8 +166,11 @@ def check_resources(args) -> None:
     if types is not None:
         fitting = [name for name, res in types.items() if res is None or _fits(res, need)]
         if fitting:
-            print(f"waiting for the autoscaler to add a node for trials of {_describe(need)} "
-                  f"(node types that fit: {', '.join(fitting)})", flush=True)  # fmt: skip
+            print(
+                f"waiting for the autoscaler to add a node for trials of {_describe(need)} "
+                f"(node types that fit: {', '.join(fitting)})",
+                flush=True,
+            )
             return
         nodes = nodes + [r for r in types.values() if r]
         where = f"no node and no node type ({', '.join(types)}) of the autoscaling cluster"

@@ -186,8 +186,15 @@ def main(path: str) -> int:
         print(error_lines(error), flush=True)
         return 2
     for ok, text in checks:  # one check each, continued on indented lines past 120 columns
-        print(textwrap.fill(f"{'ok' if ok else 'missing'}: {text}", WIDTH, subsequent_indent="  ",
-                            break_long_words=False, break_on_hyphens=False))  # fmt: skip
+        print(
+            textwrap.fill(
+                f"{'ok' if ok else 'missing'}: {text}",
+                WIDTH,
+                subsequent_indent="  ",
+                break_long_words=False,
+                break_on_hyphens=False,
+            )
+        )
     missing = sum(not ok for ok, _ in checks)
     if missing:
         print(command_lines(f"{missing} missing; fix them, then: ", f"{tool('ray')} up {path_arg(path)}"))

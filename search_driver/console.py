@@ -47,9 +47,18 @@ _RESTART = {"_best": None, "_last_status": 0.0, "_last_text": "", "_last_progres
 class CompactConsole(Callback):
     """A Tune callback printing one line per trial start, epoch and end, and a status line now and then."""
 
-    def __init__(self, metric: str, mode: str, searched: list[str], max_epochs: int, num_samples: int,
-                 time_budget_s: float | None = None, status_every_s: float = 30, width: int = WIDTH,
-                 progress_after_s: float = 30):  # fmt: skip
+    def __init__(
+        self,
+        metric: str,
+        mode: str,
+        searched: list[str],
+        max_epochs: int,
+        num_samples: int,
+        time_budget_s: float | None = None,
+        status_every_s: float = 30,
+        width: int = WIDTH,
+        progress_after_s: float = 30,
+    ):
         self.metric, self.mode, self.searched = metric, mode, list(searched)
         self.max_epochs, self.num_samples = max_epochs, num_samples
         self.time_budget_s, self.status_every_s, self.width = time_budget_s, status_every_s, width
@@ -207,8 +216,9 @@ class CompactConsole(Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info):
         epochs = (trial.last_result or {}).get("epoch", 0)
-        self._print(f"{self._now()} trial_{trial.trial_id} FAILED after {epochs} epochs; its error: "
-                    f"{trial.path}/error.txt")  # fmt: skip
+        self._print(
+            f"{self._now()} trial_{trial.trial_id} FAILED after {epochs} epochs; its error: {trial.path}/error.txt"
+        )
         self._maybe_status(trials, force=True, ended=trial, as_status="ERROR")
 
     def on_step_begin(self, iteration, trials, **info):
@@ -246,5 +256,11 @@ def console_callback(args, param_space: dict) -> CompactConsole:
 
     searched = [k for k, v in param_space.items() if isinstance(v, Domain)]
     budget = args.time_budget
-    return CompactConsole(args.metric, SEARCH_METRICS[args.metric], searched, args.max_epochs, args.num_samples,
-                          time_budget_s=budget * 60 if budget else None)  # fmt: skip
+    return CompactConsole(
+        args.metric,
+        SEARCH_METRICS[args.metric],
+        searched,
+        args.max_epochs,
+        args.num_samples,
+        time_budget_s=budget * 60 if budget else None,
+    )

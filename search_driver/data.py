@@ -91,10 +91,16 @@ def object_store_check(args):
 def load_search_data(args, subset: int | None, smoke_resolution: int) -> Dataset:
     """load_dataset for run_search.py (its `source["image_size"]`: the size it chose, for the settings)."""
     dataset = load_dataset(
-        args.data_dir, seed=args.seed, image_size=args.image_size, cache_dir=args.cache_dir,
-        subset=subset, model_side=model_side(args, smoke_resolution), strict=args.strict_data,
-        download=args.download, check=object_store_check(args),
-    )  # fmt: skip
+        args.data_dir,
+        seed=args.seed,
+        image_size=args.image_size,
+        cache_dir=args.cache_dir,
+        subset=subset,
+        model_side=model_side(args, smoke_resolution),
+        strict=args.strict_data,
+        download=args.download,
+        check=object_store_check(args),
+    )
     if dataset.skipped:
         print(skip_summary(dataset.skipped, dataset.num_files, "full list in experiment.json"), file=sys.stderr)
     return dataset

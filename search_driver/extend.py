@@ -114,10 +114,16 @@ def begin(args, path: str):
     curves = {tid: pd.DataFrame(read_rows(folder)) for tid, folder in folders.items()}
     print(f"extending {args.name} with part {part}: {budget_words(args)}", flush=True)
     print("\n".join(console_lines("so far: ", parts(info, curves, folders))), flush=True)
-    resume.record(path, extension={
-        "part": part, "started_at": time.time(), "time_budget_min": args.time_budget,
-        "num_samples": None if args.num_samples == -1 else args.num_samples, "earlier_trials": sorted(folders),
-    })  # fmt: skip
+    resume.record(
+        path,
+        extension={
+            "part": part,
+            "started_at": time.time(),
+            "time_budget_min": args.time_budget,
+            "num_samples": None if args.num_samples == -1 else args.num_samples,
+            "earlier_trials": sorted(folders),
+        },
+    )
     evidence = earlier_study(path) if is_uri(path) and args.searcher == "optuna" else []  # local: the same journal
     return Prior(part=part, earlier_trials=[folders[t] for t in sorted(folders)], first=[], evidence=evidence)
 

@@ -36,9 +36,12 @@ class Packing:
 
 
 def choose_packing(
-    peak_bytes: int, context_bytes: int, total_bytes: int, headroom: float = HEADROOM,
+    peak_bytes: int,
+    context_bytes: int,
+    total_bytes: int,
+    headroom: float = HEADROOM,
     max_per_gpu: int = MAX_TRIALS_PER_GPU,
-) -> Packing:  # fmt: skip
+) -> Packing:
     """The largest number of trials k (1..max_per_gpu) whose needs fit the GPU: k x (peak + context) x (1 +
     headroom) <= total. The fraction 1/k is rounded down to Ray's 1e-4 GPU granularity, so k of them fit."""
     need = int(math.ceil((peak_bytes + context_bytes) * (1 + headroom)))
@@ -84,8 +87,7 @@ def run_probe(config: dict, data: dict, device, *, steps: int = PROBE_STEPS, epo
     from trainables.torch_loop import fit
 
     reports = []
-    model = fit({**config, "max_epochs": epochs}, data, lambda r, s: reports.append(r), device=device,
-                max_steps=steps)  # fmt: skip
+    model = fit({**config, "max_epochs": epochs}, data, lambda r, s: reports.append(r), device=device, max_steps=steps)
     return model, reports
 
 

@@ -66,6 +66,9 @@ class StopSignals:
         tune_stop = signal.getsignal(signal.SIGUSR1)  # Tune's graceful stop, installed while fit() runs
         if not callable(tune_stop):
             raise KeyboardInterrupt
-        print(f"\n{name}: stopping the search and saving its state (press Ctrl-C again to stop at once)",
-              file=sys.stderr, flush=True)  # fmt: skip
+        print(
+            f"\n{name}: stopping the search and saving its state (press Ctrl-C again to stop at once)",
+            file=sys.stderr,
+            flush=True,
+        )
         tune_stop(signum, frame)

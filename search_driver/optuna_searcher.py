@@ -41,9 +41,17 @@ class OptunaSearcher(WholeFileSaves, Searcher):
 
     _taken: frozenset = frozenset()  # Tune trial ids of earlier runs of the study (a class default: older pickles)
 
-    def __init__(self, sampler, max_epochs: int, points_to_evaluate: list[dict] | None = None, storage=None,
-                 study_name: str | None = None, metric: str | None = None, mode: str | None = None,
-                 evidence: list | None = None):  # fmt: skip
+    def __init__(
+        self,
+        sampler,
+        max_epochs: int,
+        points_to_evaluate: list[dict] | None = None,
+        storage=None,
+        study_name: str | None = None,
+        metric: str | None = None,
+        mode: str | None = None,
+        evidence: list | None = None,
+    ):
         super().__init__(metric=metric, mode=mode)
         self._sampler, self._max_epochs = sampler, int(max_epochs)
         self._points, self._storage, self._study_name = list(points_to_evaluate or []), storage, study_name
@@ -67,10 +75,13 @@ class OptunaSearcher(WholeFileSaves, Searcher):
         self._space = OptunaSearch.convert_search_space(config)  # Tune domains -> Optuna distributions (public)
         self._metric, self._mode = metric or self._metric, mode or self._mode
         self._study = optuna.create_study(
-            storage=self._storage, sampler=self._sampler, pruner=optuna.pruners.NopPruner(),
-            study_name=self._study_name, load_if_exists=True,
+            storage=self._storage,
+            sampler=self._sampler,
+            pruner=optuna.pruners.NopPruner(),
+            study_name=self._study_name,
+            load_if_exists=True,
             direction="minimize" if self._mode == "min" else "maximize",
-        )  # fmt: skip
+        )
         if not self._study.trials:  # a new study: the evidence, then the given points (DEFAULTS, or a warm start's)
             self._study.add_trials(self._evidence)
             for point in self._points:

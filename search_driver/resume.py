@@ -73,8 +73,9 @@ class Progress:
         )
 
 
-def trial_counts(done: int, errors: int, stopped: int, not_started: int, of: int | None = None,
-                 running: int | None = None) -> str:  # fmt: skip
+def trial_counts(
+    done: int, errors: int, stopped: int, not_started: int, of: int | None = None, running: int | None = None
+) -> str:
     """The one wording of trial counts, for the status line and the interrupt summary alike:
     '1 running, 3 done, 0 errors, 2 stopped mid-way, 2 not started (of 8)'."""
     parts = [f"{running} running"] if running is not None else []
@@ -112,10 +113,13 @@ def progress(path: str, info: dict | None = None) -> Progress | None:
     extensions = info.get("extensions") or []  # an extension is a Tune run of its own: its snapshot, its budget
     num_samples = (extensions[-1]["num_samples"] or -1) if extensions else info["args"]["num_samples"]
     return Progress(
-        trials=len(statuses), finished=statuses.count("TERMINATED"), errored=statuses.count("ERROR"),
-        num_samples=int(num_samples), marked_finished="finished_at" in info,
+        trials=len(statuses),
+        finished=statuses.count("TERMINATED"),
+        errored=statuses.count("ERROR"),
+        num_samples=int(num_samples),
+        marked_finished="finished_at" in info,
         started=statuses.count("RUNNING") + statuses.count("PAUSED"),
-    )  # fmt: skip
+    )
 
 
 def _started(info: dict) -> str:

@@ -84,8 +84,10 @@ def print_summary(results, args, path: str) -> bool:
     print(fitting_table(table))
     info = read_json(join(path, EXPERIMENT_FILE))
     first = (info.get("search") or {}).get("first_trial_config")
-    configs = {r.trial_id: {k.removeprefix("config/"): r[k] for k in df.columns if k.startswith("config/")}
-               for _, r in df.iterrows()}  # fmt: skip
+    configs = {
+        r.trial_id: {k.removeprefix("config/"): r[k] for k in df.columns if k.startswith("config/")}
+        for _, r in df.iterrows()
+    }
     best = dict(zip(df.trial_id, df[args.metric], strict=True))
     line = versus_first_trial(configs, best, first, args.metric, mode, (info.get("data") or {}).get("num_val"))
     if line:

@@ -96,9 +96,13 @@ def make_scheduler(args, storage: str, earlier_trials: list[str] = ()):
     if args.scheduler != "asha":
         return FIFOScheduler()
     return ResumableASHA(
-        storage_path=storage, earlier_trials=earlier_trials, time_attr="training_iteration", max_t=args.max_epochs,
-        grace_period=args.grace_period, reduction_factor=args.reduction_factor,
-    )  # fmt: skip
+        storage_path=storage,
+        earlier_trials=earlier_trials,
+        time_attr="training_iteration",
+        max_t=args.max_epochs,
+        grace_period=args.grace_period,
+        reduction_factor=args.reduction_factor,
+    )
 
 
 def make_searcher(args, defaults: dict, storage: str, prior: Prior | None = None):
@@ -113,8 +117,9 @@ def make_searcher(args, defaults: dict, storage: str, prior: Prior | None = None
         first = None if args.no_default_trial else [defaults]
     if args.searcher == "optuna":
         study = tracking.optuna_study(storage, args.name)  # a journal file optuna-dashboard reads live
-        return OptunaSearcher(make_sampler(args, prior.part), args.max_epochs, points_to_evaluate=first,
-                              evidence=prior.evidence, **study)  # fmt: skip
+        return OptunaSearcher(
+            make_sampler(args, prior.part), args.max_epochs, points_to_evaluate=first, evidence=prior.evidence, **study
+        )
     # the baseline of bench/search_efficiency.py: independent random draws from the same space (an extension's
     # seed moves on, or it would draw the first part's configs again)
     return BasicVariantGenerator(random_state=args.seed + prior.part - 1, points_to_evaluate=first)
@@ -143,8 +148,9 @@ def search_record(args) -> dict:
     else:
         searcher = "random search"
     if args.scheduler == "asha":
-        scheduler = (f"ASHA (grace {args.grace_period}, reduction factor {args.reduction_factor}, "
-                     f"max {args.max_epochs} epochs)")  # fmt: skip
+        scheduler = (
+            f"ASHA (grace {args.grace_period}, reduction factor {args.reduction_factor}, max {args.max_epochs} epochs)"
+        )
     else:
         scheduler = f"FIFO (every trial {args.max_epochs} epochs)"
     return {
@@ -173,16 +179,20 @@ def build_tuner(args, trainable, param_space: dict, defaults: dict, storage: str
         trainable,
         param_space=param_space,
         tune_config=tune.TuneConfig(
-            metric=args.metric, mode=SEARCH_METRICS[args.metric], search_alg=searcher,
+            metric=args.metric,
+            mode=SEARCH_METRICS[args.metric],
+            search_alg=searcher,
             scheduler=make_scheduler(args, storage, prior.earlier_trials),
-            num_samples=args.num_samples, max_concurrent_trials=args.max_concurrent,
+            num_samples=args.num_samples,
+            max_concurrent_trials=args.max_concurrent,
             time_budget_s=args.time_budget * 60 if args.time_budget else None,
             trial_dirname_creator=lambda trial: trial_dirname(trial.trial_id),  # short, stable folder names
             # One worker process runs trial after trial: no new process, torch import or CUDA context per trial.
             reuse_actors=True,
         ),
         run_config=tune.RunConfig(
-            name=args.name, storage_path=storage,
+            name=args.name,
+            storage_path=storage,
             # 1: Tune forces an experiment snapshot every num_to_keep checkpoints of a trial, so with 1 the snapshot
             # always holds each trial's latest epoch (with 2 it can be one behind, and --resume trains that epoch
             # again). A snapshot naming a checkpoint deleted just before: trainables/tune_trial.newest_checkpoint.
@@ -191,10 +201,14 @@ def build_tuner(args, trainable, param_space: dict, defaults: dict, storage: str
             stop=make_stopper(args, join(storage, args.name)),
             # Tune's own output (a table with a column per config key) off: our console fits 120 columns
             verbose=0,
-            callbacks=[console.console_callback(args, param_space), *tracking.tracking_callbacks(args, param_space),
-                       *ended, resume.max_failures_callback(join(storage, args.name))],
+            callbacks=[
+                console.console_callback(args, param_space),
+                *tracking.tracking_callbacks(args, param_space),
+                *ended,
+                resume.max_failures_callback(join(storage, args.name)),
+            ],
         ),
-    )  # fmt: skip
+    )
 
 
 def restore_tuner(args, trainable, path: str):

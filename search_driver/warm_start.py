@@ -63,8 +63,9 @@ def source(args) -> tuple[str, dict]:
         )
     metric = info.get("metric") or info["args"].get("metric", "val_loss")
     if metric != args.metric:
-        raise UsageError(f"{old} searched {metric}, this search {args.metric}: its values do not compare; give "
-                         f"--metric {metric}")  # fmt: skip
+        raise UsageError(
+            f"{old} searched {metric}, this search {args.metric}: its values do not compare; give --metric {metric}"
+        )
     if is_uri(path) or not os.path.exists(join(path, STUDY_FILE)):
         raise UsageError(
             f"{old} has no Optuna study ({STUDY_FILE}) to start from: it ran --searcher random, or on remote storage"
@@ -163,10 +164,16 @@ def fit_evidence(trials: list, space: dict, old: str) -> tuple[list, list[tuple[
         why = misfit(t, dists, fixed)
         if why is None:
             try:
-                evidence.append(optuna.trial.create_trial(
-                    state=t.state, value=t.value, params={k: t.params[k] for k in dists}, distributions=dists,
-                    intermediate_values=t.intermediate_values, user_attrs={FROM: old, TRIAL: name},
-                ))  # fmt: skip
+                evidence.append(
+                    optuna.trial.create_trial(
+                        state=t.state,
+                        value=t.value,
+                        params={k: t.params[k] for k in dists},
+                        distributions=dists,
+                        intermediate_values=t.intermediate_values,
+                        user_attrs={FROM: old, TRIAL: name},
+                    )
+                )
                 continue
             except ValueError as e:  # Optuna's own check disagrees with ours: trust it
                 why = str(e).split(".")[0]
@@ -198,12 +205,18 @@ def prepare(args, space: dict, old_path: str, old_info: dict) -> WarmStart:
     evidence, dropped = fit_evidence(trials, space, old)
     if not evidence:
         first = f" (e.g. {dropped[0][0]}: {dropped[0][1]})" if dropped else ""
-        raise UsageError(f"none of {old}'s {len(trials)} trials fits this search space{first}: nothing to "
-                         "warm-start from; start without --warm-start")  # fmt: skip
+        raise UsageError(
+            f"none of {old}'s {len(trials)} trials fits this search space{first}: nothing to "
+            "warm-start from; start without --warm-start"
+        )
     first = top_configs(evidence, SEARCH_METRICS[args.metric])
     record = {
-        "from": old, "path": old_path, "old_trials": len(trials), "evidence": len(evidence), "first_trials": first,
+        "from": old,
+        "path": old_path,
+        "old_trials": len(trials),
+        "evidence": len(evidence),
+        "first_trials": first,
         "dropped": [{"trial": n, "why": w} for n, w in dropped],
-    }  # fmt: skip
+    }
     print(textwrap.fill(f"warm start from {old}: {warm_start_words(record)}", 120, subsequent_indent="    "))
     return WarmStart(evidence, first, record)

@@ -31,8 +31,12 @@ from .predict import DECODE_NOTE
 CHECK_IMAGES = 1000
 TOLERANCE = 1e-4
 CHECK_BATCH = 250
-FORMATS = {"torch_export": "torch.export ExportedProgram (.pt2)", "onnx": "ONNX", "keras": "Keras 3 (.keras)",
-           "savedmodel": "TensorFlow SavedModel (Keras model.export), endpoint 'serve'"}  # fmt: skip
+FORMATS = {
+    "torch_export": "torch.export ExportedProgram (.pt2)",
+    "onnx": "ONNX",
+    "keras": "Keras 3 (.keras)",
+    "savedmodel": "TensorFlow SavedModel (Keras model.export), endpoint 'serve'",
+}
 
 
 class ExportError(Exception):
@@ -59,11 +63,19 @@ def compare(name: str, framework: str, expected: np.ndarray, got: np.ndarray) ->
         raise ExportError(f"{name} returns shape {got.shape}, {framework} {expected.shape}")
     agree = float((got.argmax(1) == expected.argmax(1)).mean())
     diff = float(np.abs(got.astype(np.float64) - expected).max())
-    result = {"images": len(got), "top1_agreement": agree, "max_abs_diff": diff, "tolerance": TOLERANCE,
-              "against": f"{framework} predict, float32, CPU", "passed": agree == 1.0 and diff <= TOLERANCE}  # fmt: skip
+    result = {
+        "images": len(got),
+        "top1_agreement": agree,
+        "max_abs_diff": diff,
+        "tolerance": TOLERANCE,
+        "against": f"{framework} predict, float32, CPU",
+        "passed": agree == 1.0 and diff <= TOLERANCE,
+    }
     if not result["passed"]:
-        raise ExportError(f"{name} disagrees with {framework} on {len(got)} test images: top-1 agreement "
-                          f"{agree:.2%} (need 100%), max |Δp| {diff:.1e} (need <= {TOLERANCE:g})")  # fmt: skip
+        raise ExportError(
+            f"{name} disagrees with {framework} on {len(got)} test images: top-1 agreement "
+            f"{agree:.2%} (need 100%), max |Δp| {diff:.1e} (need <= {TOLERANCE:g})"
+        )
     return result
 
 
@@ -87,8 +99,11 @@ def _export_keras(model, mean, std, side: int, x_check: np.ndarray, out_dir: Pat
     expected = K.reference(model, x_check, mean, std, flip_tta)
     paths, onnx_error = K.export(K.wrap(model, mean, std, side, flip_tta), out_dir)
     nhwc = np.ascontiguousarray(x_check.transpose(0, 2, 3, 1))
-    runs = {"keras": lambda p: K.run_keras(p, nhwc, CHECK_BATCH), "onnx": lambda p: onnx_runner(p, nhwc),
-            "savedmodel": lambda p: K.run_savedmodel(p, nhwc, CHECK_BATCH)}  # fmt: skip
+    runs = {
+        "keras": lambda p: K.run_keras(p, nhwc, CHECK_BATCH),
+        "onnx": lambda p: onnx_runner(p, nhwc),
+        "savedmodel": lambda p: K.run_savedmodel(p, nhwc, CHECK_BATCH),
+    }
     files = {k: {"check": compare(paths[k].name, "keras", expected, runs[k](paths[k]))} for k in paths}
     meta = {"mean": list(mean), "std": list(std), "resize_to": None}
     return paths, files, meta, onnx_error, K.load_note
@@ -99,8 +114,9 @@ def _run_onnx(path: Path, x_nhwc: np.ndarray) -> np.ndarray:
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
-    return np.concatenate([session.run(None, {name: x_nhwc[i : i + CHECK_BATCH]})[0]
-                           for i in range(0, len(x_nhwc), CHECK_BATCH)])  # fmt: skip
+    return np.concatenate(
+        [session.run(None, {name: x_nhwc[i : i + CHECK_BATCH]})[0] for i in range(0, len(x_nhwc), CHECK_BATCH)]
+    )
 
 
 def _remove(paths) -> None:
@@ -115,8 +131,19 @@ def _remove(paths) -> None:
 EXPORTERS = {"torch": _export_torch, "keras": _export_keras}
 
 
-def export_model(out_dir: Path, *, framework: str, model, dataset, config: dict, info: dict, metrics: dict,
-                 final_model: dict | None = None, n_check: int = CHECK_IMAGES, quiet: bool = False) -> dict:  # fmt: skip
+def export_model(
+    out_dir: Path,
+    *,
+    framework: str,
+    model,
+    dataset,
+    config: dict,
+    info: dict,
+    metrics: dict,
+    final_model: dict | None = None,
+    n_check: int = CHECK_IMAGES,
+    quiet: bool = False,
+) -> dict:
     """Export `model` (trained on `dataset`) into out_dir, check every file, write model_card.json; returns the card.
     Raises ExportError (files removed) when an export fails or disagrees with the framework. `final_model`: what
     the shipped model carries (analysis/final_model.py's record); its "flip_tta" puts the flip average inside every
@@ -145,18 +172,32 @@ def export_model(out_dir: Path, *, framework: str, model, dataset, config: dict,
     if onnx_error:
         files["onnx"] = {"path": None, "error": f"not exported: {onnx_error}"}
     card = model_card.build_card(
-        name=out_dir.name, framework=framework, model=config["model"], classes=dataset.classes, side=side,
-        mean=meta["mean"], std=meta["std"], resize_to=meta["resize_to"], decode_note=DECODE_NOTE, files=files,
-        metrics=metrics, config=config, info=info, fingerprint=model_card.data_fingerprint(dataset),
+        name=out_dir.name,
+        framework=framework,
+        model=config["model"],
+        classes=dataset.classes,
+        side=side,
+        mean=meta["mean"],
+        std=meta["std"],
+        resize_to=meta["resize_to"],
+        decode_note=DECODE_NOTE,
+        files=files,
+        metrics=metrics,
+        config=config,
+        info=info,
+        fingerprint=model_card.data_fingerprint(dataset),
         final_model=final_model,
-    )  # fmt: skip
+    )
     model_card.write_card(out_dir, card)
     if not quiet:
         for key, f in files.items():
             if "check" in f:
                 c = f["check"]
-                print(f"exported {f['path']}: top-1 agreement {c['top1_agreement']:.0%} with {framework} on "
-                      f"{c['images']} test images, max |Δp| {c['max_abs_diff']:.1e}", file=sys.stderr)  # fmt: skip
+                print(
+                    f"exported {f['path']}: top-1 agreement {c['top1_agreement']:.0%} with {framework} on "
+                    f"{c['images']} test images, max |Δp| {c['max_abs_diff']:.1e}",
+                    file=sys.stderr,
+                )
             else:
                 print(f"warning: {key}: {f['error']}", file=sys.stderr)
     _append_to_report(out_dir, card)
@@ -175,15 +216,22 @@ def _append_to_report(out_dir: Path, card: dict) -> None:
         "",
         "## Using the exported model",
         f"{files} take uint8 RGB images, NHWC (N, {side}, {side}, 3), and return the probabilities of the {n} classes; "
-        + ("normalisation and resize are inside" if card["preprocessing_inside"]["resize_to"] else "normalisation is inside")
-        + (", and the flip test-time augmentation (the mean of each image's and its mirror's probabilities). "
-           if card["preprocessing_inside"]["flip_tta"] else ". ")
+        + (
+            "normalisation and resize are inside"
+            if card["preprocessing_inside"]["resize_to"]
+            else "normalisation is inside"
+        )
+        + (
+            ", and the flip test-time augmentation (the mean of each image's and its mirror's probabilities). "
+            if card["preprocessing_inside"]["flip_tta"]
+            else ". "
+        )
         + f"Each was checked against {card['framework']} on {checks[0]['images']} test images: top-1 agreement 100%, "
         f"max |Δp| {max(c['max_abs_diff'] for c in checks):.1e}. Classes, input and versions: `model_card.json`.",
         "```",
         command("predict.py", "--model", path_arg(out_dir), "IMAGE_OR_FOLDER...", "[--csv predictions.csv]"),
         "```",
-    ]  # fmt: skip
+    ]
     report.write_text(text + "\n" + "\n".join(lines) + "\n")
     if (out_dir / "report.html").exists():  # the same content in one file: written again with the new section
         from analysis.report_html import report_html
@@ -191,8 +239,14 @@ def _append_to_report(out_dir: Path, card: dict) -> None:
         (out_dir / "report.html").write_text(report_html(report.read_text(), out_dir))
 
 
-def export_existing(results_dir: str, *, storage_path: str = "experiments", experiment: str | None = None,
-                    data_dir: str | None = None, cache_dir: str | None = None) -> dict:  # fmt: skip
+def export_existing(
+    results_dir: str,
+    *,
+    storage_path: str = "experiments",
+    experiment: str | None = None,
+    data_dir: str | None = None,
+    cache_dir: str | None = None,
+) -> dict:
     """`report.py --export-only RESULTS_DIR`: export the model of a report folder written before (model.pth or
     model.keras + best_config.json + metrics.json). The check needs the test images, so the experiment the report
     came from is found by the folder's name under `storage_path` (or `experiment`, a name or path)."""
@@ -221,8 +275,13 @@ def export_existing(results_dir: str, *, storage_path: str = "experiments", expe
     if why := changed(info, "--export-only"):  # a user's builder file edited since: not the trained architecture
         raise ExportError(why)
     src = info["data"]
-    dataset = load_dataset(data_dir or src["path"], seed=info["split_seed"], image_size=src.get("image_size", 32),
-                           cache_dir=cache_dir, subset=src.get("subset"))  # fmt: skip
+    dataset = load_dataset(
+        data_dir or src["path"],
+        seed=info["split_seed"],
+        image_size=src.get("image_size", 32),
+        cache_dir=cache_dir,
+        subset=src.get("subset"),
+    )
     if classes is not None and list(classes) != list(dataset.classes):
         raise ExportError(f"{d} was trained on classes {classes}, but {src['path']} has {dataset.classes}")
     framework = info.get("framework", "torch")

@@ -39,8 +39,12 @@ def reference(model, x_nchw: np.ndarray, mean, std, flip_tta: bool = False) -> n
 
 def wrap(model, mean, std, side: int, flip_tta: bool = False):
     inputs = keras.Input((side, side, 3), dtype="uint8", name="images")
-    x = keras.layers.Rescaling(scale=[1.0 / (255.0 * s) for s in std], offset=[-m / s for m, s in zip(mean, std, strict=True)],
-                               dtype="float32", name="normalise")(inputs)  # fmt: skip
+    x = keras.layers.Rescaling(
+        scale=[1.0 / (255.0 * s) for s in std],
+        offset=[-m / s for m, s in zip(mean, std, strict=True)],
+        dtype="float32",
+        name="normalise",
+    )(inputs)
     if not flip_tta:
         return keras.Model(inputs, model(x), name=f"{model.name}_uint8")
     mirrored = keras.ops.flip(x, axis=2)  # NHWC: axis 2 is the width

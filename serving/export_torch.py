@@ -77,16 +77,25 @@ def export(wrapper: WithPreprocessing, side: int, out_dir: Path) -> dict[str, Pa
         program = torch.export.export(wrapper, (example,), dynamic_shapes=({0: batch},))
         torch.export.save(program, out_dir / PROGRAM_FILE)
         # The dynamo exporter (the legacy TorchScript one is deprecated in torch 2.14) from the same program.
-        torch.onnx.export(program, (example,), out_dir / ONNX_FILE, dynamo=True, input_names=["images"],
-                          output_names=["probabilities"], external_data=False, verbose=False)  # fmt: skip
+        torch.onnx.export(
+            program,
+            (example,),
+            out_dir / ONNX_FILE,
+            dynamo=True,
+            input_names=["images"],
+            output_names=["probabilities"],
+            external_data=False,
+            verbose=False,
+        )
     return {"torch_export": out_dir / PROGRAM_FILE, "onnx": out_dir / ONNX_FILE}
 
 
 def run_program(path: Path, x_nhwc: np.ndarray, batch: int) -> np.ndarray:
     module = torch.export.load(str(path)).module()
     with torch.inference_mode():
-        return np.concatenate([module(torch.from_numpy(x_nhwc[i : i + batch])).numpy()
-                               for i in range(0, len(x_nhwc), batch)])  # fmt: skip
+        return np.concatenate(
+            [module(torch.from_numpy(x_nhwc[i : i + batch])).numpy() for i in range(0, len(x_nhwc), batch)]
+        )
 
 
 def load_note(key: str, path: str) -> str:

@@ -17,8 +17,19 @@ from analysis.shell import command, path_arg
 
 CARD_FILE = "model_card.json"
 FORMAT_VERSION = 1
-VERSION_PACKAGES = ("torch", "torchvision", "onnx", "onnxruntime", "onnxscript", "tensorflow-cpu", "tensorflow",
-                    "keras", "tf2onnx", "numpy", "pillow")  # fmt: skip
+VERSION_PACKAGES = (
+    "torch",
+    "torchvision",
+    "onnx",
+    "onnxruntime",
+    "onnxscript",
+    "tensorflow-cpu",
+    "tensorflow",
+    "keras",
+    "tf2onnx",
+    "numpy",
+    "pillow",
+)
 
 
 class CardError(Exception):
@@ -57,27 +68,44 @@ def versions() -> dict:
 
 def usage_snippet(onnx_file: str) -> str:
     """Predict one image with nothing but onnxruntime, Pillow and numpy, from the results folder."""
-    return "\n".join([
-        "import json",
-        "",
-        "import numpy as np",
-        "import onnxruntime as ort",
-        "from PIL import Image",
-        "",
-        'card = json.load(open("model_card.json"))',
-        'side = card["input"]["size"]',
-        'image = Image.open("my_image.jpg").convert("RGB").resize((side, side), Image.BILINEAR)',
-        f'session = ort.InferenceSession("{onnx_file}", providers=["CPUExecutionProvider"])',
-        "batch = np.asarray(image, dtype=np.uint8)[None]  # (1, side, side, 3) uint8 RGB",
-        "probs = session.run(None, {session.get_inputs()[0].name: batch})[0][0]",
-        "for i in np.argsort(-probs)[:3]:",
-        '    print(card["classes"][i], round(float(probs[i]), 4))',
-    ])  # fmt: skip
+    return "\n".join(
+        [
+            "import json",
+            "",
+            "import numpy as np",
+            "import onnxruntime as ort",
+            "from PIL import Image",
+            "",
+            'card = json.load(open("model_card.json"))',
+            'side = card["input"]["size"]',
+            'image = Image.open("my_image.jpg").convert("RGB").resize((side, side), Image.BILINEAR)',
+            f'session = ort.InferenceSession("{onnx_file}", providers=["CPUExecutionProvider"])',
+            "batch = np.asarray(image, dtype=np.uint8)[None]  # (1, side, side, 3) uint8 RGB",
+            "probs = session.run(None, {session.get_inputs()[0].name: batch})[0][0]",
+            "for i in np.argsort(-probs)[:3]:",
+            '    print(card["classes"][i], round(float(probs[i]), 4))',
+        ]
+    )
 
 
-def build_card(*, name: str, framework: str, model: str, classes: list[str], side: int, mean, std,
-               resize_to: int | None, decode_note: str, files: dict, metrics: dict, config: dict, info: dict,
-               fingerprint: str, final_model: dict | None = None) -> dict:  # fmt: skip
+def build_card(
+    *,
+    name: str,
+    framework: str,
+    model: str,
+    classes: list[str],
+    side: int,
+    mean,
+    std,
+    resize_to: int | None,
+    decode_note: str,
+    files: dict,
+    metrics: dict,
+    config: dict,
+    info: dict,
+    fingerprint: str,
+    final_model: dict | None = None,
+) -> dict:
     """The card as a dict. `files`: {key: {"path", "format", "load", "check": {...}, ...}}; `info`: experiment.json;
     `final_model`: the options the shipped model carries (analysis/final_model.py's record)."""
     from analysis.final_model import options_words

@@ -104,8 +104,11 @@ class SavedModelRunner:
             return self.loaded.serve(self.tf.constant(x)).numpy()
 
 
-RUNNERS = {"onnx": ("onnx", OnnxRunner), "torch": ("torch_export", TorchRunner),
-           "savedmodel": ("savedmodel", SavedModelRunner)}  # fmt: skip
+RUNNERS = {
+    "onnx": ("onnx", OnnxRunner),
+    "torch": ("torch_export", TorchRunner),
+    "savedmodel": ("savedmodel", SavedModelRunner),
+}
 
 
 @dataclass
@@ -181,8 +184,9 @@ def resolve_backend(card: dict, backend: str, device: str) -> tuple[str, str]:
     return backend, device
 
 
-def load_predictor(model_dir: str | Path, backend: str = "auto", device: str = "auto",
-                   threads: int | None = None) -> Predictor:  # fmt: skip
+def load_predictor(
+    model_dir: str | Path, backend: str = "auto", device: str = "auto", threads: int | None = None
+) -> Predictor:
     """The exported model of a report folder (its model_card.json and files), ready to call on uint8 NHWC."""
     card = read_card(model_dir)
     backend, device = resolve_backend(card, backend, device)
@@ -240,8 +244,9 @@ def _decode_or_error(path: Path, side: int):
         return reason.replace(f"{path}: ", "").replace(str(path), "the file")  # the path has its own column
 
 
-def predict_files(predictor: Predictor, paths: list[Path], batch_size: int = 256,
-                  workers: int | None = None) -> Iterator[Prediction]:  # fmt: skip
+def predict_files(
+    predictor: Predictor, paths: list[Path], batch_size: int = 256, workers: int | None = None
+) -> Iterator[Prediction]:
     """Predictions in input order. Files are decoded by a thread pool (Pillow releases the GIL) one batch ahead of
     the model, so decoding and inference overlap; memory holds at most two batches of images."""
     workers = workers or min(4, os.cpu_count() or 1)

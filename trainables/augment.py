@@ -167,8 +167,9 @@ class EpochAugment:
 
     def __call__(self, order: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         aug = self.augment
-        out = torch.empty((len(order), self.source.shape[1], *self.size), dtype=self.source.dtype,
-                          device=self.source.device)  # fmt: skip
+        out = torch.empty(
+            (len(order), self.source.shape[1], *self.size), dtype=self.source.dtype, device=self.source.device
+        )
         for i in range(0, len(order), self.chunk):
             idx = order[i : i + self.chunk]
             if aug.crop_padding:
@@ -214,9 +215,17 @@ def prepare_batch(
 
 
 def epoch_batches(
-    x: EpochAugment, y: torch.Tensor, *, batch_size: int, mean: torch.Tensor, std: torch.Tensor, augment: Augment,
-    generator: torch.Generator, size: int | None = None, channels_last: bool | None = None,
-):  # fmt: skip
+    x: EpochAugment,
+    y: torch.Tensor,
+    *,
+    batch_size: int,
+    mean: torch.Tensor,
+    std: torch.Tensor,
+    augment: Augment,
+    generator: torch.Generator,
+    size: int | None = None,
+    channels_last: bool | None = None,
+):
     """One epoch of model-ready (inputs, labels) batches: shuffle, augment the whole epoch at once (`x`: crop, flip
     and cutout on uint8, in shuffled order), then per contiguous batch normalise (and resize / random-resized-crop
     for pretrained models). The one shuffle-and-batch path of the training loop and the LR range test.

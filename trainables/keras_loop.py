@@ -119,8 +119,11 @@ def gpu_total_memory_mb(index: int = 0) -> int | None:
     try:
         out = subprocess.run(
             ["nvidia-smi", "--query-gpu=memory.total", "--format=csv,noheader,nounits", "-i", device],
-            capture_output=True, text=True, timeout=20, check=True,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=True,
+        )
         return int(out.stdout.split()[0])
     except (OSError, subprocess.SubprocessError, ValueError, IndexError):
         return None
@@ -317,13 +320,16 @@ class ReportEachEpoch(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         train_seconds = time.perf_counter() - self._start
         result = M.epoch_result(
-            train_loss=float(logs["loss"]), train_acc=float(logs["acc"]),
+            train_loss=float(logs["loss"]),
+            train_acc=float(logs["acc"]),
             validate=(lambda: self.validate(self.model)) if self.validate else None,
             epoch=epoch + 1,  # Keras counts from 0
-            lr=float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)), images=self.images,
-            train_seconds=train_seconds, started=self._start,
+            lr=float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)),
+            images=self.images,
+            train_seconds=train_seconds,
+            started=self._start,
             precision=PRECISION_OF_POLICY.get(self.model.dtype_policy.name, self.model.dtype_policy.name),
-        )  # fmt: skip
+        )
         self.report(result, {"model": self.model, "epoch": epoch + 1})
         if result[M.DIVERGED]:
             self.model.stop_training = True
@@ -388,18 +394,29 @@ def fit(
         if start_epoch >= max_epochs:
             return model
         stream = train_stream(
-            x_train, y_train, num_classes=num_classes, batch_size=batch_size, seed=seed,
-            epochs=range(start_epoch + 1, max_epochs + 1), augment=Augment.from_config(config), mean=mean, std=std,
-        )  # fmt: skip
+            x_train,
+            y_train,
+            num_classes=num_classes,
+            batch_size=batch_size,
+            seed=seed,
+            epochs=range(start_epoch + 1, max_epochs + 1),
+            augment=Augment.from_config(config),
+            mean=mean,
+            std=std,
+        )
         # no validation images (report.py's refit on train + validation): no validation, NaN val metrics
         validate = (lambda m: evaluate(m, x_val, y_val, mean=mean, std=std)) if len(y_val) else None
         callback = ReportEachEpoch(report, validate, images=len(x_train))
         # steps_per_epoch makes Keras keep one iterator over the whole stream instead of restarting it each epoch.
         model.fit(
-            stream, epochs=max_epochs, initial_epoch=start_epoch, steps_per_epoch=steps_per_epoch,
+            stream,
+            epochs=max_epochs,
+            initial_epoch=start_epoch,
+            steps_per_epoch=steps_per_epoch,
             callbacks=[callback, *([ProgressEachBatch(progress, steps_per_epoch)] if progress else [])],
-            shuffle=False, verbose=0,  # the stream is shuffled already
-        )  # fmt: skip
+            shuffle=False,
+            verbose=0,  # the stream is shuffled already
+        )
     return model
 
 

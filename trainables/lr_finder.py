@@ -68,9 +68,17 @@ class OnDeviceBatches:
         self.epoch_images = EpochAugment(self.x, self.augment, self.mean)  # padded once, as in `fit`
 
     def __iter__(self):
-        yield from epoch_batches(self.epoch_images, self.y, batch_size=self.batch_size, mean=self.mean, std=self.std,
-                                 augment=self.augment, generator=self.generator, size=self.size,
-                                 channels_last=self.channels_last)  # fmt: skip
+        yield from epoch_batches(
+            self.epoch_images,
+            self.y,
+            batch_size=self.batch_size,
+            mean=self.mean,
+            std=self.std,
+            augment=self.augment,
+            generator=self.generator,
+            size=self.size,
+            channels_last=self.channels_last,
+        )
 
 
 def lr_range_test(
@@ -111,8 +119,11 @@ def lr_range_test(
     )
     amp = {}
     if precision.name != "fp32":  # the trial's autocast: bf16 on sm80+, fp16 with loss scaling on older GPUs
-        amp = dict(amp_backend="torch", amp_config={"device_type": device.type, "dtype": DTYPES[precision.name]},
-                   grad_scaler=precision.grad_scaler())  # fmt: skip
+        amp = dict(
+            amp_backend="torch",
+            amp_config={"device_type": device.type, "dtype": DTYPES[precision.name]},
+            grad_scaler=precision.grad_scaler(),
+        )
     finder = LRFinder(model, optimizer, criterion, device=device, **amp)
     with contextlib.redirect_stdout(io.StringIO()):  # its prints ("Stopping early", hints); we report ourselves
         finder.range_test(TrainDataLoaderIter(batches), start_lr=start_lr, end_lr=end_lr, num_iter=num_iter)
@@ -160,8 +171,10 @@ def _suggest(finder: LRFinder, num_iter: int, config: dict) -> LRFindResult:
     ax.set_ylabel("training loss (smoothed)")
     ax.legend(fontsize=8)
     size = f", {config['resolution']}px" if "resolution" in config else ""
-    ax.set_title(f"LR range test: {config['model']}, {config.get('optimizer', 'adam')}, batch {config['batch_size']}"
-                 f"{size}", fontsize=9)  # fmt: skip
+    ax.set_title(
+        f"LR range test: {config['model']}, {config.get('optimizer', 'adam')}, batch {config['batch_size']}{size}",
+        fontsize=9,
+    )
     return LRFindResult(lr, lrs, losses, n < num_iter, figure)
 
 

@@ -42,9 +42,17 @@ def unvalidated_metrics() -> dict:
 
 
 def epoch_result(
-    *, train_loss: float, train_acc: float, validate: Callable[[], dict] | None, epoch: int, lr: float, images: int,
-    train_seconds: float, started: float, precision: str,
-) -> dict:  # fmt: skip
+    *,
+    train_loss: float,
+    train_acc: float,
+    validate: Callable[[], dict] | None,
+    epoch: int,
+    lr: float,
+    images: int,
+    train_seconds: float,
+    started: float,
+    precision: str,
+) -> dict:
     """One epoch's report (REPORT_KEYS) from the torch and the Keras loop alike. A NaN/inf training loss skips
     validation and reports `diverged_metrics()` with DIVERGED set, after which the loop stops: ASHA and Optuna must
     see a bad result, not a crash. `validate` None: no validation data (`unvalidated_metrics`). `started`:

@@ -169,8 +169,17 @@ def train_one_epoch(
     correct = torch.zeros((), device=device, dtype=torch.long)
     seen = 0
     start = time.perf_counter()
-    batches = epoch_batches(x, y, batch_size=batch_size, mean=mean, std=std, augment=augment, generator=generator,
-                            size=size, channels_last=precision.channels_last)  # fmt: skip
+    batches = epoch_batches(
+        x,
+        y,
+        batch_size=batch_size,
+        mean=mean,
+        std=std,
+        augment=augment,
+        generator=generator,
+        size=size,
+        channels_last=precision.channels_last,
+    )
     steps = len(x) // min(batch_size, len(x))
     steps = steps if max_steps is None else min(steps, max_steps)
     for step, (xb, yb) in enumerate(batches):
@@ -213,9 +222,16 @@ def flip_average(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def predict(
-    model: nn.Module, x: torch.Tensor, *, mean, std, device, batch_size: int = CPU_EVAL_BATCH,
-    precision: Precision | None = None, flip_tta: bool = False,
-) -> torch.Tensor:  # fmt: skip
+    model: nn.Module,
+    x: torch.Tensor,
+    *,
+    mean,
+    std,
+    device,
+    batch_size: int = CPU_EVAL_BATCH,
+    precision: Precision | None = None,
+    flip_tta: bool = False,
+) -> torch.Tensor:
     """Logits (float32, on `device`) for uint8 NCHW images `x`, in eval mode, without augmentation, `batch_size`
     images at a time (a trial passes `eval_batch_size`). `flip_tta`: `flip_average`'s logits instead.
 
@@ -330,17 +346,36 @@ def fit(
         if freeze_epochs:
             set_backbone_trainable(model, epoch > freeze_epochs)
         train = train_one_epoch(
-            model, optimizer, scheduler, train_images, y_train, batch_size=batch_size, mean=mean, std=std,
-            augment=augment, loss_fn=loss_fn, generator=generator, device=device, size=size,
-            precision=precision, scaler=scaler, max_steps=max_steps, averaged=averaged,
+            model,
+            optimizer,
+            scheduler,
+            train_images,
+            y_train,
+            batch_size=batch_size,
+            mean=mean,
+            std=std,
+            augment=augment,
+            loss_fn=loss_fn,
+            generator=generator,
+            device=device,
+            size=size,
+            precision=precision,
+            scaler=scaler,
+            max_steps=max_steps,
+            averaged=averaged,
             progress=None if progress is None else functools.partial(progress, epoch),
-        )  # fmt: skip
+        )
         result = M.epoch_result(
-            train_loss=train[M.TRAIN_LOSS], train_acc=train[M.TRAIN_ACC], epoch=epoch,
+            train_loss=train[M.TRAIN_LOSS],
+            train_acc=train[M.TRAIN_ACC],
+            epoch=epoch,
             validate=validate if len(y_val) else None,
-            lr=optimizer.param_groups[0]["lr"], images=train["images"], train_seconds=train["seconds"], started=t0,
+            lr=optimizer.param_groups[0]["lr"],
+            images=train["images"],
+            train_seconds=train["seconds"],
+            started=t0,
             precision=precision.name,
-        )  # fmt: skip
+        )
         state = {
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
@@ -390,10 +425,15 @@ def global_rng_state(device: torch.device) -> dict:
     version, internal, gauss_next = random.getstate()
     state = {
         "torch": torch.get_rng_state(),
-        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "gauss": float(gauss)},
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "gauss": float(gauss),
+        },
         "python": {"version": version, "internal": list(internal), "gauss_next": gauss_next},
-    }  # fmt: skip
+    }
     if device.type == "cuda":
         state["cuda"] = torch.cuda.get_rng_state(device)
     return state

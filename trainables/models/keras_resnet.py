@@ -43,11 +43,17 @@ class Block(layers.Layer):
         if self.stride != 1 or input_shape[-1] != self.filters:
             self.projection = keras.Sequential(
                 [
-                    layers.Conv2D(self.filters, 1, strides=self.stride, use_bias=False, kernel_initializer="he_normal",
-                                  dtype=self.dtype_policy),
+                    layers.Conv2D(
+                        self.filters,
+                        1,
+                        strides=self.stride,
+                        use_bias=False,
+                        kernel_initializer="he_normal",
+                        dtype=self.dtype_policy,
+                    ),
                     batch_norm(self.dtype_policy),
                 ]
-            )  # fmt: skip
+            )
             self.projection.build(input_shape)
         self.conv1.build(input_shape)
         out_shape = self.conv1.compute_output_shape(input_shape)
