@@ -55,11 +55,8 @@ SMOKE_LR_FIND_ITERS = 30  # LR range test steps under --smoke-test
 
 
 DEFAULT_NUM_SAMPLES = 16  # without --time-budget
-# ASHA's first rung at max_epochs / GRACE_DIVISOR but not before epoch MIN_GRACE, and 1/DEFAULT_REDUCTION_FACTOR
-# promoted per rung: chosen by replaying Ray's ASHA on FIFO learning curves (bench/asha_replay.py, docs/search.md).
-# Across two sets of 3 FIFO runs (16 LeNet5 configs x 20 epochs), a first rung at epoch 1 used the fewest
-# trial-epochs (0.25-0.33 of FIFO's) but kept FIFO's best trial in only 31-96% of start orders, and one real search
-# with it stopped 11 of 16 trials after epoch 1 and ended 6.2 points below FIFO's best; epoch 2 kept it in 58-67%.
+# ASHA's first rung at max_epochs / GRACE_DIVISOR, not before epoch MIN_GRACE, 1/DEFAULT_REDUCTION_FACTOR promoted:
+# a rung at epoch 1 lost FIFO's best trial too often (replays: docs/measurements.md#asha-first-rung-replays).
 GRACE_DIVISOR = 20
 MIN_GRACE = 2
 DEFAULT_REDUCTION_FACTOR = 4

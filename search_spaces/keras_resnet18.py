@@ -19,8 +19,8 @@ SPACE = {
     # search's zero-filled shift. Both stay, TPE finds which translation (if either) helps.
     "shift": tune.choice([0.0, 0.05, 0.1]),
     "cutout": tune.choice([0, 8, 16]),
-    # "imagenet": the original's 7x7 stride 2 + max-pool (about 500 images/s per CPU core here); "cifar": 3x3
-    # stride 1, no pool, usually more accurate on 32x32 images but ~10x slower (about 55 images/s per core).
+    # "imagenet": the original's 7x7 stride 2 + max-pool; "cifar": 3x3 stride 1, no pool, usually more accurate on
+    # 32x32 images but about 10x slower (docs/models.md).
     "stem": tune.choice(["imagenet", "cifar"]),
     # The original's constant lr (DEFAULTS) or cosine over the trial's epochs: both stay near the peak lr through the
     # first rungs, so ASHA compares them fairly (common.py says why onecycle and step are not searched).

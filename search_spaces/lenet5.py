@@ -35,15 +35,13 @@ SPACE = {
     "cutout": tune.choice([0, 4, 8]),
     # 62k parameters under-fit more than they over-fit: past ~0.3 dropout only slows learning.
     "dropout": tune.uniform(0.0, 0.3),
-    # No label smoothing: the search ranks trials by plain validation cross-entropy, which smoothing raises by
-    # design (softer outputs), whatever it does to accuracy. In the 15-minute search of 2026-12-02 every trial with
-    # smoothing >= 0.06 lost on val_loss to trials of equal or lower val_acc, e.g. 0.889 at val_acc 0.711 (ls 0.094)
-    # against 0.828 at 0.713 (ls 0.003). Searched under --metric val_acc it would be fair; here it only wastes trials.
+    # No label smoothing: it raises validation cross-entropy (the search's metric) by design, whatever it does to
+    # accuracy, so it only wastes trials here (docs/measurements.md#label-smoothing-under-val_loss).
     "label_smoothing": 0.0,
 }
 
-# The first trial: the textbook CIFAR recipe for SGD (lr 0.05, wd 5e-4, batch 128, flip + 4-pixel crops), measured
-# above. The search has to beat it to be worth its compute.
+# The first trial: the textbook CIFAR recipe for SGD (lr 0.05, wd 5e-4, batch 128, flip + 4-pixel crops); the
+# search has to beat it to be worth its compute.
 DEFAULTS = {
     "lr": 0.05,
     "weight_decay": 5e-4,

@@ -21,7 +21,6 @@ SPACE = {
 }
 
 # The first trial: the textbook CIFAR ResNet recipe (Nesterov SGD lr 0.05, L2 5e-4, batch 128, flip + 4-pixel crops,
-# cosine), measured with the 7x7 stem on a 2-core CPU: val_acc 0.76 after a 10-epoch cosine (docs/measurements.md).
-# Its 3x3 stem is ~12x costlier on a CPU; when a time budget cannot afford it, the plan (search_driver/plan.py)
-# starts from the same recipe with the 7x7 stem.
+# cosine; docs/measurements.md). When a budget cannot afford its 3x3 stem, the plan (search_driver/plan.py) starts
+# from the same recipe with the 7x7 stem.
 DEFAULTS = {**COMMON_DEFAULTS, "optimizer": "sgd", "lr": 0.05, "weight_decay": 5e-4, "stem": "cifar"}

@@ -68,10 +68,8 @@ def setup_tensorflow(cpus: float = 1, gpu_fraction: float = 0.0, precision: str 
 def choose_policy(on_gpu: bool, precision: str | None = None) -> str:
     """The Keras dtype policy: mixed_float16 on a GPU, CPU_POLICY on a CPU, or the one of `precision`.
 
-    On this project's CPU (native bf16) mixed_bfloat16 trained keras_resnet18 1.2-1.7x faster than float32
-    (docs/measurements.md), but a model trained under it exports (tf2onnx) an ONNX graph of bfloat16 convolutions
-    that onnxruntime refuses to load, so report.py's retrain, which must train as the trial did, could not export
-    it: float32 stays the CPU's policy until the export casts to float32."""
+    float32 on a CPU even with native bf16: a model trained under mixed_bfloat16 exports an ONNX graph onnxruntime
+    refuses to load, and the report must train as the trial did (docs/measurements.md, CPU bf16)."""
     if precision is not None:
         policies = {v: k for k, v in PRECISION_OF_POLICY.items()}
         if precision not in policies:
