@@ -237,7 +237,7 @@ def best_trial_id(curves: dict[str, pd.DataFrame], metric: str, mode: str) -> st
         value = float(best_report(df, metric, mode)[metric])
         if not math.isfinite(value):
             continue
-        if best is None or (value < best_value if mode == "min" else value > best_value):
+        if M.better(value, best_value, mode):
             best, best_value = tid, value
     return best
 
@@ -302,6 +302,6 @@ def versus_first_trial(
     scale = f"{RESOLVE_SE:g} standard errors on {n_val:,} validation images: {resolves:.4f}"
     if diff <= resolves:
         return f"no difference the validation set can show: {pair}, a difference of {diff:.4f}, within {scale}"
-    better = best[other] < best[d] if mode == "min" else best[other] > best[d]
-    verdict = "the search beat its starting point" if better else "the search did not beat its starting point"
+    beat = M.better(best[other], best[d], mode)
+    verdict = "the search beat its starting point" if beat else "the search did not beat its starting point"
     return f"{verdict}: {pair}, a difference of {diff:.4f}, more than {scale}"

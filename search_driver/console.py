@@ -15,7 +15,6 @@ file the trial writes in its folder (trainables/epoch_progress.py): Tune hears f
 
 from __future__ import annotations
 
-import math
 import sys
 import textwrap
 import time
@@ -23,6 +22,7 @@ import time
 from ray.tune import Callback
 
 from search_driver.resume import trial_counts
+from trainables import metric_names as M
 from trainables.epoch_progress import eta_seconds, read_progress
 
 WIDTH = 120
@@ -99,9 +99,6 @@ class CompactConsole(Callback):
 
     def _now(self) -> str:
         return _clock(time.time() - self._start)
-
-    def _better(self, value: float, than: float) -> bool:
-        return value < than if self.mode == "min" else value > than
 
     def status(self, trials, ended=None, as_status: str = "TERMINATED") -> str:
         """`ended`: a trial Tune reports as ending, whose status Tune sets only after the callbacks.
@@ -192,9 +189,8 @@ class CompactConsole(Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         value, epoch = result.get(self.metric), result.get("epoch", result.get("training_iteration"))
-        if isinstance(value, float) and not math.isnan(value):
-            if self._best is None or self._better(value, self._best[0]):
-                self._best = (value, trial.trial_id, epoch)
+        if isinstance(value, float) and M.better(value, self._best and self._best[0], self.mode):
+            self._best = (value, trial.trial_id, epoch)
         shown = [f"{k} {result[k]:.4f}" for k in ("val_loss", "val_acc", "train_loss") if k in result]
         speed = f"  {result['images_per_s']:.0f} img/s" if "images_per_s" in result else ""
         diverged = "  DIVERGED" if result.get("diverged") else ""
