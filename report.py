@@ -127,6 +127,7 @@ def parse_args(argv=None) -> Settings:
 def main(argv=None) -> int:
     args = parse_args(argv)
     # Imports after parsing, here and below: --help and a bad argument answer without loading torch, Ray or Optuna.
+    from analysis.report_files import add_export_section
     from analysis.shell import error_lines
     from analysis.trials import ReportError
     from image_data.cache import DataError
@@ -140,13 +141,14 @@ def main(argv=None) -> int:
             return samples_only(args)
         if args.export_only:
             experiment = None if args.experiment == "latest" else args.experiment
-            export_existing(
+            card = export_existing(
                 args.export_only,
                 storage_path=args.storage_path,
                 experiment=experiment,
                 data_dir=args.data_dir,
                 cache_dir=args.cache_dir,
             )
+            add_export_section(Path(args.export_only), card)
             return 0
         check_args(args)
         make_report(args)
@@ -185,7 +187,7 @@ def make_report(args) -> None:
     from analysis.final_model import options_from_args
     from analysis.progress import restart_clock, step
     from analysis.report_data import load_data
-    from analysis.report_files import replacing, write_report
+    from analysis.report_files import add_export_section, replacing, write_report
     from analysis.retrain import busy_cores, default_threads, local_framework
     from analysis.trials import ReportError, load_experiment, resolve_experiment
     from search_driver.ray_compat import quiet_analysis_logs
@@ -227,7 +229,7 @@ def make_report(args) -> None:
     m = json.loads((out / "metrics.json").read_text())
     if not args.no_export:  # after the report is in place: a failed export check loses no result
         step("exporting and checking the shipped model")
-        export_model(
+        card = export_model(
             out,
             framework=fw.name,
             model=ev.shipped_model(saved),
@@ -237,6 +239,7 @@ def make_report(args) -> None:
             metrics=m,
             final_model=m["final_model"],
         )
+        add_export_section(out, card)
     print(f"{headline(m)}; report: {out / 'report.md'} ({time.time() - t0:.0f} s)")
 
 

@@ -21,6 +21,7 @@ from .evaluation import saved_model_metrics
 from .progress import step
 from .report_html import report_html
 from .report_markdown import report_markdown
+from .shell import command, path_arg
 from .trials import asha_rungs
 
 
@@ -127,3 +128,38 @@ def draw_plots(exp, dataset, run, m: dict, pred: np.ndarray, out: Path) -> tuple
     plots.param_importance(imp, note, out / "param_importance.png")
     plots.prediction_samples(dataset.x_test, dataset.y_test, pred, dataset.classes, out / "samples.png")
     return note, rung, len(at_rung)
+
+
+def add_export_section(out_dir: Path, card: dict) -> None:
+    """report.md's (and report.html's) "Using the exported model", from the export's model card; a re-export
+    replaces it. The export (serving/export.py) hands over its card; only analysis/ writes the report's files."""
+    report = out_dir / "report.md"
+    if not report.exists():
+        return
+    text = report.read_text().split("\n## Using the exported model\n")[0].rstrip("\n")  # re-export replaces it
+    files = ", ".join(f"`{f['path']}`" for f in card["files"].values() if f.get("path"))
+    checks = [f["check"] for f in card["files"].values() if "check" in f]
+    side, n = card["input"]["size"], len(card["classes"])
+    lines = [
+        "",
+        "## Using the exported model",
+        f"{files} take uint8 RGB images, NHWC (N, {side}, {side}, 3), and return the probabilities of the {n} classes; "
+        + (
+            "normalisation and resize are inside"
+            if card["preprocessing_inside"]["resize_to"]
+            else "normalisation is inside"
+        )
+        + (
+            ", and the flip test-time augmentation (the mean of each image's and its mirror's probabilities). "
+            if card["preprocessing_inside"]["flip_tta"]
+            else ". "
+        )
+        + f"Each was checked against {card['framework']} on {checks[0]['images']} test images: top-1 agreement 100%, "
+        f"max |Δp| {max(c['max_abs_diff'] for c in checks):.1e}. Classes, input and versions: `model_card.json`.",
+        "```",
+        command("predict.py", "--model", path_arg(out_dir), "IMAGE_OR_FOLDER...", "[--csv predictions.csv]"),
+        "```",
+    ]
+    report.write_text(text + "\n" + "\n".join(lines) + "\n")
+    if (out_dir / "report.html").exists():  # the same content in one file: written again with the new section
+        (out_dir / "report.html").write_text(report_html(report.read_text(), out_dir))

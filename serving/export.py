@@ -23,8 +23,6 @@ from pathlib import Path
 
 import numpy as np
 
-from analysis.shell import command, path_arg
-
 from . import model_card
 from .predict import DECODE_NOTE
 
@@ -200,43 +198,7 @@ def export_model(
                 )
             else:
                 print(f"warning: {key}: {f['error']}", file=sys.stderr)
-    _append_to_report(out_dir, card)
     return card
-
-
-def _append_to_report(out_dir: Path, card: dict) -> None:
-    report = out_dir / "report.md"
-    if not report.exists():
-        return
-    text = report.read_text().split("\n## Using the exported model\n")[0].rstrip("\n")  # re-export replaces it
-    files = ", ".join(f"`{f['path']}`" for f in card["files"].values() if f.get("path"))
-    checks = [f["check"] for f in card["files"].values() if "check" in f]
-    side, n = card["input"]["size"], len(card["classes"])
-    lines = [
-        "",
-        "## Using the exported model",
-        f"{files} take uint8 RGB images, NHWC (N, {side}, {side}, 3), and return the probabilities of the {n} classes; "
-        + (
-            "normalisation and resize are inside"
-            if card["preprocessing_inside"]["resize_to"]
-            else "normalisation is inside"
-        )
-        + (
-            ", and the flip test-time augmentation (the mean of each image's and its mirror's probabilities). "
-            if card["preprocessing_inside"]["flip_tta"]
-            else ". "
-        )
-        + f"Each was checked against {card['framework']} on {checks[0]['images']} test images: top-1 agreement 100%, "
-        f"max |Δp| {max(c['max_abs_diff'] for c in checks):.1e}. Classes, input and versions: `model_card.json`.",
-        "```",
-        command("predict.py", "--model", path_arg(out_dir), "IMAGE_OR_FOLDER...", "[--csv predictions.csv]"),
-        "```",
-    ]
-    report.write_text(text + "\n" + "\n".join(lines) + "\n")
-    if (out_dir / "report.html").exists():  # the same content in one file: written again with the new section
-        from analysis.report_html import report_html
-
-        (out_dir / "report.html").write_text(report_html(report.read_text(), out_dir))
 
 
 def export_existing(

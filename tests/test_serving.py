@@ -449,3 +449,20 @@ def test_export_only_rebuilds_a_model_trained_at_another_image_size(tmp_path):
     torch.save(build_model("lenet5", len(ds.classes)).state_dict(), report / "model.pth")  # a 32-pixel model
     with pytest.raises(ExportError, match="cannot rebuild the model of .*size mismatch"):
         export_existing(str(report), storage_path=str(storage), cache_dir=str(tmp_path / "cache"))
+
+
+def test_the_export_hands_its_card_to_the_report_which_alone_writes_report_md(dataset, tmp_path):
+    """One writer of the report folder (analysis/): export_model leaves report.md alone; add_export_section adds the
+    "Using the exported model" section from the card, once, however often it is called."""
+    from analysis.report_files import add_export_section
+
+    out = tmp_path / "tiny"
+    out.mkdir()
+    (out / "report.md").write_text("# Report\n")
+    _, card = export_lenet(dataset, out)
+    assert (out / "report.md").read_text() == "# Report\n"
+    add_export_section(out, card)
+    add_export_section(out, card)
+    text = (out / "report.md").read_text()
+    assert text.startswith("# Report\n") and text.count("## Using the exported model") == 1
+    assert "predict.py --model" in text and "top-1 agreement 100%" in text
