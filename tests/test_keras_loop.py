@@ -285,3 +285,23 @@ def test_smoke_test_end_to_end(image_folder, tmp_path):
     assert checkpoints and all(sorted(os.listdir(c)) == ["model.keras", "state.json"] for c in checkpoints)
     assert "oneDNN" not in proc.stdout + proc.stderr  # TF start-up noise stays out of the search output
     assert "Best trials by val_loss" in proc.stdout
+
+
+@pytest.mark.slow
+def test_a_fresh_process_loads_a_keras_resnet_checkpoint(tmp_path):
+    """report.py --no-retrain on keras_resnet18: a process that never built the model loads its checkpoint (the
+    custom Block layer is registered by the framework's from_checkpoint, not by an earlier build)."""
+    from trainables.keras_loop import save_checkpoint
+    from trainables.models import build_model
+
+    model = build_model("keras_resnet18", 3, stem="imagenet")
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    save_checkpoint({"model": model, "epoch": 4}, str(tmp_path))
+    code = (
+        "from trainables.framework import framework_of; "
+        f"m, epoch = framework_of('keras_resnet18').from_checkpoint({str(tmp_path)!r}, {{'model': 'keras_resnet18'}}, 3); "
+        "print(epoch, m.output_shape)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split()[0] == "4"
