@@ -116,7 +116,7 @@ def first_trial_line(exp) -> str | None:
         first = get_space(exp.info["model"])[1]
     best = {t: float(best_report(df, exp.metric, exp.mode)[exp.metric]) for t, df in exp.curves.items() if len(df)}
     n_val = (exp.info.get("data") or {}).get("num_val")  # what the validation set can resolve
-    return versus_first_trial(exp.configs, best, first, exp.metric, exp.mode, n_val)
+    return versus_first_trial(exp.configs, best, first, exp.metric, exp.mode, n_val, search.get("first_trial"))
 
 
 def test_set_line(dataset) -> str:

@@ -267,6 +267,9 @@ def metric_standard_error(metric: str, value: float, n: int) -> float:
     return max(value, LOSS_SD_FLOOR) / math.sqrt(n)
 
 
+DEFAULTS_LABEL = "the space's DEFAULTS"  # experiment.json's search.first_trial when nothing changed them
+
+
 def versus_first_trial(
     configs: dict[str, dict],
     best: dict[str, float],
@@ -274,9 +277,11 @@ def versus_first_trial(
     metric: str,
     mode: str,
     n_val: int | None = None,
+    label: str | None = None,
 ) -> str | None:
-    """Did the search beat the config it started from? One line comparing the first trial (the space's DEFAULTS,
-    found by its config) with the best trial the searcher proposed, each at its best epoch; None without one.
+    """Did the search beat the config it started from? One line comparing the first trial (found by its config
+    `first`; `label` says what it was, experiment.json's search.first_trial: the space's DEFAULTS, or them as the
+    plan changed them) with the best trial the searcher proposed, each at its best epoch; None without one.
     A verdict only when the difference exceeds what `n_val` validation images resolve (RESOLVE_SE standard errors);
     otherwise "no difference the validation set can show"."""
     if not first or len(best) < 2:
@@ -294,7 +299,7 @@ def versus_first_trial(
     diff = abs(best[other] - best[d])
     pair = (
         f"best proposed trial {other} {metric} {best[other]:.4f} vs {best[d]:.4f} for the first trial {d} "
-        f"(the space's DEFAULTS)"
+        f"({label or DEFAULTS_LABEL})"
     )
     if not n_val:
         return f"{pair}, a difference of {diff:.4f} (the validation set's size is not recorded: no verdict)"

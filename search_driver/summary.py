@@ -89,7 +89,8 @@ def print_summary(results, args, path: str) -> bool:
         for _, r in df.iterrows()
     }
     best = dict(zip(df.trial_id, df[args.metric], strict=True))
-    line = versus_first_trial(configs, best, first, args.metric, mode, (info.get("data") or {}).get("num_val"))
+    n_val, label = (info.get("data") or {}).get("num_val"), (info.get("search") or {}).get("first_trial")
+    line = versus_first_trial(configs, best, first, args.metric, mode, n_val, label)
     if line:
         print(textwrap.fill(line[0].upper() + line[1:], WIDTH))
     from analysis.parts import console_lines, parts, results_curves

@@ -51,6 +51,11 @@ def test_the_summary_says_whether_the_search_beat_its_first_trial():
     # no first trial (--no-default-trial), or it is not among the trials: nothing to say
     assert versus_first_trial(CONFIGS, {"p": 0.79, "q": 0.9}, FIRST, M.VAL_LOSS, "min", 5_000) is None
     assert versus_first_trial(CONFIGS, {"d": 0.82, "p": 0.79}, None, M.VAL_LOSS, "min", 5_000) is None
+    assert "for the first trial d (the space's DEFAULTS)" in beat
+    # the plan swapped a cost key of the first trial (ResNet18's 3x3 stem on a CPU): the line says so
+    planned = "the space's DEFAULTS with stem imagenet (the plan's)"
+    moved = versus_first_trial(CONFIGS, {"d": 0.82, "p": 0.79}, FIRST, M.VAL_LOSS, "min", 5_000, planned)
+    assert f"for the first trial d ({planned})" in moved
 
 
 def test_no_verdict_on_a_difference_the_validation_set_cannot_resolve():
