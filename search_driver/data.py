@@ -38,34 +38,51 @@ def model_side(args, smoke_resolution: int) -> int:
 
 OBJECT_STORE_FRACTION = 0.3  # Ray's default share of the available memory (ray_constants)
 OBJECT_STORE_CAP = 200 * 10**9  # and its default cap
+SHM_FLOOR = 10 * 10**9  # Ray never caps by /dev/shm below this (REQUIRE_SHM_SIZE_THRESHOLD): a small one spills to /tmp
+
+# Ray's reads of a container's memory (ray/_private/utils.py get_system_memory, get_cgroup_mem_stats): v1, then v2
+_V1, _V2 = "/sys/fs/cgroup/memory/memory.", "/sys/fs/cgroup/memory."
+_CGROUPS = (  # (limit, usage, stat, stat key prefix)
+    (_V1 + "limit_in_bytes", _V1 + "usage_in_bytes", _V1 + "stat", "total_"),
+    (_V2 + "max", _V2 + "current", _V2 + "stat", ""),
+)
 
 
 def available_memory() -> int:
-    """Memory available to this process: the machine's (psutil), or less under a cgroup (v2) limit, as in a container."""
+    """Memory Ray counts as available when it starts (estimate_available_memory): total (capped by a container's
+    cgroup limit) minus used, where a cgroup's used excludes its page cache (active and inactive file pages)."""
     import psutil
 
-    available = psutil.virtual_memory().available
-    try:
-        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
-        used = int(Path("/sys/fs/cgroup/memory.current").read_text())
-        if limit != "max":
-            available = min(available, int(limit) - used)
-    except (OSError, ValueError):
-        pass
-    return max(0, int(available))
+    vm = psutil.virtual_memory()
+    total, used = vm.total, vm.used
+    for limit_file, usage_file, stat_file, prefix in _CGROUPS:
+        try:
+            limit = Path(limit_file).read_text().strip()
+        except OSError:
+            continue
+        if limit.isnumeric():
+            total = min(total, int(limit))
+        try:
+            stat = dict(line.split() for line in Path(stat_file).read_text().splitlines() if line.count(" ") == 1)
+            cache = int(stat[f"{prefix}inactive_file"]) + int(stat[f"{prefix}active_file"])
+            used = int(Path(usage_file).read_text().split()[0]) - cache
+        except (OSError, KeyError, ValueError, IndexError):
+            pass
+        break
+    return max(0, int(total - used))
 
 
 def object_store_capacity(held_bytes: int) -> int:
-    """The object store a local `ray.init` gets (start_ray passes it as object_store_memory): Ray's own default rule,
-    30% of the memory available when it starts (after the driver holds `held_bytes` of decoded arrays), at most
-    /dev/shm's free space (Linux keeps the store there) and 200 GB."""
-    capacity = min(OBJECT_STORE_CAP, int(OBJECT_STORE_FRACTION * max(0, available_memory() - held_bytes)))
+    """The object store a local `ray.init` gets (start_ray passes it as object_store_memory): Ray's own default rule
+    (resolve_object_store_memory), 30% of the memory available when it starts (after the driver holds `held_bytes`
+    of decoded arrays), at most 95% of /dev/shm (Linux keeps the store there; never below 10 GB) and 200 GB."""
+    cap = OBJECT_STORE_CAP
     try:
         shm = os.statvfs("/dev/shm")
-        capacity = min(capacity, shm.f_bavail * shm.f_frsize)
+        cap = min(cap, max(SHM_FLOOR, int(0.95 * shm.f_bavail * shm.f_bsize)))
     except OSError:  # no /dev/shm (macOS): Ray uses a file-backed store
         pass
-    return capacity
+    return min(cap, int(OBJECT_STORE_FRACTION * max(0, available_memory() - held_bytes)))
 
 
 def object_store_check(args):

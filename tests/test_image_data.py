@@ -321,6 +321,25 @@ def test_object_store_capacity_is_rays_own_default_rule():
     assert min(before, after) - slack < rays < max(before, after) + slack
 
 
+def test_available_memory_in_a_container_is_rays_count(tmp_path, monkeypatch):
+    """In a cgroup (CI's container) Ray counts used memory without the page cache; on 2026-12-07 CI counting it
+    made our store 6.7 GB where Ray's was 7.1 GB. Ray's own functions read the same fake cgroup files here
+    (ray/_private/utils.py: get_system_memory, get_cgroup_used_memory; checked on Ray 2.60)."""
+    from ray._private.utils import get_cgroup_used_memory, get_system_memory
+
+    import search_driver.data as SD
+
+    limit, usage, stat = tmp_path / "memory.max", tmp_path / "memory.current", tmp_path / "memory.stat"
+    limit.write_text(f"{16 * 2**30}\n")
+    usage.write_text(f"{6 * 2**30}\n")
+    stat.write_text(f"anon 1000\nactive_file {2**30}\ninactive_file {2**29}\nfile_mapped 7\n")
+    monkeypatch.setattr(SD, "_CGROUPS", ((str(limit), str(usage), str(stat), ""),))
+    rays = get_system_memory(str(tmp_path / "no-v1"), str(limit)) - get_cgroup_used_memory(
+        str(stat), str(usage), "inactive_file", "active_file"
+    )
+    assert SD.available_memory() == rays == 16 * 2**30 - (6 * 2**30 - 2**30 - 2**29)
+
+
 def test_the_model_decides_the_default_side():
     from types import SimpleNamespace
 
