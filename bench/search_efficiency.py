@@ -72,9 +72,10 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def rays_optuna_search(args, defaults: dict, storage: str):
+def rays_optuna_search(args, defaults: dict, storage: str, prior=None):
     """Ray's own OptunaSearch, as the search used it before search_driver/optuna_searcher.py: told each trial's last
-    value, COMPLETE even when ASHA stopped it (the --compare-told baseline)."""
+    value, COMPLETE even when ASHA stopped it (the --compare-told baseline). In tuner.make_searcher's place: a bench
+    search has no prior (no extension, no warm start)."""
     from ray.tune.search.optuna import OptunaSearch
 
     from search_driver import tracking, tuner
