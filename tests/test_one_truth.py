@@ -23,6 +23,7 @@ from sample_data import ROOT
 
 from analysis.evaluation import Evaluation, evaluate_runs, saved_model_metrics
 from analysis.final_model import Options, variants
+from analysis.report_budget import TrainingPlan
 from analysis.retrain import Run, retrain
 from search_driver.optuna_searcher import TUNE_TRIAL_ID, EndedTrials, OptunaSearcher
 from search_driver.stopping import PatienceStopper, ResumableASHA
@@ -32,6 +33,7 @@ from trainables import metric_names as M
 EPOCHS = [(1.00, 0.60), (0.80, 0.70), (0.85, 0.74)]
 VALIDATED = {"y_val": np.zeros(1)}  # the retrain keeps the best epoch only when it has validation data
 PLAIN = Options(refit=False, ema_decay=0.0, flip_tta=False)
+RETRAIN = TrainingPlan(from_checkpoint=False, refit=False)
 
 
 class ScriptedFramework:
@@ -82,15 +84,15 @@ def test_the_saved_seed_is_chosen_by_the_searchs_metric():
     # seed 0 is better by val_acc (0.74 vs 0.70), seed 1 by val_loss (0.70 vs 0.80): the rule decides
     runs = [Run(None, [], 3, 0.74), Run(None, [], 2, 0.70)]
     results = [{"accuracy": a, "top5_accuracy": 1.0, "macro": {"f1": a}} for a in (0.5, 0.6)]
-    m, chosen = saved_model_metrics(evaluation(runs, results), {"seed": 0}, True, M.VAL_ACC, "max")
+    m, chosen = saved_model_metrics(evaluation(runs, results), {"seed": 0}, M.VAL_ACC, "max")
     assert chosen == 0 and m["saved_seed"] == 0 and m["rule"] == {"metric": "val_acc", "mode": "max"}
     assert "highest val_acc" in m["saved_seed_rule"]
     runs = [Run(None, [], 2, 0.80), Run(None, [], 2, 0.70)]
-    _, chosen = saved_model_metrics(evaluation(runs, results), {"seed": 0}, True, M.VAL_LOSS, "min")
+    _, chosen = saved_model_metrics(evaluation(runs, results), {"seed": 0}, M.VAL_LOSS, "min")
     assert chosen == 1
     # a shipped refit has no validation data to choose by: the first seed, and metrics.json says why
     refit = Options(refit=True, ema_decay=0.0, flip_tta=False)
-    m, chosen = saved_model_metrics(evaluation(runs, results, refit), {"seed": 0}, True, M.VAL_LOSS, "min")
+    m, chosen = saved_model_metrics(evaluation(runs, results, refit), {"seed": 0}, M.VAL_LOSS, "min")
     assert chosen == 0 and "refit keeps no validation data" in m["saved_seed_rule"]
 
 
@@ -113,17 +115,17 @@ def fake_dataset():
 
 def test_the_report_trains_and_evaluates_in_the_trials_precision():
     fw = ScriptedFramework()
-    ev = evaluate_runs(fake_experiment("bf16"), report_args(), fake_dataset(), fw, PLAIN)
+    ev = evaluate_runs(fake_experiment("bf16"), report_args(), fake_dataset(), fw, PLAIN, RETRAIN)
     assert fw.configs[0][M.PRECISION] == "bf16"
     assert ev.precision == {"used": "bf16", "chosen_by": "the best trial's (t1)", "test_scored_in": "fp32"}
     assert fw.predicted[0][M.PRECISION] == "fp32"  # the test set as the exported (float32) files score it
     assert ev.plain[0].best_epoch == 3  # and the experiment's rule (val_acc, max) picked the kept epoch
     assert len(ev.preds["plain"]) == 1 and "_pred" not in ev.results["plain"][0]  # predictions beside the metrics
     fw = ScriptedFramework()
-    ev = evaluate_runs(fake_experiment("bf16"), report_args(precision="fp32"), fake_dataset(), fw, PLAIN)
+    ev = evaluate_runs(fake_experiment("bf16"), report_args(precision="fp32"), fake_dataset(), fw, PLAIN, RETRAIN)
     assert fw.configs[0][M.PRECISION] == "fp32" and ev.precision["chosen_by"] == "--precision fp32"
     fw = ScriptedFramework()
-    ev = evaluate_runs(fake_experiment(None), report_args(), fake_dataset(), fw, PLAIN)
+    ev = evaluate_runs(fake_experiment(None), report_args(), fake_dataset(), fw, PLAIN, RETRAIN)
     assert M.PRECISION not in fw.configs[0] and ev.precision["used"] == "fp32"
 
 
@@ -289,3 +291,22 @@ def test_a_trial_whose_named_checkpoint_was_deleted_resumes_from_its_newest(tmp_
     assert newest_checkpoint(Files(), str(tmp_path)) == {"epoch": 2}
     assert "checkpoint_000002" in capsys.readouterr().err
     assert newest_checkpoint(Files(), str(tmp_path / "missing")) is None
+
+
+def test_the_benchs_told_last_baseline_takes_make_searchers_place():
+    """bench/search_efficiency.py --compare-told swaps Ray's OptunaSearch in for tuner.make_searcher: the same
+    parameters, or the baseline's first search crashes (it did on 2026-12-07, after make_searcher gained `prior`)."""
+    import importlib.util
+    import inspect
+
+    from search_driver import tuner
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        spec = importlib.util.spec_from_file_location("search_efficiency", ROOT / "bench" / "search_efficiency.py")
+        bench = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(bench)
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    ours, baseline = inspect.signature(tuner.make_searcher), inspect.signature(bench.rays_optuna_search)
+    assert list(baseline.parameters) == list(ours.parameters)
