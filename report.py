@@ -38,6 +38,7 @@ predict.py say which options it carries. Outputs appear only when complete: they
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -60,6 +61,14 @@ def parse_args(argv=None) -> Settings:
     g.add_argument("--epochs", type=int, default=None, help="retrain epochs (default: as many as the best trial ran)")
     g.add_argument("--seeds", type=int, default=1, help="retrain with K seeds; mean ± std of test accuracy")
     g.add_argument("--no-retrain", action="store_true", help="evaluate the best trial's last checkpoint instead")
+    g.add_argument(
+        "--time-budget",
+        type=float,
+        default=None,
+        metavar="M",
+        help="minutes the report may spend training (default: half the search's --time-budget; none without one): "
+        "over it, the best trial's checkpoint stands for the retrain and a refit that does not fit is skipped",
+    )
     g.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda when available")
     g.add_argument(
         "--precision",
@@ -172,6 +181,8 @@ def check_args(args) -> None:
         raise ReportError("--seeds and --epochs must be at least 1")
     if args.test_subset is not None and args.test_subset < 1:
         raise ReportError("--test-subset must be at least 1")
+    if args.time_budget is not None and args.time_budget <= 0:
+        raise ReportError(f"--time-budget must be a positive number of minutes (got {args.time_budget:g})")
     if args.threads is not None and args.threads < 1:
         raise ReportError(f"--threads must be at least 1 (got {args.threads})")
     if args.device == "cuda":
@@ -186,6 +197,7 @@ def make_report(args) -> None:
     from analysis.experiment import EXPERIMENT_FILE, join, read_json
     from analysis.final_model import options_from_args
     from analysis.progress import restart_clock, step
+    from analysis.report_budget import plan_training
     from analysis.report_data import load_data
     from analysis.report_files import add_export_section, replacing, write_report
     from analysis.retrain import busy_cores, default_threads, local_framework
@@ -214,12 +226,17 @@ def make_report(args) -> None:
         f"{os.getloadavg()[0]:.1f}; --threads N to change)",
         file=sys.stderr,
     )
+    images = (len(dataset.y_train), len(dataset.y_train) + len(dataset.y_val))
+    training = plan_training(exp, args, options, threads, images)
+    for line in training.lines:
+        print(line, file=sys.stderr)
+    options = dataclasses.replace(options, refit=training.refit)
     step(
-        f"{'loading the best checkpoint' if args.no_retrain else 'retraining the best config'} "
+        f"{'loading the best checkpoint' if training.from_checkpoint else 'retraining the best config'} "
         f"({exp.info.get('framework', 'torch')})"
     )
     fw = local_framework(exp.info.get("framework", "torch"), args.device, threads)
-    ev = evaluate_runs(exp, args, dataset, fw, options)
+    ev = evaluate_runs(exp, args, dataset, fw, options, training)
     print(f"precision: {ev.precision['used']}, {ev.precision['chosen_by']}", file=sys.stderr)
 
     out = Path(args.out) / Path(exp.path.rstrip("/")).name

@@ -8,7 +8,7 @@ otherwise; the test set is scored in float32, as the exported files run."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -17,6 +17,7 @@ from trainables import metric_names as M
 from .classification_metrics import classification_metrics
 from .final_model import Options, Variant, refit_data, variants
 from .progress import bar, step
+from .report_budget import TrainingPlan
 from .retrain import Run, retrain
 from .trials import ReportError
 
@@ -59,6 +60,8 @@ class Evaluation:
     refit_epochs: int | None = None
     refit_images: int | None = None
     refit_epochs_rule: str = ""
+    retrained: bool = True  # False: the plain row is the best trial's own checkpoint
+    training_plan: dict = field(default_factory=dict)  # report_budget.TrainingPlan.record(): what was trained, why
 
     @property
     def shipped(self) -> Variant:
@@ -91,9 +94,10 @@ class Evaluation:
         return {**record, "table": table}
 
 
-def evaluate_runs(exp, args, dataset, fw, options: Options) -> Evaluation:
-    """Retrain (one per seed; with `options.refit` also a refit per seed) or load the checkpoint; then every row of
-    the table (`final_model.variants`) is scored once on the test set, per seed."""
+def evaluate_runs(exp, args, dataset, fw, options: Options, training: TrainingPlan) -> Evaluation:
+    """Retrain (one per seed) or load the best trial's checkpoint (`training.from_checkpoint`), with `options.refit`
+    also a refit per seed; then every row of the table (`final_model.variants`) is scored once on the test set."""
+    from_checkpoint = training.from_checkpoint
     config = exp.best_config
     data = dataset.search_arrays()
     precision, chosen_by = report_precision(exp, getattr(args, "precision", "trial"))
@@ -103,7 +107,9 @@ def evaluate_runs(exp, args, dataset, fw, options: Options) -> Evaluation:
         config = {**config, "ema_decay": options.ema_decay}
     plain, refits = [], []
     refit_epochs = refit_rule = None
-    if args.no_retrain:
+    if options.refit:
+        refit_epochs, refit_rule = refit_epoch_count(exp, args)
+    if from_checkpoint:
         trial = next(t for t in exp.analysis.trials if t.trial_id == exp.best_id)
         ckpt = exp.analysis.get_last_checkpoint(trial)
         if ckpt is None:
@@ -115,32 +121,23 @@ def evaluate_runs(exp, args, dataset, fw, options: Options) -> Evaluation:
         history = exp.curves[exp.best_id].to_dict("records")
         at = [h[exp.metric] for h in history if h.get(M.EPOCH) == epoch]
         plain.append(Run(model, history, epoch, float(at[-1]) if at else float("nan")))
-        refits.append(None)
     else:
         # Without --epochs: the trial exactly (its schedule horizon config["max_epochs"], its epochs). --epochs N is a
         # new recipe: N epochs with the schedule annealing over N.
         epochs = args.epochs or int(exp.curves[exp.best_id]["training_iteration"].max())
         if args.epochs:
             config = {**config, "max_epochs": args.epochs}
-        refit_epochs, refit_rule = refit_epoch_count(exp, args) if options.refit else (None, None)
-        for k in range(args.seeds):
-            seed = int(config.get("seed", 0)) + k
+    for k in range(len(plain) or args.seeds):  # a retrain and its refit, seed by seed
+        seed = int(config.get("seed", 0)) + k
+        if not from_checkpoint:
             plain.append(train_one(fw, {**config, "seed": seed}, data, epochs, f"retrain seed {seed}", exp))
-            if options.refit:
-                refits.append(
-                    train_one(
-                        fw,
-                        {**config, "seed": seed},
-                        refit_data(data),
-                        refit_epochs,
-                        f"refit seed {seed} (train + val)",
-                        exp,
-                    )
-                )
-            else:
-                refits.append(None)
+        if options.refit:
+            what = f"refit seed {seed} (train + val)"
+            refits.append(train_one(fw, {**config, "seed": seed}, refit_data(data), refit_epochs, what, exp))
+        else:
+            refits.append(None)
     used = precision or (plain[0].history[-1].get(M.PRECISION) if plain[0].history else None) or "fp32"
-    rows = variants(options, config, retrained=not args.no_retrain)
+    rows = variants(options, config, retrained=not from_checkpoint)
     ev = Evaluation(
         options,
         rows,
@@ -152,6 +149,8 @@ def evaluate_runs(exp, args, dataset, fw, options: Options) -> Evaluation:
         refit_epochs,
         len(data["y_train"]) + len(data["y_val"]) if options.refit else None,
         refit_rule or "",
+        not from_checkpoint,
+        training.record(),
     )
     step(
         f"evaluating on the test set ({len(dataset.y_test)} images, {len(rows)} model{'s' * (len(rows) > 1)} x "
@@ -208,7 +207,7 @@ def refit_epoch_count(exp, args) -> tuple[int, str]:
     )
 
 
-def saved_model_metrics(ev: Evaluation, config: dict, retrained: bool, metric: str, mode: str) -> tuple[dict, int]:
+def saved_model_metrics(ev: Evaluation, config: dict, metric: str, mode: str) -> tuple[dict, int]:
     """metrics.json: the saved (shipped) model's test metrics, with every seed's figures and the mean ± std over
     seeds; returns it and the index of the saved seed. The saved seed is the one whose plain retrain's kept epoch
     is best by the search's rule (`metric`, `mode`): chosen on validation data, never on the test set. A refit has
@@ -242,6 +241,7 @@ def saved_model_metrics(ev: Evaluation, config: dict, retrained: bool, metric: s
     else:
         main["saved_seed_rule"] = f"{M.rule_words(metric, mode)} at its kept epoch"
     main["mean"], main["std"] = float(np.mean(accs)), float(np.std(accs, ddof=1) if len(accs) > 1 else 0.0)
-    main["retrained"] = retrained
+    main["retrained"] = ev.retrained
+    main["training_plan"] = ev.training_plan
     main["final_model"] = ev.record(config)
     return main, chosen

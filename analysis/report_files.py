@@ -45,7 +45,7 @@ def write_report(exp, args, dataset, fw, ev, out: Path) -> int:
     """Every file of the report on `ev` (evaluation.evaluate_runs) into the folder `out`; returns the index of the
     saved seed (its shipped model is `ev.shipped_model(index)`)."""
     config = exp.best_config
-    m, saved = saved_model_metrics(ev, config, not args.no_retrain, exp.metric, exp.mode)
+    m, saved = saved_model_metrics(ev, config, exp.metric, exp.mode)
     m["precision"] = ev.precision
     run, pred, model = ev.plain[saved], ev.preds[ev.shipped.key][saved], ev.shipped_model(saved)
     write_metrics(m, out)

@@ -58,6 +58,7 @@ def report_markdown(exp, m, weights, fw, config, dataset, imp_note, rung, rung_t
         *test_set_lines(m, test_set_line(dataset)),
         precision_line(m),
         "",
+        *budget_lines(m),
         *final_model_lines(m),
         metrics_table_intro(m),
         "",
@@ -176,6 +177,12 @@ def test_set_lines(m, size_line: str) -> list[str]:
         "",
     ]
     return lines
+
+
+def budget_lines(m) -> list[str]:
+    """What the report's time budget changed (analysis/report_budget.py), if anything."""
+    lines = (m.get("training_plan") or {}).get("lines") or []
+    return ["**Report budget.** " + "; ".join(lines) + ".", ""] if lines else []
 
 
 def final_model_lines(m) -> list[str]:

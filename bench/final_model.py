@@ -43,6 +43,7 @@ def parse_args(argv=None):
 def measure(args) -> dict:
     from analysis import evaluation
     from analysis.final_model import Options
+    from analysis.report_budget import TrainingPlan
     from analysis.report_data import load_data
     from analysis.retrain import local_framework
     from analysis.trials import load_experiment, resolve_experiment
@@ -78,7 +79,7 @@ def measure(args) -> dict:
         return out
 
     evaluation.train_one, fw.predict = timed_train_one, timed_predict
-    ev = evaluation.evaluate_runs(exp, rargs, dataset, fw, options)
+    ev = evaluation.evaluate_runs(exp, rargs, dataset, fw, options, TrainingPlan(False, options.refit))
     epoch_seconds = {
         run.trained_on: float(np.median([h["epoch_seconds"] for h in run.history]))
         for run in (ev.plain[0], ev.refits[0])

@@ -166,6 +166,21 @@ def test_time_budget_stops_the_search_and_leaves_a_reportable_experiment(image_f
     assert report.main(["--experiment", str(tmp_path / "budget"), "--out", str(out), "--device", "cpu"]) == 0
     md = (out / "budget" / "report.md").read_text()
     assert "time budget 0.75 min" in md and "Optuna TPE (multivariate, constant liar" in md and "ASHA (grace" in md
+    m = json.loads((out / "budget" / "metrics.json").read_text())
+    assert m["training_plan"]["budget_min"] == budget_min / 2  # the report's default: half the search's budget
+
+    # a budget nothing fits: the trial's checkpoint stands for the retrain (when kept at its best epoch), no refit
+    tight = ["--experiment", str(tmp_path / "budget"), "--out", str(tmp_path / "tight"), "--no-export"]
+    assert report.main([*tight, "--time-budget", "0.001", "--device", "cpu"]) == 0
+    m = json.loads((tmp_path / "tight" / "budget" / "metrics.json").read_text())
+    lines = m["training_plan"]["lines"]
+    assert lines[0].startswith("report budget 0.0 min (--time-budget 0.001)") and m["training_plan"]["refit"] is False
+    assert (
+        lines[-1] == f"refit skipped: it would take ~{m['training_plan']['estimate_min']['refit']:.1f} min; "
+        "report.py --refit runs it"
+    )
+    assert m["retrained"] is (m["training_plan"]["plain"] == "retrained") and m["final_model"]["refit"] is None
+    assert "**Report budget.** report budget 0.0 min" in (tmp_path / "tight" / "budget" / "report.md").read_text()
 
 
 def test_importance_and_plots_compare_trials_at_one_rung():
