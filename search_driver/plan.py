@@ -379,9 +379,10 @@ def lines(
     )
     # one trial alone: as fast per trial as the faster layout here (report.py picks its threads by the load)
     alone = min(plan.epoch_s, key=lambda lay: plan.epoch_s[lay][c.first])
+    retrain = c.max_epochs * plan.epoch_s[alone][c.first]
     out += _wrap(
-        f"  report.py retrains the winner for the epochs it ran, at most {epochs}: about "
-        f"{_dur(c.max_epochs * plan.epoch_s[alone][c.first])} with {alone[1]:g} thread{'s' if alone[1] != 1 else ''}"
+        f"  report.py: retrain ~{_dur(retrain)} ({alone[1]:g} thread{'s' if alone[1] != 1 else ''}) + refit; over "
+        f"{_dur(plan.budget_s / 2)} (half the budget): the winner's weights, no refit"
     )
     return out
 

@@ -177,7 +177,10 @@ def test_the_plan_lines_fit_120_columns_and_name_costs_exclusions_horizon_and_fi
     text = " ".join(line.strip() for line in lines)
     assert "2 trials at once x 1 thread" in text and "stem cifar, batch 256 >12.4 min" in text
     assert "excluded: stem cifar" in text and "horizon 10 epochs" in text and "rungs at epochs 2, 8" in text
-    assert "first trial: DEFAULTS with stem imagenet" in text and "report.py retrains" in text
+    assert (
+        "first trial: DEFAULTS with stem imagenet" in text and "report.py: retrain ~8.3 min (2 threads) + refit" in text
+    )
+    assert "over 10.0 min (half the budget): the winner's weights, no refit" in text
 
 
 def test_without_a_budget_the_plan_only_informs():
