@@ -14,6 +14,13 @@ sys.path.insert(0, str(ROOT))
 CLASSES = ["cat", "dog", "ship"]
 
 
+def lenet_config(**changes) -> dict:
+    """A LeNet5 trial config that trains in seconds on the tiny folders here (Adam, cosine, flips and crops)."""
+    base = dict(model="lenet5", lr=3e-3, batch_size=16, max_epochs=2, optimizer="adam", schedule="cosine", flip=True,
+                crop_padding=2, cutout=0, dropout=0.0, label_smoothing=0.0, seed=0)  # fmt: skip
+    return {**base, **changes}
+
+
 def class_images(label: int, n: int, size: int, rng) -> np.ndarray:
     """HWC uint8 images whose colour depends on the class, so a model can learn them in a few steps."""
     base = np.zeros((n, size, size, 3), dtype=np.float32)

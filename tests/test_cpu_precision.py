@@ -10,26 +10,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+from sample_data import lenet_config
 
 from trainables import metric_names as M
 from trainables.torch_device import choose_precision, cpu_has_native_bf16
 
 CPU = torch.device("cpu")
 AVX512_ONLY = {"architecture": "x86_64", "avx2": True, "avx512_f": True, "avx512_bw": True, "avx512_bf16": False}
-LENET = dict(
-    model="lenet5",
-    lr=3e-3,
-    batch_size=16,
-    max_epochs=1,
-    optimizer="adam",
-    schedule="cosine",
-    flip=True,
-    crop_padding=2,
-    cutout=0,
-    dropout=0.0,
-    label_smoothing=0.0,
-    seed=0,
-)
+LENET = lenet_config(max_epochs=1)
 
 
 @pytest.fixture()

@@ -9,24 +9,12 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from sample_data import lenet_config
 
 from search_driver.console import CompactConsole
 from trainables.epoch_progress import PROGRESS_FILE, EpochProgress, eta_seconds, read_progress
 
-LENET = dict(
-    model="lenet5",
-    lr=3e-3,
-    batch_size=16,
-    max_epochs=2,
-    optimizer="adam",
-    schedule="cosine",
-    flip=True,
-    crop_padding=2,
-    cutout=0,
-    dropout=0.0,
-    label_smoothing=0.0,
-    seed=0,
-)
+LENET = lenet_config()
 
 
 class Clock:

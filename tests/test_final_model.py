@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from sample_data import lenet_config
 
 from analysis.final_model import Options, options_from_args, refit_data, variants
 from analysis.retrain import local_framework, retrain
@@ -22,18 +23,7 @@ from trainables.augment_spec import Augment
 
 CPU = torch.device("cpu")
 NO_AUGMENT = dict(flip=False, crop_padding=0, cutout=0)
-LENET = dict(
-    model="lenet5",
-    lr=1e-2,
-    batch_size=16,
-    max_epochs=2,
-    optimizer="sgd",
-    schedule="cosine",
-    weight_decay=0.0,
-    dropout=0.0,
-    seed=0,
-    **NO_AUGMENT,
-)
+LENET = lenet_config(lr=1e-2, optimizer="sgd", weight_decay=0.0, **NO_AUGMENT)
 
 
 @pytest.fixture(scope="module")
