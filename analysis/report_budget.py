@@ -36,13 +36,17 @@ class TrainingPlan:
 
 
 def budget_minutes(exp, args) -> tuple[float | None, str]:
-    """(the report's training budget in minutes or None, where it comes from)."""
+    """(the report's training budget in minutes or None, where it comes from). An extended search's budget is the
+    sum of its parts' (analysis/parts.py)."""
     if args.time_budget is not None:
         return float(args.time_budget), f"--time-budget {args.time_budget:g}"
-    searched = (exp.info.get("args") or {}).get("time_budget")
+    info = exp.info
+    parts = [(info.get("search") or {}).get("time_budget_min")]
+    parts += [e.get("time_budget_min") for e in info.get("extensions") or []]
+    searched = sum(float(b) for b in parts if b)
     if not searched:
         return None, "no budget (the search had none)"
-    return REPORT_SHARE * float(searched), f"half the search's {float(searched):g}-minute budget"
+    return REPORT_SHARE * searched, f"half the search's {searched:g}-minute budget"
 
 
 def epoch_seconds(exp, threads: int) -> tuple[float, str]:

@@ -33,7 +33,7 @@ def experiment(searched=20.0, ran=10, best=10, plan=True, trial_epoch_s=150.0):
         {"class": {"stem": "imagenet", "batch_size": 128}, "epoch_s": {"1x2": 60.0, "2x1": 90.0}},
     ]
     return SimpleNamespace(
-        info={"args": {"time_budget": searched}, **({"plan": {"classes": classes}} if plan else {})},
+        info={"search": {"time_budget_min": searched}, **({"plan": {"classes": classes}} if plan else {})},
         best_id="t1",
         curves={"t1": curve},
         best_row={"training_iteration": best},
@@ -51,6 +51,10 @@ def test_the_budget_is_half_the_searchs_unless_given():
     assert budget_minutes(experiment(20.0), report_args()) == (10.0, "half the search's 20-minute budget")
     assert budget_minutes(experiment(20.0), report_args(time_budget=3)) == (3.0, "--time-budget 3")
     assert budget_minutes(experiment(None), report_args())[0] is None
+    # an extended search: the sum of its parts' budgets
+    extended = experiment(15.0)
+    extended.info["extensions"] = [{"time_budget_min": 5.0}, {"time_budget_min": None, "num_samples": 4}]
+    assert budget_minutes(extended, report_args()) == (10.0, "half the search's 20-minute budget")
 
 
 def test_an_epoch_costs_what_the_plan_measured_for_the_winners_class_on_these_threads():
