@@ -182,7 +182,8 @@ def test_set_lines(m, size_line: str) -> list[str]:
 def budget_lines(m) -> list[str]:
     """What the report's time budget changed (analysis/report_budget.py), if anything."""
     lines = (m.get("training_plan") or {}).get("lines") or []
-    return ["**Report budget.** " + "; ".join(lines) + ".", ""] if lines else []
+    text = "; ".join(lines).replace("report budget", "**Report budget**", 1)  # the first line names the budget
+    return [text + ".", ""] if lines else []
 
 
 def final_model_lines(m) -> list[str]:
