@@ -123,6 +123,13 @@ def parse_args(argv=None) -> Settings:
         help="mean of each image and its mirror, when the config trained with flips; inside the exported "
         f"files too (default: {on['flip_tta']})",
     )
+    g.add_argument(
+        "--ensemble",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="ship the mean of the plain model's and the refit's probabilities: no more training, twice the "
+        f"prediction time (default: {on['ensemble']}; needs the refit)",
+    )
     g = p.add_argument_group("export (serving/export.py)")
     g.add_argument("--export-only", metavar="RESULTS_DIR", default=None, help="only export a report folder's model")
     g.add_argument("--no-export", action="store_true", help="skip the export after the report")

@@ -8,6 +8,7 @@ otherwise; the test set is scored in float32, as the exported files run."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -62,17 +63,24 @@ class Evaluation:
     refit_epochs_rule: str = ""
     retrained: bool = True  # False: the plain row is the best trial's own checkpoint
     training_plan: dict = field(default_factory=dict)  # report_budget.TrainingPlan.record(): what was trained, why
+    combine: Callable | None = None  # the framework's `ensemble`: one model from several
 
     @property
     def shipped(self) -> Variant:
         return self.variants[-1]
 
-    def shipped_run(self, k: int) -> Run:
-        return self.refits[k] if self.shipped.refit else self.plain[k]
+    def model(self, v: Variant, k: int):
+        """Row `v`'s model of seed k: the plain one or the refit, its averaged weights or not, or both together."""
+
+        def pick(run: Run):
+            return run.averaged if v.averaged else run.model
+
+        if v.ensemble:
+            return self.combine([pick(self.plain[k]), pick(self.refits[k])])
+        return pick(self.refits[k] if v.refit else self.plain[k])
 
     def shipped_model(self, k: int):
-        run = self.shipped_run(k)
-        return run.averaged if self.shipped.averaged else run.model
+        return self.model(self.shipped, k)
 
     def record(self, config: dict) -> dict:
         """metrics.json's "final_model": the options and the table (test accuracy of every row, per seed)."""
@@ -151,6 +159,7 @@ def evaluate_runs(exp, args, dataset, fw, options: Options, training: TrainingPl
         refit_rule or "",
         not from_checkpoint,
         training.record(),
+        fw.ensemble,
     )
     step(
         f"evaluating on the test set ({len(dataset.y_test)} images, {len(rows)} model{'s' * (len(rows) > 1)} x "
@@ -164,9 +173,7 @@ def evaluate_runs(exp, args, dataset, fw, options: Options, training: TrainingPl
         for v in rows:
             ev.results[v.key], ev.preds[v.key] = [], []
             for k in range(len(plain)):
-                run = refits[k] if v.refit else plain[k]
-                model = run.averaged if v.averaged else run.model
-                scores = fw.predict(model, dataset.x_test, data, scoring, flip_tta=v.tta)
+                scores = fw.predict(ev.model(v, k), dataset.x_test, data, scoring, flip_tta=v.tta)
                 ev.results[v.key].append(classification_metrics(dataset.y_test, scores, dataset.classes))
                 ev.preds[v.key].append(scores.argmax(1))
                 progress.set_postfix(model=v.key, accuracy=f"{ev.results[v.key][-1]['accuracy']:.4f}")
@@ -227,7 +234,7 @@ def saved_model_metrics(ev: Evaluation, config: dict, metric: str, mode: str) ->
         for k, (r, run) in enumerate(zip(results, ev.plain, strict=True))
     ]
     chosen = 0
-    if not ev.shipped.refit:
+    if not ev.shipped.uses_refit:
         for k in range(1, len(seeds)):
             if M.better(seeds[k]["kept_value"], seeds[chosen]["kept_value"], mode):
                 chosen = k
@@ -236,7 +243,7 @@ def saved_model_metrics(ev: Evaluation, config: dict, metric: str, mode: str) ->
     main["rule"] = {"metric": metric, "mode": mode}
     if len(seeds) == 1:
         main["saved_seed_rule"] = "the only run"
-    elif ev.shipped.refit:
+    elif ev.shipped.uses_refit:
         main["saved_seed_rule"] = "first seed (a refit keeps no validation data to choose by)"
     else:
         main["saved_seed_rule"] = f"{M.rule_words(metric, mode)} at its kept epoch"

@@ -7,6 +7,8 @@ the report's table compares.
   Keras' use_ema), BatchNorm statistics recomputed for the averaged weights.
 - flip TTA: the mean of the class probabilities of each image and of its horizontal mirror, only for a config
   that trained with flips (config["flip"]); inside the exported files too.
+- ensemble: the mean of the class probabilities of the plain retrain (or the best trial's checkpoint) and the refit,
+  two models the report has anyway; one model in the saved and exported files. Needs the refit.
 
 Each option is evaluated on a training the report runs anyway: averaging and TTA on the plain retrain (and on the
 refit), the refit on its own training. The table therefore costs one extra training per seed with --refit and
@@ -22,7 +24,7 @@ import numpy as np
 # Per-step EMA decay: 1 / (1 - decay) = 1,000 steps is ~3 LeNet5 epochs at batch 128 (docs/report.md: the choice).
 EMA_DECAY = 0.999
 # The defaults, chosen by measurement on the README's LeNet5 run (docs/report.md, docs/measurements.md).
-DEFAULTS = {"refit": True, "ema": False, "flip_tta": True}
+DEFAULTS = {"refit": True, "ema": False, "flip_tta": True, "ensemble": False}
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,7 @@ class Options:
     refit: bool
     ema_decay: float  # 0: no weight averaging
     flip_tta: bool  # asked for; applies only to a config that trained with flips (`tta_applies`)
+    ensemble: bool = False  # the plain model and the refit, their probabilities averaged
 
     def tta_applies(self, config: dict) -> bool:
         return self.flip_tta and bool(config.get("flip", False))
@@ -45,6 +48,7 @@ class Options:
             else None,
             "flip_tta": self.tta_applies(config),
             "flip_tta_asked": self.flip_tta,
+            "ensemble": {"members": ["plain", "refit"], "of": "class probabilities"} if self.ensemble else None,
         }
 
 
@@ -56,14 +60,21 @@ def options_from_args(args) -> Options:
     refit = DEFAULTS["refit"] if args.refit is None else args.refit
     ema = DEFAULTS["ema"] if args.ema is None else args.ema
     tta = DEFAULTS["flip_tta"] if args.flip_tta is None else args.flip_tta
+    ensemble = DEFAULTS["ensemble"] if args.ensemble is None else args.ensemble
     if args.no_retrain:
-        if args.refit or args.ema:
-            raise ReportError("--refit and --ema train a model; --no-retrain evaluates a checkpoint: drop one of them")
-        refit = ema = False
+        if args.refit or args.ema or args.ensemble:
+            raise ReportError(
+                "--refit, --ema and --ensemble train a model; --no-retrain evaluates a checkpoint: drop one of them"
+            )
+        refit = ema = ensemble = False
+    if ensemble and not refit:
+        if args.ensemble:
+            raise ReportError("--ensemble averages the retrain and the refit: it needs the refit (drop --no-refit)")
+        ensemble = False
     decay = args.ema_decay if args.ema_decay is not None else EMA_DECAY
     if not 0 < decay < 1:
         raise ReportError(f"--ema-decay must be between 0 and 1 (got {decay})")
-    return Options(refit=refit, ema_decay=decay if ema else 0.0, flip_tta=tta)
+    return Options(refit=refit, ema_decay=decay if ema else 0.0, flip_tta=tta, ensemble=ensemble)
 
 
 def refit_data(data: dict) -> dict:
@@ -83,6 +94,11 @@ class Variant:
     refit: bool = False
     averaged: bool = False
     tta: bool = False
+    ensemble: bool = False  # the plain model and the refit together (`refit` is then False: both are used)
+
+    @property
+    def uses_refit(self) -> bool:
+        return self.refit or self.ensemble
 
 
 def variants(options: Options, config: dict, retrained: bool = True) -> list[Variant]:
@@ -96,8 +112,12 @@ def variants(options: Options, config: dict, retrained: bool = True) -> list[Var
         rows.append(Variant("ema", f"+ EMA of the weights (decay {options.ema_decay:g})", averaged=True))
     if tta:
         rows.append(Variant("flip_tta", "+ flip test-time augmentation", tta=True))
+    if options.ensemble and options.refit:
+        rows.append(Variant("ensemble", "+ ensemble of it and the refit (mean of probabilities)", ensemble=True))
     if len(rows) > 2:
-        rows.append(Variant("shipped", "all of them: the shipped model", options.refit, bool(options.ema_decay), tta))
+        ens = options.ensemble and options.refit
+        shipped = dict(refit=options.refit and not ens, averaged=bool(options.ema_decay), tta=tta, ensemble=ens)
+        rows.append(Variant("shipped", "all of them: the shipped model", **shipped))
     return rows
 
 
@@ -113,4 +133,6 @@ def options_words(fm: dict) -> str:
         parts.append(f"EMA of the weights (decay {fm['weight_averaging']['decay']:g})")
     if fm.get("flip_tta"):
         parts.append("flip test-time augmentation")
+    if fm.get("ensemble"):
+        parts.append("an ensemble of the plain model and the refit")
     return ", ".join(parts) if parts else "the plain retrain, no option"

@@ -79,7 +79,10 @@ def report_markdown(exp, m, weights, fw, config, dataset, imp_note, rung, rung_t
         "",
         "## The trained model",
         f"`{weights}`; config, normalisation and input size in `best_config.json`. To load it for inference:",
-        fw.load_note({**config, "input_size": int(dataset.x_train.shape[-1])}, len(dataset.classes)),
+        fw.load_note(
+            {**config, "input_size": int(dataset.x_train.shape[-1]), "final_model": m.get("final_model")},
+            len(dataset.classes),
+        ),
         *(
             [
                 "The file holds the shipped network's weights; the flip test-time augmentation is not in it: average the "
@@ -215,6 +218,11 @@ def final_model_lines(m) -> list[str]:
         )
     elif fm.get("flip_tta_asked"):
         lines.append("- flip test-time augmentation: not applied, the config trained without flips.")
+    if fm.get("ensemble"):
+        lines.append(
+            "- **ensemble**: the class probabilities of the plain model and of the refit, averaged: one model of two "
+            "networks in the saved and exported files (no extra training, twice the prediction time)."
+        )
     seeds = f"mean ± std over {n} seeds" if n > 1 else "1 seed; `--seeds K` for mean ± std"
     lines += ["", f"| model | test accuracy ({seeds}) | per seed |", "|---|---|---|"]
     for row in table:

@@ -42,7 +42,8 @@ def parse_args(argv=None):
 
 def measure(args) -> dict:
     from analysis import evaluation
-    from analysis.final_model import Options
+    from analysis.classification_metrics import classification_metrics
+    from analysis.final_model import Options, Variant
     from analysis.report_budget import TrainingPlan
     from analysis.report_data import load_data
     from analysis.retrain import local_framework
@@ -62,7 +63,7 @@ def measure(args) -> dict:
     )
     dataset = load_data(exp, rargs)
     fw = local_framework(exp.info.get("framework", "torch"), "cpu", args.threads)
-    options = Options(refit=True, ema_decay=args.ema_decay, flip_tta=True)
+    options = Options(refit=True, ema_decay=args.ema_decay, flip_tta=True, ensemble=True)
     seconds = {}
     real_train_one, real_predict = evaluation.train_one, fw.predict
 
@@ -80,6 +81,15 @@ def measure(args) -> dict:
 
     evaluation.train_one, fw.predict = timed_train_one, timed_predict
     ev = evaluation.evaluate_runs(exp, rargs, dataset, fw, options, TrainingPlan(False, options.refit))
+    # the combinations a default could be, beside the table's one-option rows and its everything row
+    scoring = {**exp.best_config, "precision": "fp32"} if fw.name == "torch" else exp.best_config
+    combos = [
+        Variant("refit_tta", "refit + flip TTA (no EMA)", refit=True, tta=True),
+        Variant("ensemble_tta", "ensemble + flip TTA (no EMA)", tta=True, ensemble=True),
+    ]
+    for v in combos:
+        scores = real_predict(ev.model(v, 0), dataset.x_test, dataset.search_arrays(), scoring, flip_tta=True)
+        ev.results[v.key] = [classification_metrics(dataset.y_test, scores, dataset.classes)]
     epoch_seconds = {
         run.trained_on: float(np.median([h["epoch_seconds"] for h in run.history]))
         for run in (ev.plain[0], ev.refits[0])
@@ -89,7 +99,9 @@ def measure(args) -> dict:
         "config": exp.best_config,
         "seed": args.seed,
         "threads": args.threads,
-        "table": {v.key: {"label": v.label, "accuracy": ev.results[v.key][0]["accuracy"]} for v in ev.variants},
+        "table": {
+            v.key: {"label": v.label, "accuracy": ev.results[v.key][0]["accuracy"]} for v in [*ev.variants, *combos]
+        },
         "kept_epoch": ev.plain[0].best_epoch,
         "refit_epochs": ev.refit_epochs,
         "seconds": seconds,

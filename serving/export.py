@@ -248,7 +248,7 @@ def export_existing(
         raise ExportError(f"{d} was trained on classes {classes}, but {src['path']} has {dataset.classes}")
     framework = info.get("framework", "torch")
     # the stored side the model was trained at: LeNet5's first linear layer depends on it (--image-size N)
-    build = {**config, "input_size": int(dataset.x_test.shape[-1])}
+    build = {**config, "input_size": int(dataset.x_test.shape[-1]), "final_model": final_model}  # an ensemble?
     try:
         if framework == "torch":
             from .export_torch import load_trained

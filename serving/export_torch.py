@@ -41,9 +41,15 @@ class WithPreprocessing(nn.Module):
 
 def load_trained(path: Path, config: dict, num_classes: int) -> nn.Module:
     """report.py's model.pth (a state dict) into its architecture; a pretrained model needs no ImageNet file."""
+    from trainables.framework import ensemble_members
     from trainables.models import build_model
+    from trainables.torch_loop import ProbabilityMean
 
-    model = build_model(config["model"], num_classes, **{**config, "load_weights": False})
+    def one():
+        return build_model(config["model"], num_classes, **{**config, "load_weights": False})
+
+    members = ensemble_members(config)  # an ensemble's state dict holds its members' under members.0., members.1.
+    model = ProbabilityMean([one() for _ in range(members)]) if members else one()
     model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     return model.eval()
 

@@ -198,7 +198,7 @@ def test_keras_averaged_model_differs_from_the_last_epoch_and_recomputes_batchno
 
 def args(**kw):
     return SimpleNamespace(
-        **{"refit": None, "ema": None, "flip_tta": None, "ema_decay": None, "no_retrain": False, **kw}
+        **{"refit": None, "ema": None, "flip_tta": None, "ensemble": None, "ema_decay": None, "no_retrain": False, **kw}
     )
 
 
@@ -214,6 +214,23 @@ def test_options_defaults_and_bad_combinations_are_one_line():
         options_from_args(args(no_retrain=True, refit=True))
     with pytest.raises(ReportError, match="--ema-decay must be between 0 and 1"):
         options_from_args(args(ema=True, ema_decay=1.5))
+    assert options_from_args(args(ensemble=True)).ensemble is True
+    with pytest.raises(ReportError, match="--ensemble averages the retrain and the refit: it needs the refit"):
+        options_from_args(args(ensemble=True, refit=False))
+    with pytest.raises(ReportError, match="--no-retrain evaluates a checkpoint"):
+        options_from_args(args(no_retrain=True, ensemble=True))
+
+
+def test_the_ensemble_row_and_the_shipped_ensemble_use_the_plain_model_and_the_refit():
+    both = Options(refit=True, ema_decay=0.0, flip_tta=True, ensemble=True)
+    rows = variants(both, {"flip": True})
+    assert [v.key for v in rows] == ["plain", "refit", "flip_tta", "ensemble", "shipped"]
+    assert rows[3].ensemble and rows[3].uses_refit and not rows[3].refit
+    assert rows[-1].ensemble and rows[-1].tta and rows[-1].uses_refit
+    assert both.record({"flip": True}, 40, 50_000)["ensemble"] == {
+        "members": ["plain", "refit"],
+        "of": "class probabilities",
+    }
 
 
 def test_a_config_without_flips_gets_no_flip_tta():

@@ -57,6 +57,9 @@ class ScriptedFramework:
     def weights_of(self, state):
         return state["w"]
 
+    def ensemble(self, models):
+        return SimpleNamespace(weights=[m.weights for m in models])
+
     def set_weights(self, model, weights):
         model.weights = weights
 

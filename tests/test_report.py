@@ -164,7 +164,7 @@ def test_report_end_to_end_with_seeds(smoke_experiment, tmp_path):
 
 @pytest.mark.slow
 def test_report_ships_refit_ema_and_flip_tta_and_predict_agrees_with_metrics_json(smoke_experiment, tmp_path):
-    """Every option on, 2 seeds: the table (plain, + each option, the shipped model) over the seeds; the saved model
+    """Every option on (the ensemble too), 2 seeds: the table (plain, + each option, the shipped model) over the seeds; the saved model
     is the shipped one (headline, metrics.json, model card, predict.py); the exported files, run by predict.py on
     the real test images, give metrics.json's confusion matrix; retrain_history.csv marks the refit's rows."""
     import csv
@@ -185,6 +185,7 @@ def test_report_ships_refit_ema_and_flip_tta_and_predict_agrees_with_metrics_jso
         "--ema-decay",
         0.9,
         "--flip-tta",
+        "--ensemble",
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = tmp_path / "tiny"
@@ -193,7 +194,8 @@ def test_report_ships_refit_ema_and_flip_tta_and_predict_agrees_with_metrics_jso
     assert fm["refit"]["epochs"] == 2 and fm["refit"]["images"] == 60 and fm["flip_tta"] is True
     assert fm["weight_averaging"] == {"method": "EMA", "decay": 0.9, "batchnorm": "recomputed"}
     table = {row["key"]: row for row in fm["table"]}
-    assert list(table) == ["plain", "refit", "ema", "flip_tta", "shipped"]
+    assert list(table) == ["plain", "refit", "ema", "flip_tta", "ensemble", "shipped"]
+    assert fm["ensemble"] == {"members": ["plain", "refit"], "of": "class probabilities"}
     assert all(len(row["accuracy"]) == 2 for row in table.values())
     assert table["shipped"]["accuracy"] == [s["accuracy"] for s in m["seeds"]] and m["mean"] == table["shipped"]["mean"]
     assert m["saved_seed"] == 0 and "first seed" in m["saved_seed_rule"] and m["accuracy"] == m["seeds"][0]["accuracy"]
@@ -201,7 +203,9 @@ def test_report_ships_refit_ema_and_flip_tta_and_predict_agrees_with_metrics_jso
     report = (out / "report.md").read_text()
     assert "## The shipped model: what each option bought" in report and "no epoch of the refit was chosen" in report
     rows = [ln for ln in report.splitlines() if ln.startswith(("| plain retrain", "| + ", "| **all of them"))]
-    assert len(rows) == 5 and rows[-1].startswith("| **all of them: the shipped model** (saved)")
+    assert len(rows) == 6 and rows[-1].startswith("| **all of them: the shipped model** (saved)")
+    assert "- **ensemble**: the class probabilities of the plain model and of the refit" in report
+    assert "model = ProbabilityMean([member() for _ in range(2)])" in report
     assert f"**{m['mean']:.4f} ± {m['std']:.4f}**" in rows[-1]
     with open(out / "retrain_history.csv") as f:
         history = list(csv.DictReader(f))

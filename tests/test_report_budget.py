@@ -99,8 +99,25 @@ def test_a_checkpoint_that_is_not_the_trials_best_or_a_new_recipe_is_retrained()
 
 
 class CheckpointedFramework(ScriptedFramework):
+    def __init__(self):
+        super().__init__()
+        self.predicted_models = []
+
     def from_checkpoint(self, directory, config, num_classes):
         return SimpleNamespace(weights="checkpoint"), 3
+
+    def predict(self, model, x, data, config, *, flip_tta=False):
+        self.predicted_models.append(model)
+        return super().predict(model, x, data, config, flip_tta=flip_tta)
+
+
+def tiny_dataset():
+    y = np.array([0, 1])
+    return SimpleNamespace(
+        search_arrays=lambda: {"x_train": np.zeros((2, 3, 4, 4)), "y_train": y, "x_val": np.ones((1, 3, 4, 4)),
+                               "y_val": y[:1], "classes": ["a", "b"]},
+        y_test=y, x_test=np.zeros((2, 3, 4, 4)), classes=["a", "b"], x_train=np.zeros((2, 3, 4, 4)), num_classes=2,
+    )  # fmt: skip
 
 
 def test_a_report_from_the_checkpoint_still_refits_and_records_why():
@@ -110,12 +127,7 @@ def test_a_report_from_the_checkpoint_still_refits_and_records_why():
     exp.analysis = SimpleNamespace(trials=[trial], get_last_checkpoint=lambda t: checkpoint)
     exp.metric, exp.mode, exp.path = M.VAL_LOSS, "min", "/x"
     exp.curves["t1"][M.PRECISION] = "fp32"
-    y = np.array([0, 1])
-    dataset = SimpleNamespace(
-        search_arrays=lambda: {"x_train": np.zeros((2, 3, 4, 4)), "y_train": y, "x_val": np.ones((1, 3, 4, 4)),
-                               "y_val": y[:1], "classes": ["a", "b"]},
-        y_test=y, x_test=np.zeros((2, 3, 4, 4)), classes=["a", "b"], x_train=np.zeros((2, 3, 4, 4)), num_classes=2,
-    )  # fmt: skip
+    dataset = tiny_dataset()
     fw = CheckpointedFramework()
     training = TrainingPlan(from_checkpoint=True, refit=True, budget_min=10.0, lines=("why",))
     ev = evaluate_runs(exp, report_args(precision="trial"), dataset, fw, REFIT_FLIP, training)
@@ -125,3 +137,23 @@ def test_a_report_from_the_checkpoint_still_refits_and_records_why():
     assert [v.key for v in ev.variants] == ["plain", "refit", "flip_tta", "shipped"]
     assert ev.variants[0].label == "the best trial's checkpoint"
     assert ev.training_plan["plain"] == "the best trial's checkpoint" and ev.training_plan["lines"] == ["why"]
+
+
+def test_an_ensemble_is_scored_and_shipped_as_the_checkpoint_and_the_refit_together():
+    exp = experiment(20.0, ran=3, best=3)
+    checkpoint = SimpleNamespace(as_directory=lambda: contextlib.nullcontext("/ckpt"))
+    exp.analysis = SimpleNamespace(trials=[SimpleNamespace(trial_id="t1")], get_last_checkpoint=lambda t: checkpoint)
+    exp.metric, exp.mode, exp.path = M.VAL_LOSS, "min", "/x"
+    fw = CheckpointedFramework()
+    both = Options(refit=True, ema_decay=0.0, flip_tta=True, ensemble=True)
+    training = TrainingPlan(from_checkpoint=True, refit=True)
+    ev = evaluate_runs(exp, report_args(precision="trial"), tiny_dataset(), fw, both, training)
+    assert ev.shipped.key == "shipped" and ev.shipped_model(0).weights == ["checkpoint", 3]  # refit: its last epoch
+    scored = [m.weights for m in fw.predicted_models]
+    assert scored == [
+        "checkpoint",
+        3,
+        "checkpoint",
+        ["checkpoint", 3],
+        ["checkpoint", 3],
+    ]  # plain, refit, tta, ens, all

@@ -180,6 +180,91 @@ def test_flip_tta_inside_the_export_matches_the_reports_evaluation(dataset, tmp_
     assert "flip test-time augmentation" in proc.stderr.splitlines()[0]
 
 
+ENSEMBLE = {"refit": None, "weight_averaging": None, "flip_tta": True, "flip_tta_asked": True,
+            "ensemble": {"members": ["plain", "refit"], "of": "class probabilities"}}  # fmt: skip
+
+
+def test_an_ensemble_ships_as_one_model_whose_probabilities_are_its_members_mean(dataset, tmp_path):
+    """report.py --ensemble: the plain model and the refit as one network (trainables.torch_loop.ProbabilityMean).
+    Its probabilities are the mean of its members', flip TTA on top; model.onnx and model.pt2 give what the
+    report's evaluation computed; --export-only rebuilds the two-network model.pth from best_config.json."""
+    import onnxruntime as ort
+
+    from analysis.retrain import local_framework
+    from serving.export import export_existing
+
+    fw = local_framework("torch", "cpu")
+    members = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        members.append(build_model("lenet5", len(dataset.classes), dropout=0.0).eval())
+    config = {"model": "lenet5", "dropout": 0.0, "batch_size": 64, "flip": True, "precision": "fp32"}
+    data = dataset.search_arrays()
+    each = [fw.predict(m, dataset.x_test, data, config) for m in members]
+    model = fw.ensemble(members)
+    np.testing.assert_allclose(fw.predict(model, dataset.x_test, data, config), np.mean(each, 0), atol=1e-6)
+    report_eval = fw.predict(model, dataset.x_test, data, config, flip_tta=True)
+    out = tmp_path / "results" / "ens"
+    out.mkdir(parents=True)
+    card = export_model(out, framework="torch", model=model, dataset=dataset, config=config, info=INFO,
+                        metrics=METRICS, final_model=ENSEMBLE)  # fmt: skip
+    assert card["check"]["passed"] and "ensemble" in card["final_model"]["carries"]
+    x = nhwc(dataset.x_test)
+    session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    assert_same_predictions(session.run(None, {"images": x})[0], report_eval)
+    program = torch.export.load(str(out / "model.pt2")).module()
+    assert_same_predictions(program(torch.from_numpy(x)).detach().numpy(), report_eval)
+
+    # --export-only: model.pth holds both networks; best_config.json's final_model says so
+    fw.save_model(model, out)
+    storage = tmp_path / "experiments"
+    (storage / "ens").mkdir(parents=True)
+    info = {**INFO, "data": {**INFO["data"], "path": str(data_root(dataset))}, "framework": "torch"}
+    (storage / "ens" / "experiment.json").write_text(json.dumps(info))
+    best = {**config, "input": {"input_size": 32}, "classes": dataset.classes, "final_model": ENSEMBLE}
+    (out / "best_config.json").write_text(json.dumps(best))
+    (out / "metrics.json").write_text(json.dumps(METRICS))
+    (out / "model.onnx").unlink()
+    card = export_existing(str(out), storage_path=str(storage), cache_dir=str(tmp_path / "cache"))
+    assert card["check"]["passed"]
+    session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    assert_same_predictions(session.run(None, {"images": x})[0], report_eval)
+    note = fw.load_note({**config, "input_size": 32, "final_model": ENSEMBLE}, len(dataset.classes))
+    assert "model = ProbabilityMean([member() for _ in range(2)])" in note
+
+
+@pytest.mark.slow
+def test_a_keras_ensemble_saves_loads_and_exports_as_one_model(dataset, tmp_path):
+    """The Keras ensemble (keras_loop.ensemble): the mean of its members' probabilities, saved as one .keras file
+    that loads again, and exported (SavedModel, ONNX) with the same predictions as Keras' own predict."""
+    import onnxruntime as ort
+
+    from analysis.retrain import local_framework
+    from serving import export_keras
+    from trainables.keras_env import keras
+
+    fw = local_framework("keras", "cpu")
+    members = []
+    for seed in (0, 1):
+        keras.utils.set_random_seed(seed)
+        inputs = keras.Input((32, 32, 3))
+        x = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(inputs)
+        members.append(keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(keras.layers.Flatten()(x))))
+    data = dataset.search_arrays()
+    each = [fw.predict(m, dataset.x_test, data, {}) for m in members]
+    model = fw.ensemble(members)
+    expected = fw.predict(model, dataset.x_test, data, {}, flip_tta=True)
+    np.testing.assert_allclose(fw.predict(model, dataset.x_test, data, {}), np.mean(each, 0), atol=1e-6)
+    reloaded = export_keras.load_trained(tmp_path / fw.save_model(model, tmp_path), None)
+    np.testing.assert_allclose(fw.predict(reloaded, dataset.x_test, data, {}, flip_tta=True), expected, atol=1e-6)
+    (tmp_path / "out").mkdir()
+    card = export_model(tmp_path / "out", framework="keras", model=reloaded, dataset=dataset,
+                        config={"model": "keras_resnet18"}, info=INFO, metrics=METRICS, final_model=ENSEMBLE)  # fmt: skip
+    assert card["check"]["passed"]
+    session = ort.InferenceSession(str(tmp_path / "out" / "model.onnx"), providers=["CPUExecutionProvider"])
+    assert_same_predictions(session.run(None, {session.get_inputs()[0].name: nhwc(dataset.x_test)})[0], expected)
+
+
 def test_compare_needs_full_agreement_and_close_probabilities():
     p = np.array([[0.7, 0.2, 0.1], [0.1, 0.5, 0.4]], dtype=np.float32)
     assert compare("f", "torch", p, p + 5e-5)["passed"]

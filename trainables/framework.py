@@ -72,6 +72,9 @@ class Framework(Protocol):
 
     def set_weights(self, model, weights) -> None: ...
 
+    def ensemble(self, models: list) -> Any:
+        """One model whose class probabilities are the mean of `models`' (the report's retrain and refit)."""
+
     def save_checkpoint(self, state: dict, directory: str) -> None: ...
 
     def load_checkpoint(self, directory: str) -> dict: ...
@@ -186,6 +189,11 @@ class TorchFramework(_Loop):
     def set_weights(self, model, weights) -> None:
         model.load_state_dict(weights)
 
+    def ensemble(self, models: list):
+        from .torch_loop import ProbabilityMean
+
+        return ProbabilityMean(models).to(self.device).eval()
+
     def from_checkpoint(self, directory: str, config: dict, num_classes: int):
         from .models import build_model
 
@@ -223,6 +231,11 @@ class TorchFramework(_Loop):
             build = (
                 "from trainables.models import build_model\n"
                 f"model = build_model({config['model']!r}, num_classes={num_classes}{', ' + kwargs if kwargs else ''})\n"
+            )
+        if members := ensemble_members(config):
+            build = build.replace("model = ", "member = lambda: ", 1) + (
+                "from trainables.torch_loop import ProbabilityMean  # the mean of the members' probabilities\n"
+                f"model = ProbabilityMean([member() for _ in range({members})])\n"
             )
         return (
             f"```python\nimport torch\n{build}"
@@ -293,6 +306,11 @@ class KerasFramework(_Loop):
     def set_weights(self, model, weights) -> None:
         model.set_weights(weights)
 
+    def ensemble(self, models: list):
+        from .keras_loop import ensemble
+
+        return ensemble(models)
+
     def from_checkpoint(self, directory: str, config: dict, num_classes: int):
         get_spec(config["model"]).load()  # a user's file first: loading needs its custom layers registered
         state = self.load_checkpoint(directory)
@@ -321,6 +339,11 @@ class KerasFramework(_Loop):
 
 
 FRAMEWORKS: dict[str, type] = {"torch": TorchFramework, "keras": KerasFramework}
+
+
+def ensemble_members(config: dict) -> int:
+    """How many networks a report's shipped ensemble holds (best_config.json's final_model; 0: not an ensemble)."""
+    return len((((config.get("final_model") or {}).get("ensemble")) or {}).get("members", []))
 
 
 def get_framework(name: str) -> Framework:

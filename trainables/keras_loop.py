@@ -290,6 +290,14 @@ def predict(
     return probs
 
 
+def ensemble(models: list) -> keras.Model:
+    """One model whose class probabilities are the mean of `models`' (each outputs probabilities): the torch loop's
+    ProbabilityMean. Saved, loaded and exported as one functional model holding its members."""
+    inputs = keras.Input(shape=models[0].input_shape[1:], name="images")
+    probs = keras.layers.Average(name="ensemble_mean")([m(inputs) for m in models])
+    return keras.Model(inputs, probs, name=f"ensemble_of_{len(models)}")
+
+
 def evaluate(model, x_nhwc, y, *, mean, std) -> dict:
     """Plain cross-entropy (no label smoothing, so val_loss compares across trials) and accuracy, as the torch side."""
     probs = _predict(model, x_nhwc, mean=mean, std=std, nchw=False)

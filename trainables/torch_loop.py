@@ -212,6 +212,22 @@ def train_one_epoch(
     }
 
 
+class ProbabilityMean(nn.Module):
+    """An ensemble: log of the mean of its members' softmax probabilities, a logit vector like `flip_average`'s (its
+    softmax is that mean), so evaluation, flip TTA, softmax and export treat it as one model. A member's
+    `pretrained_cfg` (the input it was trained on) is the ensemble's: every member is the same config."""
+
+    def __init__(self, members: list[nn.Module]):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+        if (cfg := getattr(members[0], "pretrained_cfg", None)) is not None:
+            self.pretrained_cfg = cfg
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logp = torch.stack([torch.log_softmax(m(x).float(), 1) for m in self.members])
+        return torch.logsumexp(logp, 0) - math.log(len(self.members))
+
+
 def flip_average(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Flip test-time augmentation: log of the mean of the softmax probabilities of the images `x` (normalised NCHW)
     and of their horizontal mirrors. A logit vector in its own right: its softmax is that mean, so evaluation,
