@@ -180,7 +180,9 @@ def test_time_budget_stops_the_search_and_leaves_a_reportable_experiment(image_f
         "report.py --refit runs it"
     )
     assert m["retrained"] is (m["training_plan"]["plain"] == "retrained") and m["final_model"]["refit"] is None
-    assert "**Report budget** 0.0 min (--time-budget 0.001)" in (tmp_path / "tight" / "budget" / "report.md").read_text()
+    assert (
+        "**Report budget** 0.0 min (--time-budget 0.001)" in (tmp_path / "tight" / "budget" / "report.md").read_text()
+    )
 
 
 def test_importance_and_plots_compare_trials_at_one_rung():
