@@ -76,15 +76,15 @@ def plan_training(exp, args, options, threads: int, images: tuple[int, int]) -> 
     estimate = {"retrain": round(retrain_min, 1), "refit": round(refit_min, 1)}
     if budget is None or retrain_min + refit_min <= budget:
         return TrainingPlan(False, options.refit, budget, estimate)
-    head = (
-        f"report budget {budget:.1f} min ({source}); estimated from {measured_by} ({per_epoch:.0f} s an epoch): "
-        f"retrain {retrain_min:.1f} min" + (f", refit {refit_min:.1f} min" if options.refit else "")
-    )
+    cost = f"retrain {retrain_min:.1f} min" + (f", refit {refit_min:.1f} min" if options.refit else "")
+    lines = [
+        f"report budget {budget:.1f} min ({source})",
+        f"estimated from {measured_by} ({per_epoch:.0f} s an epoch): {cost}",
+    ]
     # the trial's checkpoint is the plain retrain itself when the trial kept it at its best epoch
     at_best = ran == int(exp.best_row["training_iteration"])
     usable = at_best and args.seeds == 1 and not args.epochs and not options.ema_decay
     spent = 0.0 if usable else retrain_min
-    lines = [head]
     if usable:
         lines.append(f"the plain row is the best trial's own checkpoint (epoch {ran}, its best): not retrained")
     else:

@@ -76,19 +76,23 @@ def test_within_the_budget_the_report_trains_as_asked():
 def test_over_the_budget_the_checkpoint_stands_for_the_retrain_and_a_refit_that_does_not_fit_is_skipped():
     plan = plan_training(experiment(20.0), report_args(), REFIT_FLIP, 2, IMAGES)
     assert (plan.from_checkpoint, plan.refit) == (True, False)
-    assert plan.lines[0].startswith("report budget 10.0 min (half the search's 20-minute budget)")
-    assert "the plain row is the best trial's own checkpoint (epoch 10, its best)" in plan.lines[1]
-    assert plan.lines[2] == "refit skipped: it would take ~11.1 min; report.py --refit runs it"
+    assert list(plan.lines[:2]) == [
+        "report budget 10.0 min (half the search's 20-minute budget)",
+        "estimated from the search's plan (60 s an epoch): retrain 10.0 min, refit 11.1 min",
+    ]
+    assert "the plain row is the best trial's own checkpoint (epoch 10, its best)" in plan.lines[2]
+    assert plan.lines[3] == "refit skipped: it would take ~11.1 min; report.py --refit runs it"
+    assert all(len(line) <= 120 for line in plan.lines)  # the console's width
     # a refit that fits alone still runs (20 minutes: 11.1 fits, 21.1 would not)
     plan = plan_training(experiment(40.0), report_args(), REFIT_FLIP, 2, IMAGES)
-    assert (plan.from_checkpoint, plan.refit, len(plan.lines)) == (True, True, 2)
+    assert (plan.from_checkpoint, plan.refit, len(plan.lines)) == (True, True, 3)
     # --refit given: it runs whatever it costs
     assert plan_training(experiment(20.0), report_args(refit=True), REFIT_FLIP, 2, IMAGES).refit
 
 
 def test_a_checkpoint_that_is_not_the_trials_best_or_a_new_recipe_is_retrained():
     plan = plan_training(experiment(20.0, ran=10, best=7), report_args(), REFIT_FLIP, 2, IMAGES)
-    assert not plan.from_checkpoint and "the trial's checkpoint is not its best" in plan.lines[1]
+    assert not plan.from_checkpoint and "the trial's checkpoint is not its best" in plan.lines[2]
     assert not plan.refit  # 10 + 7.8 minutes do not fit 10
     for kw in ({"seeds": 2}, {"epochs": 5}):
         assert not plan_training(experiment(2.0), report_args(**kw), REFIT_FLIP, 2, IMAGES).from_checkpoint
