@@ -129,3 +129,11 @@ def test_a_report_from_the_checkpoint_still_refits_and_records_why():
     assert [v.key for v in ev.variants] == ["plain", "refit", "flip_tta", "shipped"]
     assert ev.variants[0].label == "the best trial's checkpoint"
     assert ev.training_plan["plain"] == "the best trial's checkpoint" and ev.training_plan["lines"] == ["why"]
+
+
+def test_a_budget_that_is_not_positive_is_one_line(capsys, tmp_path):
+    import report
+
+    assert report.main(["--experiment", str(tmp_path), "--time-budget", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "error: --time-budget must be a positive number of minutes (got 0)"
