@@ -161,3 +161,11 @@ def test_an_ensemble_is_scored_and_shipped_as_the_checkpoint_and_the_refit_toget
         ["checkpoint", 3],
         ["checkpoint", 3],
     ]  # plain, refit, tta, ens, all
+
+
+def test_a_budget_that_is_not_positive_is_one_line(capsys, tmp_path):
+    import report
+
+    assert report.main(["--experiment", str(tmp_path), "--time-budget", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "error: --time-budget must be a positive number of minutes (got 0)"
