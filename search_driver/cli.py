@@ -402,7 +402,8 @@ def check_model(args, num_classes: int, side: int, space: dict, config: dict) ->
 def weights_path(args) -> dict:
     """Pretrained models: their weights are on this node (or --weights exists) before anything starts; --weights
     made absolute (trials run in other working directories)."""
-    from trainables.models.weights import WeightsError, weights_check
+    from trainables.models import weights_check
+    from trainables.models.weights import WeightsError
 
     check = weights_check(args.model)
     if check is None:

@@ -253,7 +253,7 @@ def measure(
         for lay in layouts:  # the same processes where torch can re-thread
             if lay == wide:
                 continue
-            show(f"plan: measuring {lay[0]} trial(s) at once x {lay[1]:g} threads ({_name(cheapest)})")
+            show(f"plan: measuring {lay[0]} trial(s) at once x {lay[1]:g} threads ({describe_class(cheapest)})")
             probes = team[: lay[0]]
             if len(probes) < lay[0] or not all(ray.get([a.set_threads.remote(lay[1]) for a in probes])):
                 for a in team:
@@ -273,8 +273,8 @@ def measure(
         "precision": precision,
         "probe": f"{PROBE_EPOCHS} epochs of {PROBE_IMAGES}+ images, {PROBE_VAL_IMAGES} validation images",
         "classes_measured_with": f"{wide[0]} trial(s) at once x {wide[1]:g} threads",
-        "probes": {_name(k): round(cost(m, k), 2) for k, m in results.items()},
-        "per_trial_epoch_s": {_name(k): round(v, 2) for k, v in per_trial.items()},
+        "probes": {describe_class(k): round(cost(m, k), 2) for k, m in results.items()},
+        "per_trial_epoch_s": {describe_class(k): round(v, 2) for k, v in per_trial.items()},
         "layout_epoch_s": {f"{k}x{c:g}": round(v, 2) for (k, c), v in per_layout.items()},
         "layouts_measured_on": dict(cheapest),
         "stopped_early": [dict(k) for k in at_least],
@@ -282,10 +282,9 @@ def measure(
     return Measured(table, at_least, precision, seconds, record)
 
 
-def _name(key: tuple) -> str:
-    from search_driver.plan import describe_class
-
-    return describe_class(key)
+def describe_class(key: tuple) -> str:
+    """A cost class ((key, value), ...) in words: "stem imagenet, batch 128"."""
+    return ", ".join(f"{'batch' if k == 'batch_size' else k} {v}" for k, v in key) or "every config"
 
 
 def stderr_show(text: str) -> None:

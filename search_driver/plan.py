@@ -31,6 +31,7 @@ import textwrap
 from dataclasses import dataclass, field
 
 from search_driver.cli import UsageError, default_grace
+from search_driver.epoch_cost import describe_class
 
 COST_KEYS = ("stem", "batch_size", "resolution")  # keys whose value changes what an epoch costs
 STARTUP_S = 10.0  # of the budget, before the first trial trains: worker start, imports, data from the object store
@@ -52,10 +53,6 @@ class PlanError(UsageError):
 
 def class_key(config: dict) -> Key:
     return tuple((k, config[k]) for k in COST_KEYS if k in config)
-
-
-def describe_class(key: Key) -> str:
-    return ", ".join(f"{'batch' if k == 'batch_size' else k} {v}" for k, v in key) or "every config"
 
 
 def cost_classes(space: dict, defaults: dict, constants: dict) -> tuple[list[Key], Key]:

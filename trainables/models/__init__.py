@@ -15,7 +15,12 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+
+from .refs import UnknownModelError  # noqa: F401  (re-exported: the error every caller catches)
 
 
 @dataclass(frozen=True)
@@ -54,10 +59,6 @@ MODELS: dict[str, ModelSpec] = {
         "Keras 3 (TensorFlow) ResNet-18, custom Block layer, 7x7 or 3x3 stem",
     ),
 }
-
-
-class UnknownModelError(ValueError):
-    pass
 
 
 def get_spec(name: str) -> ModelSpec:
@@ -114,3 +115,17 @@ def rebuild_recipe(name: str, config: dict, num_classes: int, side: int) -> dict
         "python": f"from trainables.models import build_model\nmodel = build_model({name!r}, num_classes={num_classes}"
         f"{kwargs}, input_size={side})",
     }
+
+
+def weights_check(model: str) -> Callable[[str | None], Path] | None:
+    """The model's `check_weights(path)` if its builder module has one (pretrained models), else None."""
+    spec = get_spec(model)
+    if spec.kind == "timm":  # timm:NAME:pretrained (trainables/models/timm_models.py)
+        from .timm_models import check_weights, parse
+
+        name, pretrained = parse(model)
+        return (lambda path: check_weights(name, path)) if pretrained else None
+    if spec.kind != "builtin":
+        return None
+    builder = spec.load()
+    return getattr(sys.modules[builder.__module__], "check_weights", None)

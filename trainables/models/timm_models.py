@@ -23,21 +23,18 @@ import difflib
 import sys
 from pathlib import Path
 
+from .refs import TIMM_REF, ModelError
 from .weights import WeightsError, _reachable
 
 
 def parse(ref: str) -> tuple[str, bool]:
     """(timm name, pretrained) of "timm:NAME" or "timm:NAME:pretrained"."""
-    from .user import TIMM_REF
-
     m = TIMM_REF.match(ref)
     return m["name"], bool(m["pretrained"])
 
 
 def check_name(name: str) -> None:
     import timm
-
-    from .user import ModelError
 
     if not timm.is_model(name):
         close = difflib.get_close_matches(name, timm.list_models(), n=3)

@@ -32,30 +32,13 @@ import sys
 import sysconfig
 from pathlib import Path
 
-from . import ModelSpec, UnknownModelError
+from . import ModelSpec
+from .refs import FILE_REF, MODULE_REF, TIMM_REF, ModelError, kind
 
-FILE_REF = re.compile(r"^(?P<path>.+\.py):(?P<function>[A-Za-z_]\w*)$")
-MODULE_REF = re.compile(r"^(?P<module>[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*):(?P<function>[A-Za-z_]\w*)$")
-TIMM_REF = re.compile(r"^timm:(?P<name>[^:\s]+?)(?P<pretrained>:pretrained)?$")
 # Keys the trainer sets in every trial config (search_driver/tuner.trial_constants): a SPACE may not name them.
 RESERVED = ("model", "framework", "max_epochs", "seed", "weights_path", "device")
 DUMMY_BATCH = 2
 ROOT = Path(__file__).resolve().parents[2]
-
-
-class ModelError(UnknownModelError):
-    """A user model that cannot be used: one line naming the file (or module, or timm name) and the cause."""
-
-
-def kind(ref: str) -> str | None:
-    """The form of `ref`: "timm", "file", "module", or None when it is none of the user forms."""
-    if TIMM_REF.match(ref):
-        return "timm"
-    if FILE_REF.match(ref):
-        return "file"
-    if MODULE_REF.match(ref):
-        return "module"
-    return None
 
 
 def canonical(ref: str) -> str:

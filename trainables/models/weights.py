@@ -110,19 +110,3 @@ def ensure_available(weights, architecture: Callable[[], nn.Module], name: str, 
         print(f"downloading {weights.url} to {f}", file=sys.stderr, flush=True)
     check_architecture(load_state_dict(weights, progress=True), architecture, name, f)
     return f
-
-
-def weights_check(model: str) -> Callable[[str | None], Path] | None:
-    """The model's `check_weights(path)` if its builder module has one (pretrained models), else None."""
-    from . import get_spec
-
-    spec = get_spec(model)
-    if spec.kind == "timm":  # timm:NAME:pretrained (trainables/models/timm_models.py)
-        from .timm_models import check_weights, parse
-
-        name, pretrained = parse(model)
-        return (lambda path: check_weights(name, path)) if pretrained else None
-    if spec.kind != "builtin":
-        return None
-    builder = spec.load()
-    return getattr(sys.modules[builder.__module__], "check_weights", None)
