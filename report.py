@@ -237,7 +237,8 @@ def make_report(args) -> None:
     training = plan_training(exp, args, options, threads, images)
     for line in training.lines:
         print(line, file=sys.stderr)
-    options = dataclasses.replace(options, refit=training.refit)
+    # a refit the budget skips takes the ensemble that needs it along
+    options = dataclasses.replace(options, refit=training.refit, ensemble=options.ensemble and training.refit)
     step(
         f"{'loading the best checkpoint' if training.from_checkpoint else 'retraining the best config'} "
         f"({exp.info.get('framework', 'torch')})"

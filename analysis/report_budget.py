@@ -91,6 +91,7 @@ def plan_training(exp, args, options, threads: int, images: tuple[int, int]) -> 
         why = "--seeds, --epochs or --ema ask for a training" if at_best else "the trial's checkpoint is not its best"
         lines.append(f"retrained all the same: {why}")
     if options.refit and args.refit is not True and spent + refit_min > budget:
-        lines.append(f"refit skipped: it would take ~{refit_min:.1f} min; report.py --refit runs it")
+        also = " (and the ensemble that needs it)" if options.ensemble else ""
+        lines.append(f"refit skipped{also}: it would take ~{refit_min:.1f} min; report.py --refit runs it")
         return TrainingPlan(usable, False, budget, estimate, tuple(lines))
     return TrainingPlan(usable, options.refit, budget, estimate, tuple(lines))
