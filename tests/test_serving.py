@@ -258,6 +258,21 @@ def test_a_keras_ensemble_saves_loads_and_exports_as_one_model(dataset, tmp_path
     reloaded = export_keras.load_trained(tmp_path / fw.save_model(model, tmp_path), None)
     np.testing.assert_allclose(fw.predict(reloaded, dataset.x_test, data, {}, flip_tta=True), expected, atol=1e-6)
     (tmp_path / "out").mkdir()
+
+    # a subclassed Keras model has no fixed input: the ensemble takes any height and width
+    class Tiny(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.pool, self.out = keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(3, activation="softmax")
+
+        def call(self, x):
+            return self.out(self.pool(x))
+
+    tiny = Tiny()
+    tiny(np.zeros((1, 32, 32, 3), "float32"))
+    both = fw.ensemble([tiny, members[0]])
+    np.testing.assert_allclose(fw.predict(both, dataset.x_test, data, {}),
+                               (fw.predict(tiny, dataset.x_test, data, {}) + each[0]) / 2, atol=1e-6)  # fmt: skip
     card = export_model(tmp_path / "out", framework="keras", model=reloaded, dataset=dataset,
                         config={"model": "keras_resnet18"}, info=INFO, metrics=METRICS, final_model=ENSEMBLE)  # fmt: skip
     assert card["check"]["passed"]

@@ -293,7 +293,8 @@ def predict(
 def ensemble(models: list) -> keras.Model:
     """One model whose class probabilities are the mean of `models`' (each outputs probabilities): the torch loop's
     ProbabilityMean. Saved, loaded and exported as one functional model holding its members."""
-    inputs = keras.Input(shape=models[0].input_shape[1:], name="images")
+    first = getattr(models[0], "inputs", None)  # None for a subclassed model: any height and width then
+    inputs = keras.Input(shape=tuple(first[0].shape[1:]) if first else (None, None, 3), name="images")
     probs = keras.layers.Average(name="ensemble_mean")([m(inputs) for m in models])
     return keras.Model(inputs, probs, name=f"ensemble_of_{len(models)}")
 
