@@ -249,7 +249,10 @@ def test_a_keras_ensemble_saves_loads_and_exports_as_one_model(dataset, tmp_path
         keras.utils.set_random_seed(seed)
         inputs = keras.Input((32, 32, 3))
         x = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(inputs)
-        members.append(keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(keras.layers.Flatten()(x))))
+        # one builder names both alike (keras_resnet18 does): the ensemble must still be one valid model
+        members.append(
+            keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(keras.layers.Flatten()(x)), name="net")
+        )
     data = dataset.search_arrays()
     each = [fw.predict(m, dataset.x_test, data, {}) for m in members]
     model = fw.ensemble(members)

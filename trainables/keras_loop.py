@@ -295,7 +295,13 @@ def ensemble(models: list) -> keras.Model:
     ProbabilityMean. Saved, loaded and exported as one functional model holding its members."""
     first = getattr(models[0], "inputs", None)  # None for a subclassed model: any height and width then
     inputs = keras.Input(shape=tuple(first[0].shape[1:]) if first else (None, None, 3), name="images")
-    probs = keras.layers.Average(name="ensemble_mean")([m(inputs) for m in models])
+    # the same builder names both members alike, and a functional model's parts need unique names: each functional
+    # member is re-wrapped under its own name (the same layers and weights)
+    named = [
+        keras.Model(m.inputs[0], m.outputs[0], name=f"member_{i}") if getattr(m, "inputs", None) else m
+        for i, m in enumerate(models)
+    ]
+    probs = keras.layers.Average(name="ensemble_mean")([m(inputs) for m in named])
     return keras.Model(inputs, probs, name=f"ensemble_of_{len(models)}")
 
 
