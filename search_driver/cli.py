@@ -211,7 +211,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="stop a trial after N epochs without a better --metric (any model; the original Keras used 8)",
     )
-    g.add_argument("--smoke-test", action="store_true", help=f"{SMOKE_SUBSET} training images, 2 trials, 2 epochs")
+    g.add_argument(
+        "--smoke-test",
+        action="store_true",
+        help=f"{SMOKE_SUBSET} training images, 2 trials, 2 epochs (flags you give win)",
+    )
     g = p.add_argument_group("learning-rate range test (torch models)").add_mutually_exclusive_group()
     g.add_argument(
         "--lr-find",
@@ -310,7 +314,7 @@ def settle(args: argparse.Namespace, given: set[str]) -> Settings:
     s = s.changed(storage_path=normalize_storage_path(s.storage_path), model=canonical(s.model))
     if s.resume:
         s = s.changed(**restored(s, given))  # adds `extend`: a finished experiment given a new budget
-    s = s.changed(**smoke_sizes(s))
+    s = s.changed(**smoke_sizes(s, given))
     s = s.changed(**model_defaults(s))
     check_args(s)
     s = s.changed(train_on_cpu=s.train_on_cpu or bool(s.local_gpus))
@@ -429,10 +433,12 @@ def fix_resolution(args, space: dict, defaults: dict) -> None:
     defaults.pop("resolution", None)  # a constant now: Optuna's first point must name searched keys only
 
 
-def smoke_sizes(args) -> dict:
-    """--smoke-test: 2 trials of 2 epochs, no time budget (an extension keeps its saved sizes and its own budget)."""
+def smoke_sizes(args, given: set[str]) -> dict:
+    """--smoke-test: 2 trials of 2 epochs, no time budget, except where a flag is given (as the plan keeps them); an
+    extension keeps its saved sizes and its own budget."""
     if args.smoke_test and not getattr(args, "extend", False):
-        return {"num_samples": 2, "max_epochs": 2, "grace_period": 1, "time_budget": None}
+        sizes = {"num_samples": 2, "max_epochs": 2, "grace_period": 1, "time_budget": None}
+        return {k: v for k, v in sizes.items() if k not in given}
     return {}
 
 

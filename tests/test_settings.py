@@ -32,7 +32,10 @@ def test_settle_folds_smoke_test_defaults_and_name_without_touching_the_parsed_f
     before = dict(vars(parsed))
     s = settle(parsed, {"model", "data_dir", "smoke_test", "time_budget", "storage_path"})
     assert vars(parsed) == before  # the namespace is never written
-    assert (s.num_samples, s.max_epochs, s.grace_period, s.time_budget) == (2, 2, 1, None)
+    assert (s.num_samples, s.max_epochs, s.grace_period, s.time_budget) == (2, 2, 1, 5)  # a given flag stays
+    bare = settle(parse_args(["--model", "lenet5", "--data-dir", "d", "--smoke-test", "--max-epochs", "1"]),
+                  {"model", "data_dir", "smoke_test", "max_epochs"})  # fmt: skip
+    assert (bare.num_samples, bare.max_epochs, bare.grace_period, bare.time_budget) == (2, 1, 1, None)
     assert s.name.startswith("lenet5-") and s.storage_path == str(tmp_path / "exp")
     full = settle(parse_args(["--model", "lenet5", "--data-dir", "d", "--time-budget", "5"]), {"time_budget"})
     assert (full.num_samples, full.max_epochs) == (-1, 40)  # until the budget ends; the space's horizon
