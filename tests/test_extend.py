@@ -54,14 +54,11 @@ def report(exp: Path, out: Path) -> str:
     return (out / exp.name / "report.md").read_text()
 
 
-@pytest.fixture(scope="module")
-def finished(image_folder, tmp_path_factory) -> Path:
-    """A finished 2-trial search (--smoke-test: 2 trials x 2 epochs); tests extend or warm-start from a copy."""
-    storage = tmp_path_factory.mktemp("finished")
-    proc = run_cli("--model", "lenet5", "--data-dir", image_folder, "--smoke-test", "--storage-path", storage,
-                   "--name", "base", "--num-cpus", 2)  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return storage / "base"
+@pytest.fixture()
+def finished(lenet5_smoke) -> Path:
+    """A finished 2-trial search (--smoke-test: 2 trials x 2 epochs, conftest's); tests extend or warm-start from a
+    copy."""
+    return lenet5_smoke.exp
 
 
 def copy_of(exp: Path, tmp_path: Path) -> Path:
@@ -78,8 +75,10 @@ def test_extend_a_finished_search_by_two_trials(finished, tmp_path):
     exp = copy_of(finished, tmp_path)
     before = trial_dirs(exp)
     old = {t.number: (t.params, t.state, t.value) for t in journal(exp).trials}
-    proc = run_cli("--resume", "base", "--num-samples", 2, "--storage-path", tmp_path, "--num-cpus", 2)
+    written = (exp / STUDY_FILE).read_bytes()
+    proc = run_cli("--resume", "smoke", "--num-samples", 2, "--storage-path", tmp_path, "--num-cpus", 2)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (exp / STUDY_FILE).read_bytes().startswith(written)  # the same journal file, continued
     after = trial_dirs(exp)
     assert len(before) == 2 and len(after) == 4 and set(before) < set(after)  # the same folder, 2 more trials
     study = journal(exp)  # the same study: the first two trials as they were, then the two new ones
@@ -92,9 +91,9 @@ def test_extend_a_finished_search_by_two_trials(finished, tmp_path):
     assert ext["num_samples"] == 2 and ext["time_budget_min"] is None and "finished_at" in info
     assert sorted(f"trial_{i}" for i in ext["earlier_trials"]) == before
     out = proc.stdout
-    assert "extending base" in out and "4 trials, 0 errors" in out  # the summary covers every trial
+    assert "extending smoke" in out and "4 trials, 0 errors" in out  # the summary covers every trial
     assert "part 1 (search): 2 trials" in out and "part 2 (extension): 2 trials" in out
-    assert max(len(line) for line in out.splitlines()) <= 120
+    assert max(len(line) for line in (out + proc.stderr).splitlines()) <= 120
     md = report(exp, tmp_path / "results")
     assert "4 trials:" in md and "part 2 (extension): 2 trials" in md
 
@@ -102,7 +101,7 @@ def test_extend_a_finished_search_by_two_trials(finished, tmp_path):
 @pytest.mark.slow
 def test_extend_by_a_time_budget(finished, tmp_path):
     exp = copy_of(finished, tmp_path)
-    proc = run_cli("--resume", "base", "--time-budget", 0.25, "--storage-path", tmp_path, "--num-cpus", 2)
+    proc = run_cli("--resume", "smoke", "--time-budget", 0.25, "--storage-path", tmp_path, "--num-cpus", 2)
     assert proc.returncode == 0, proc.stderr[-3000:]
     info = json.loads((exp / "experiment.json").read_text())
     (ext,) = info["extensions"]
@@ -119,8 +118,9 @@ def test_extend_by_a_time_budget(finished, tmp_path):
 def test_resume_of_a_finished_search_says_how_to_extend_it(finished, tmp_path):
     exp = copy_of(finished, tmp_path)
     before = tree_digest(exp)
-    line = one_line_error(run_cli("--resume", "base", "--storage-path", tmp_path), within=30)
-    assert "base is finished" in line and "python run_search.py --resume base --time-budget MINUTES" in line
+    line = one_line_error(run_cli("--resume", "--name", "smoke", "--storage-path", tmp_path), within=30)
+    assert "smoke is finished (trials 2 done, 0 errors, 0 not started (of 2)); to extend it:" in line
+    assert "python run_search.py --resume smoke --time-budget MINUTES (or --num-samples N)" in line
     assert tree_digest(exp) == before
 
 
@@ -274,21 +274,21 @@ def test_warm_start_into_a_new_experiment(finished, tmp_path):
     old_trials = journal(old).trials
     new_data = write_image_folder(tmp_path / "new_data", seed=1)  # new images: another data folder
     proc = run_cli("--model", "lenet5", "--data-dir", new_data, "--smoke-test", "--storage-path", tmp_path,
-                   "--name", "warm", "--warm-start", "base", "--num-cpus", 2)  # fmt: skip
+                   "--name", "warm", "--warm-start", "smoke", "--num-cpus", 2)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert tree_digest(old) == before  # the old experiment's files, byte for byte
     study = journal(tmp_path / "warm")
-    prior = [t for t in study.trials if t.user_attrs.get("warm_start_from") == "base"]
+    prior = [t for t in study.trials if t.user_attrs.get("warm_start_from") == "smoke"]
     assert [(t.params, t.state, t.value) for t in prior] == [(t.params, t.state, t.value) for t in old_trials]
     new = [t for t in study.trials if TUNE_TRIAL_ID in t.user_attrs]
     ranked = sorted(old_trials, key=lambda t: t.value)  # val_loss: lowest first
     assert [t.params for t in new] == [t.params for t in ranked]  # the old best configs are the first trials
     info = json.loads((tmp_path / "warm" / "experiment.json").read_text())
-    assert info["warm_start"]["from"] == "base" and info["warm_start"]["evidence"] == 2
+    assert info["warm_start"]["from"] == "smoke" and info["warm_start"]["evidence"] == 2
     assert info["warm_start"]["dropped"] == [] and len(info["warm_start"]["first_trials"]) == 2
-    assert "warm start from base: 2 of its 2 trials as evidence" in proc.stdout
+    assert "warm start from smoke: 2 of its 2 trials as evidence" in proc.stdout
     (line,) = report_lines(load_experiment(str(tmp_path / "warm")))  # report.md's line (report_markdown)
-    assert line.startswith("- warm-started from `base`: 2 of its 2 trials as evidence")
+    assert line.startswith("- warm-started from `smoke`: 2 of its 2 trials as evidence")
 
 
 # ---------------------------------------------------------------------------------------------------------------

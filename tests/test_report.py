@@ -348,12 +348,9 @@ def test_importance_finds_the_hyperparameter_that_matters():
 
 
 @pytest.mark.slow
-def test_report_of_a_keras_experiment(image_folder, tmp_path):
+def test_report_of_a_keras_experiment(keras_smoke, tmp_path):
     """The Keras model goes through the same analysis code: retrain, metrics, plots, model.keras."""
-    storage = tmp_path / "storage"
-    proc = run_cli("--model", "keras_resnet18", "--data-dir", image_folder, "--smoke-test", "--storage-path", storage,
-                   "--name", "keras", "--num-cpus", 2, "--max-epochs", 1)  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    storage = keras_smoke.exp.parent
     proc = run_report("--experiment", "latest", "--storage-path", storage, "--out", tmp_path / "out", "--epochs", 1)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = tmp_path / "out" / "keras"

@@ -16,11 +16,8 @@ from trainables.epoch_progress import PROGRESS_FILE
 pytestmark = pytest.mark.slow
 
 
-def test_smoke_test_end_to_end(image_folder, tmp_path):
-    proc = run_cli("--model", "lenet5", "--data-dir", image_folder, "--smoke-test", "--storage-path", tmp_path,
-                   "--name", "smoke", "--num-cpus", 2)  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    exp = tmp_path / "smoke"
+def test_smoke_test_end_to_end(lenet5_smoke):
+    proc, exp = lenet5_smoke.proc, lenet5_smoke.exp
     info = json.loads((exp / "experiment.json").read_text())
     assert info["model"] == "lenet5" and info["data"]["classes"] == ["cat", "dog", "ship"]
     assert info["split_seed"] == 0 and "lr" in info["search_space"] and "ray" in info["packages"]
@@ -47,16 +44,6 @@ def test_smoke_test_end_to_end(image_folder, tmp_path):
             "No difference the validation set can show: best proposed",
         )
     )
-
-
-def test_resume_does_not_rerun_finished_trials(image_folder, tmp_path):
-    args = ["--data-dir", image_folder, "--smoke-test", "--storage-path", tmp_path, "--name", "again", "--num-cpus", 2]
-    assert run_cli("--model", "lenet5", *args).returncode == 0
-    before = trial_results(tmp_path / "again")
-    line = one_line_error(run_cli("--resume", "--name", "again", "--storage-path", tmp_path, "--num-cpus", 2))
-    assert "again is finished (trials 2 done, 0 errors, 0 not started (of 2)); to extend it:" in line
-    assert "run_search.py --resume again --time-budget MINUTES (or --num-samples N)" in line
-    assert trial_results(tmp_path / "again") == before
 
 
 def test_fractional_gpus_pack_four_trials_on_one_gpu(tiny_arrays, tmp_path):

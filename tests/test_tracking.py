@@ -114,16 +114,6 @@ def test_mlflow_logs_every_trial(live_search):
         assert run.data.tags["best_checkpoint_epoch"] in ("1", "2")
 
 
-@pytest.mark.slow
-def test_an_extension_keeps_the_optuna_study(live_search):
-    study = live_search.exp / STUDY_FILE
-    before = study.read_bytes()
-    proc = run_cli("--resume", "live", "--num-samples", 1, "--storage-path", live_search.exp.parent, "--num-cpus", 2)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert long_lines(proc.stdout) == [] and long_lines(proc.stderr) == []
-    assert study.read_bytes().startswith(before)  # the same journal, continued (not a new study)
-
-
 def test_a_pickled_searcher_continues_the_same_journal(tmp_path):
     """Tuner.restore unpickles the searcher: its journal storage must reopen the file and go on writing it."""
     import optuna
@@ -256,3 +246,24 @@ def test_a_sigterm_exit_in_a_trial_process_is_not_printed_as_a_traceback(mode, t
                           env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)  # fmt: skip
     assert proc.stdout.strip() == "went on" and "ValueError: a real bug stays visible" in proc.stderr
     assert ("SystemExit" in proc.stderr) == (mode == "default"), proc.stderr
+
+
+def test_mlflow_loads_only_for_a_search_that_logs_to_it():
+    """Importing mlflow (through Ray's MLflow integration) costs about a second of every search's start: the driver's
+    modules leave it out, --mlflow brings it in, and experiments pickled with the class's old home still load."""
+    from sample_data import ROOT
+
+    code = (
+        "import sys, run_search\n"
+        "from search_driver import tracking, tuner, console, summary\n"
+        "assert 'mlflow' not in sys.modules, 'imported without --mlflow'\n"
+        "from types import SimpleNamespace as S\n"
+        "cbs = tracking.tracking_callbacks(S(mlflow='sqlite:///x.db', name='n', metric='val_loss'), {})\n"
+        "assert 'mlflow' in sys.modules and type(cbs[-1]) is tracking.BestCheckpointMLflow\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    from search_driver.mlflow_callback import BestCheckpointMLflow
+
+    old_home = b"csearch_driver.tracking\nBestCheckpointMLflow\n."  # a pickle's reference to the class's old module
+    assert pickle.loads(old_home) is BestCheckpointMLflow
