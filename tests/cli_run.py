@@ -67,3 +67,8 @@ def rows(exp: Path) -> dict[str, list[dict]]:
                 break
         out[d.name] = parsed
     return out
+
+
+def run_python(code: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """`python -c code` in a fresh interpreter in the repo: what a process that has imported nothing yet does."""
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=timeout)

@@ -6,12 +6,11 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from unittest import mock
 
 import numpy as np
 import pytest
-from sample_data import ROOT
+from cli_run import run_python
 
 from trainables import metric_names as M
 from trainables.keras_env import keras, tf
@@ -255,7 +254,7 @@ def test_fresh_process_threads_quiet_start_and_torch_after_tf():
         "import torchvision.ops\n"
         "print('torch ok')"
     )
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    proc = run_python(code)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.split() == ["cpu", "1", "1", "torch", "ok"], proc.stderr
     assert "oneDNN" not in proc.stderr and "absl" not in proc.stderr
@@ -296,6 +295,6 @@ def test_a_fresh_process_loads_a_keras_resnet_checkpoint(tmp_path):
         f"m, epoch = framework_of('keras_resnet18').from_checkpoint({str(tmp_path)!r}, {{'model': 'keras_resnet18'}}, 3); "
         "print(epoch, m.output_shape)"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=240)
+    proc = run_python(code, timeout=240)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.split()[0] == "4"

@@ -12,7 +12,7 @@ import time
 from types import SimpleNamespace
 
 import pytest
-from cli_run import run_cli
+from cli_run import run_cli, run_python
 
 from search_driver.console import CompactConsole
 from search_driver.tracking import STUDY_FILE
@@ -251,8 +251,6 @@ def test_a_sigterm_exit_in_a_trial_process_is_not_printed_as_a_traceback(mode, t
 def test_mlflow_loads_only_for_a_search_that_logs_to_it():
     """Importing mlflow (through Ray's MLflow integration) costs about a second of every search's start: the driver's
     modules leave it out, --mlflow brings it in, and experiments pickled with the class's old home still load."""
-    from sample_data import ROOT
-
     code = (
         "import sys, run_search\n"
         "from search_driver import tracking, tuner, console, summary\n"
@@ -261,7 +259,7 @@ def test_mlflow_loads_only_for_a_search_that_logs_to_it():
         "cbs = tracking.tracking_callbacks(S(mlflow='sqlite:///x.db', name='n', metric='val_loss'), {})\n"
         "assert 'mlflow' in sys.modules and type(cbs[-1]) is tracking.BestCheckpointMLflow\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    proc = run_python(code)
     assert proc.returncode == 0, proc.stderr[-2000:]
     from search_driver.mlflow_callback import BestCheckpointMLflow
 
