@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from analysis.trials import load_experiment  # noqa: E402
+from search_driver.ray_compat import quiet_analysis_logs  # noqa: E402
 from trainables import metric_names as M  # noqa: E402
 
 
@@ -70,6 +71,7 @@ def mean_std(values) -> str:
 
 def main(argv=None) -> int:
     bench = parse_args(argv)
+    quiet_analysis_logs()  # Ray's warning about a trial the budget stopped before its first epoch, as report.py does
     storage = bench.storage_path or tempfile.mkdtemp(prefix="warm-start-bench-")
     stamp = time.strftime("%Y%m%d-%H%M%S")
     rows = []
