@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from sample_data import ROOT, write_cifar_batches, write_image_folder  # noqa: E402,F401
+from shared_runs import finished_search
 
 
 @pytest.fixture(autouse=True)
@@ -53,36 +54,16 @@ def tiny_arrays(tmp_path_factory):
     return load_dataset(folder, cache_dir=tmp_path_factory.mktemp("cache")).search_arrays()
 
 
-def _search(image_folder, storage: Path, cache: Path, torch_home: Path, *flags):
-    """run_search.py --smoke-test on the tiny image folder, as a session fixture runs it: with its own data cache
-    and the seeded TORCH_HOME (the function-scoped fixtures that set them are not active yet)."""
-    from cli_run import run_cli
-
-    proc = run_cli("--data-dir", image_folder, "--smoke-test", "--storage-path", storage, "--num-cpus", 2, *flags,
-                   env={"CIFAR_TUNE_CACHE": str(cache), "TORCH_HOME": str(torch_home)})  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc
-
-
 @pytest.fixture(scope="session")
 def lenet5_smoke(image_folder, tmp_path_factory, torch_home):
     """One finished LeNet5 search (--smoke-test: 2 trials x up to 2 epochs) named "smoke", shared by the tests that
-    read it; a test that extends or resumes it works on a copy. `.exp` its folder, `.proc` the finished process."""
-    from types import SimpleNamespace
-
-    storage = tmp_path_factory.mktemp("lenet5_smoke")
-    proc = _search(image_folder, storage, tmp_path_factory.mktemp("cache"), torch_home, "--model", "lenet5",
-                   "--name", "smoke")  # fmt: skip
-    return SimpleNamespace(exp=storage / "smoke", proc=proc)
+    read it; a test that extends or resumes it works on a copy."""
+    return finished_search(tmp_path_factory, "smoke", image_folder, torch_home, "--model", "lenet5")
 
 
 @pytest.fixture(scope="session")
 def keras_smoke(image_folder, tmp_path_factory, torch_home):
     """One finished keras_resnet18 search (--smoke-test, 1 epoch per trial) named "keras", for the Keras loop's end
     to end checks and the report's; nobody changes it."""
-    from types import SimpleNamespace
-
-    storage = tmp_path_factory.mktemp("keras_smoke")
-    proc = _search(image_folder, storage, tmp_path_factory.mktemp("cache"), torch_home, "--model", "keras_resnet18",
-                   "--name", "keras", "--max-epochs", 1)  # fmt: skip
-    return SimpleNamespace(exp=storage / "keras", proc=proc)
+    return finished_search(tmp_path_factory, "keras", image_folder, torch_home, "--model", "keras_resnet18",
+                           "--max-epochs", 1)  # fmt: skip

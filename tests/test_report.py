@@ -11,9 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cli_run import run_cli
+from cli_run import one_line_error
 from PIL import Image
 from sample_data import ROOT
+from shared_runs import finished_search
 from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support, top_k_accuracy_score
 
 from analysis.classification_metrics import PER_CLASS_KEYS, classification_metrics, metrics_csv, metrics_text
@@ -97,13 +98,11 @@ def run_report(*args, timeout=300):
     return proc
 
 
-@pytest.fixture(scope="module")
-def smoke_experiment(image_folder, tmp_path_factory):
-    storage = tmp_path_factory.mktemp("storage")
-    proc = run_cli("--model", "lenet5", "--data-dir", image_folder, "--smoke-test", "--storage-path", storage,
-                   "--name", "tiny", "--num-cpus", 2, "--num-samples", 3)  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return storage
+@pytest.fixture(scope="session")
+def smoke_experiment(image_folder, tmp_path_factory, torch_home):
+    """A finished LeNet5 smoke search of 3 trials named "tiny"; its --storage-path. Read only."""
+    return finished_search(tmp_path_factory, "tiny", image_folder, torch_home, "--model", "lenet5",
+                           "--num-samples", 3).storage  # fmt: skip
 
 
 def check_outputs(out, weights="model.pth"):
@@ -278,7 +277,7 @@ def test_report_no_retrain_uses_the_checkpoint(smoke_experiment, tmp_path):
     assert card["check"]["passed"] and card["test_metrics"]["accuracy"] == m["accuracy"]
     assert card["data"]["num_test"] == 18 and card["files"]["onnx"]["check"]["images"] == 18
     assert (tmp_path / "tiny" / "report.md").read_text().count("## Using the exported model") == 1
-    assert "not a report folder" in one_line(run_report("--export-only", tmp_path))
+    assert "not a report folder" in one_line_error(run_report("--export-only", tmp_path))
 
 
 def test_interrupted_report_leaves_no_output(smoke_experiment, tmp_path, monkeypatch):
@@ -295,20 +294,12 @@ def test_interrupted_report_leaves_no_output(smoke_experiment, tmp_path, monkeyp
     assert list(out.iterdir()) == []  # neither a half-written report nor its temporary folder
 
 
-def one_line(proc):
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    assert "Traceback" not in proc.stderr
-    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
-    assert len(lines) == 1, proc.stderr
-    return lines[0]
-
-
 @pytest.mark.slow
 def test_bad_inputs(smoke_experiment, tmp_path):
-    assert "'nope'" in one_line(run_report("--experiment", "nope", "--storage-path", smoke_experiment))
-    assert "no experiments under" in one_line(run_report("--storage-path", tmp_path / "empty"))
+    assert "'nope'" in one_line_error(run_report("--experiment", "nope", "--storage-path", smoke_experiment))
+    assert "no experiments under" in one_line_error(run_report("--storage-path", tmp_path / "empty"))
     (tmp_path / "plain").mkdir()
-    assert "not an experiment" in one_line(run_report("--experiment", tmp_path / "plain"))
+    assert "not an experiment" in one_line_error(run_report("--experiment", tmp_path / "plain"))
     # an experiment whose trials never reported
     unfinished = tmp_path / "unfinished"
     shutil.copytree(smoke_experiment / "tiny", unfinished)
@@ -316,7 +307,7 @@ def test_bad_inputs(smoke_experiment, tmp_path):
         f.write_text("")
     for f in unfinished.glob("trial_*/progress.csv"):
         f.unlink()
-    assert "no trial" in one_line(run_report("--experiment", unfinished))
+    assert "no trial" in one_line_error(run_report("--experiment", unfinished))
 
 
 def test_samples_only(image_folder, tmp_path):

@@ -12,7 +12,8 @@ import time
 from types import SimpleNamespace
 
 import pytest
-from cli_run import run_cli, run_python
+from cli_run import run_python
+from shared_runs import finished_search
 
 from search_driver.console import CompactConsole
 from search_driver.tracking import STUDY_FILE
@@ -20,15 +21,12 @@ from search_driver.tracking import STUDY_FILE
 WIDTH = 120
 
 
-@pytest.fixture(scope="module")
-def live_search(image_folder, tmp_path_factory):
-    """One smoke search (2 trials x 2 epochs) with every view on."""
-    storage = tmp_path_factory.mktemp("live")
-    db = storage / "mlflow.db"
-    proc = run_cli("--model", "lenet5", "--data-dir", image_folder, "--smoke-test", "--storage-path", storage,
-                   "--name", "live", "--num-cpus", 2, "--mlflow", f"sqlite:///{db}")  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return SimpleNamespace(exp=storage / "live", db=db, proc=proc)
+@pytest.fixture(scope="session")
+def live_search(image_folder, tmp_path_factory, torch_home):
+    """One smoke search (2 trials x 2 epochs) with every view on: `.exp`, `.db` (its MLflow store), `.proc`."""
+    run = finished_search(tmp_path_factory, "live", image_folder, torch_home, "--model", "lenet5", "--mlflow",
+                          "sqlite:///{folder}/mlflow.db")  # fmt: skip
+    return SimpleNamespace(exp=run.exp, db=run.storage.parent / "mlflow.db", proc=run.proc)
 
 
 def trial_ids(exp) -> set[str]:
