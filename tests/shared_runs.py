@@ -11,7 +11,7 @@ from pathlib import Path
 def built_once(tmp_path_factory, name: str, build) -> Path:
     """`build(folder)` run once for the whole test run, also under pytest-xdist: its workers share the run's base
     temp folder, the first to ask builds under a file lock, the others wait and reuse the folder (xdist's documented
-    recipe for session fixtures that must run once). A build that fails leaves nothing: the next asker tries again."""
+    recipe for session fixtures that must run once). A build that fails is not reused: the next asker builds again."""
     from filelock import FileLock
 
     root = tmp_path_factory.getbasetemp()
