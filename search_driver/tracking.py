@@ -138,7 +138,7 @@ def __getattr__(name: str):
         from search_driver.mlflow_callback import BestCheckpointMLflow
 
         return BestCheckpointMLflow
-    raise AttributeError(name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def searched_keys(param_space: dict) -> dict:
